@@ -1,0 +1,18 @@
+//! Gantry: an OCI registry for machines.
+//!
+//! Workloads authenticate with the OIDC token their platform gives them; a
+//! sandboxed WebAssembly claim policy per issuer decides who they are.
+//!
+//! Module map: `config` (typed configuration, every problem reported at once),
+//! `storage` (content-addressed blobs behind a trait), `distribution` (the OCI
+//! Distribution API over HTTP), `policy` (the Wasm claim-policy runtime),
+//! `server` (listeners, TLS, graceful shutdown), `telemetry` (logging).
+
+pub mod config;
+pub mod distribution;
+pub mod policy;
+pub mod server;
+pub mod storage;
+pub mod telemetry;
+
+pub use distribution::app;

@@ -1,0 +1,1 @@
+//! Test support for Gantry end-to-end tests.
