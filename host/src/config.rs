@@ -1,1 +1,355 @@
-//! config
+//! Typed configuration, loaded from one TOML file.
+//!
+//! Every field has a default, unknown keys are rejected, and loading reports
+//! *every* problem at once (key path + reason) instead of stopping at the
+//! first, so `gantry config check` can show an operator the whole list.
+//!
+//! Sections are read by hand through [`Section`] rather than by a derived
+//! `Deserialize`: serde stops at the first error, and we want them all.
+//! A later section (`[auth]`, `[access_control]`) slots in as one more
+//! `read_*` function called from [`Config::from_toml_str`].
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+
+/// The configuration compiled into the binary; `gantry serve` without
+/// `--config` runs with exactly this.
+pub const EMBEDDED_DEFAULT: &str = include_str!("../../config/gantry.toml");
+
+/// The whole configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub storage: StorageConfig,
+    pub log: LogConfig,
+}
+
+/// `[server]`: where and how Gantry listens.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// HTTPS when both files are set; validated (readable, matching) at load.
+    pub tls: Option<TlsFiles>,
+}
+
+/// PEM certificate chain and private key for HTTPS.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+/// `[storage]`: where blobs and metadata live.
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    pub root: PathBuf,
+}
+
+/// `[log]`: verbosity and output format.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub level: LogLevel,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+impl LogLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Trace => "trace",
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// One problem in a configuration: where (a dotted key path) and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub path: String,
+    pub reason: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "{}", self.reason)
+        } else {
+            write!(f, "{}: {}", self.path, self.reason)
+        }
+    }
+}
+
+/// Every problem found in a configuration.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct ConfigError {
+    /// Where the configuration came from (a path, or "embedded default").
+    pub source_name: String,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{}: {} problem{}",
+            self.source_name,
+            self.problems.len(),
+            if self.problems.len() == 1 { "" } else { "s" }
+        )?;
+        for p in &self.problems {
+            writeln!(f, "  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// The embedded default configuration.
+    pub fn embedded_default() -> Result<Config, ConfigError> {
+        Config::from_toml_str(EMBEDDED_DEFAULT, "embedded default", Path::new(""))
+    }
+
+    /// Loads and validates a file; relative paths inside it are resolved
+    /// against the file's directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            source_name: name.clone(),
+            problems: vec![Problem { path: String::new(), reason: format!("cannot read file: {e}") }],
+        })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Config::from_toml_str(&text, &name, &base)
+    }
+
+    /// Parses and validates TOML text. `base` resolves relative file paths.
+    pub fn from_toml_str(text: &str, source_name: &str, base: &Path) -> Result<Config, ConfigError> {
+        let fail = |problems| ConfigError { source_name: source_name.to_string(), problems };
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            fail(vec![Problem { path: String::new(), reason: format!("invalid TOML: {}", e.message()) }])
+        })?;
+        let mut problems = Vec::new();
+        let mut root = Section::new(String::new(), table, &mut problems);
+        let server = read_server(root.section("server"), base);
+        let storage = read_storage(root.section("storage"), base);
+        let log = read_log(root.section("log"));
+        root.finish();
+        if problems.is_empty() {
+            Ok(Config { server, storage, log })
+        } else {
+            Err(fail(problems))
+        }
+    }
+}
+
+fn read_server(mut s: Section<'_>, base: &Path) -> ServerConfig {
+    let listen = s.get("listen", || "127.0.0.1:5000".to_string());
+    let listen = match listen.parse::<SocketAddr>() {
+        Ok(addr) => addr,
+        Err(_) => {
+            s.problem("listen", format!("`{listen}` is not an address like 127.0.0.1:5000 or [::]:5000"));
+            SocketAddr::from(([127, 0, 0, 1], 5000))
+        }
+    };
+    let cert: Option<String> = s.get("tls_cert_file", || None);
+    let key: Option<String> = s.get("tls_key_file", || None);
+    let tls = match (cert, key) {
+        (Some(c), Some(k)) => {
+            let files = TlsFiles { cert_file: base.join(c), key_file: base.join(k) };
+            if let Err((field, reason)) = crate::server::check_tls_files(&files) {
+                s.problem(field, reason);
+            }
+            Some(files)
+        }
+        (Some(_), None) => {
+            s.problem("tls_key_file", "must be set when tls_cert_file is set".into());
+            None
+        }
+        (None, Some(_)) => {
+            s.problem("tls_cert_file", "must be set when tls_key_file is set".into());
+            None
+        }
+        (None, None) => None,
+    };
+    s.finish();
+    ServerConfig { listen, tls }
+}
+
+fn read_storage(mut s: Section<'_>, base: &Path) -> StorageConfig {
+    let root: String = s.get("root", || "./gantry-data".to_string());
+    if root.is_empty() {
+        s.problem("root", "must not be empty".into());
+    }
+    s.finish();
+    StorageConfig { root: base.join(root) }
+}
+
+fn read_log(mut s: Section<'_>) -> LogConfig {
+    let level = s.get("level", || LogLevel::Info);
+    let format = s.get("format", || LogFormat::Text);
+    s.finish();
+    LogConfig { level, format }
+}
+
+/// A TOML table being read: each `get` removes its key, `finish` reports
+/// whatever is left as unknown. Problems accumulate in the shared list.
+pub struct Section<'p> {
+    path: String,
+    table: toml::Table,
+    problems: &'p mut Vec<Problem>,
+}
+
+impl<'p> Section<'p> {
+    pub fn new(path: String, table: toml::Table, problems: &'p mut Vec<Problem>) -> Self {
+        Section { path, table, problems }
+    }
+
+    fn key_path(&self, key: &str) -> String {
+        if self.path.is_empty() { key.to_string() } else { format!("{}.{key}", self.path) }
+    }
+
+    /// Records a problem at `key` of this section.
+    pub fn problem(&mut self, key: &str, reason: String) {
+        let path = self.key_path(key);
+        self.problems.push(Problem { path, reason });
+    }
+
+    /// Takes `key`, or the default when absent; a value of the wrong type is
+    /// a problem (and the default stands in so reading can go on).
+    pub fn get<T: DeserializeOwned>(&mut self, key: &str, default: impl FnOnce() -> T) -> T {
+        match self.table.remove(key) {
+            None => default(),
+            Some(value) => match value.try_into::<T>() {
+                Ok(v) => v,
+                Err(e) => {
+                    self.problem(key, e.message().trim().to_string());
+                    default()
+                }
+            },
+        }
+    }
+
+    /// A nested table (`[server]` inside the root, say); absent means empty.
+    pub fn section(&mut self, key: &str) -> Section<'_> {
+        let path = self.key_path(key);
+        let table = match self.table.remove(key) {
+            None => toml::Table::new(),
+            Some(toml::Value::Table(t)) => t,
+            Some(other) => {
+                self.problems.push(Problem {
+                    path: path.clone(),
+                    reason: format!("must be a table, found {}", other.type_str()),
+                });
+                toml::Table::new()
+            }
+        };
+        Section { path, table, problems: self.problems }
+    }
+
+    /// Reports every key nobody asked for.
+    pub fn finish(self) {
+        let mut unknown: Vec<_> = self.table.keys().cloned().collect();
+        unknown.sort();
+        for key in unknown {
+            let path = if self.path.is_empty() { key } else { format!("{}.{key}", self.path) };
+            self.problems.push(Problem { path, reason: "unknown key".into() });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml_str(text, "test.toml", Path::new("/etc/gantry"))
+    }
+
+    #[test]
+    fn embedded_default_is_an_open_loopback_registry() {
+        let c = Config::embedded_default().expect("embedded default must be valid");
+        assert_eq!(c.server.listen, "127.0.0.1:5000".parse().expect("addr"));
+        assert!(c.server.tls.is_none());
+        assert_eq!(c.storage.root, Path::new("./gantry-data"));
+        assert_eq!(c.log.level, LogLevel::Info);
+        assert_eq!(c.log.format, LogFormat::Text);
+    }
+
+    #[test]
+    fn empty_file_gets_every_default() {
+        let c = parse("").expect("empty config is valid");
+        assert_eq!(c.server.listen.port(), 5000);
+        assert_eq!(c.storage.root, Path::new("/etc/gantry/./gantry-data"));
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let err = parse(
+            r#"
+            colour = "blue"
+            [server]
+            listen = "not-an-address"
+            tls_cert_file = "/nonexistent/cert.pem"
+            [storage]
+            root = 7
+            [log]
+            level = "loud"
+            format = "xml"
+            extra = 1
+            "#,
+        )
+        .expect_err("invalid");
+        let paths: Vec<&str> = err.problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "server.listen",
+                "server.tls_key_file",
+                "storage.root",
+                "log.level",
+                "log.format",
+                "log.extra",
+                "colour"
+            ],
+            "{err}"
+        );
+        assert!(err.to_string().contains("7 problems"), "{err}");
+    }
+
+    #[test]
+    fn a_section_that_is_not_a_table_is_named() {
+        let err = parse("server = 3").expect_err("invalid");
+        assert_eq!(err.problems[0].path, "server");
+        assert!(err.problems[0].reason.contains("must be a table"));
+    }
+
+    #[test]
+    fn unreadable_tls_files_are_a_config_error() {
+        let err = parse("[server]\ntls_cert_file = \"/nonexistent/c.pem\"\ntls_key_file = \"/nonexistent/k.pem\"\n")
+            .expect_err("invalid");
+        assert_eq!(err.problems.len(), 1, "{err}");
+        assert_eq!(err.problems[0].path, "server.tls_cert_file");
+        assert!(err.problems[0].reason.contains("cannot read"), "{err}");
+    }
+}

@@ -10,6 +10,7 @@
 
 pub mod config;
 pub mod distribution;
+pub mod oci;
 pub mod policy;
 pub mod server;
 pub mod storage;

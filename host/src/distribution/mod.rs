@@ -1,0 +1,158 @@
+//! The OCI Distribution API (v1.1) over HTTP.
+//!
+//! One `/v2/{*rest}` route hands the raw path to a tested parser
+//! ([`path::parse`]) that yields a typed [`path::Route`]; handlers per
+//! concern (blobs and uploads, manifests, listings) turn a route plus method
+//! into a storage call. Handlers never touch the filesystem: storage does.
+//! Errors leave as the OCI envelope ([`error::ApiError`]); internal causes go
+//! to the log from the middleware here, never to the client.
+
+pub mod error;
+pub mod path;
+
+mod blobs;
+mod listing;
+mod manifests;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+
+use self::error::{ApiError, InternalCause};
+use self::path::{PathError, Route};
+use crate::storage::Storage;
+
+/// Everything a request handler needs.
+#[derive(Clone)]
+pub struct AppState {
+    pub storage: Arc<dyn Storage>,
+}
+
+/// The registry's HTTP application.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/v2", any(v2))
+        .route("/v2/", any(v2))
+        .route("/v2/{*rest}", any(v2))
+        .layer(middleware::from_fn(log_and_stamp))
+        .with_state(state)
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    match state.storage.check_writable().await {
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "not ready: storage is not writable");
+            (StatusCode::SERVICE_UNAVAILABLE, "storage not writable\n").into_response()
+        }
+    }
+}
+
+/// The API version header every `/v2` response carries.
+const API_VERSION: (&str, &str) = ("docker-distribution-api-version", "registry/2.0");
+
+/// Logs each request (debug; warn/error for failures with their internal
+/// cause) and stamps the API version header on `/v2` responses.
+async fn log_and_stamp(req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let is_v2 = req.uri().path().starts_with("/v2");
+    let path = req.uri().path().to_string();
+    let mut resp = next.run(req).await;
+    if is_v2 {
+        resp.headers_mut().insert(API_VERSION.0, HeaderValue::from_static(API_VERSION.1));
+    }
+    let status = resp.status().as_u16();
+    let latency_us = started.elapsed().as_micros() as u64;
+    match resp.extensions().get::<InternalCause>() {
+        Some(InternalCause(cause)) if status >= 500 => {
+            tracing::error!(%method, %path, status, latency_us, cause = %cause, "request failed");
+        }
+        Some(InternalCause(cause)) => tracing::info!(%method, %path, status, latency_us, cause = %cause, "request refused"),
+        None => tracing::debug!(%method, %path, status, latency_us, "request"),
+    }
+    resp
+}
+
+async fn v2(State(state): State<AppState>, req: Request) -> Response {
+    let rest = req.uri().path().strip_prefix("/v2").unwrap_or_default();
+    let rest = rest.strip_prefix('/').unwrap_or(rest);
+    let route = match path::parse(rest) {
+        Ok(r) => r,
+        Err(PathError::Invalid(e)) => return e.into_response(),
+        Err(PathError::NotFound) => {
+            return ApiError::unsupported(StatusCode::NOT_FOUND, "no such endpoint").into_response();
+        }
+    };
+    match dispatch(&state, route, req).await {
+        Ok(resp) => resp,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn dispatch(state: &AppState, route: Route, req: Request) -> Result<Response, ApiError> {
+    let method = req.method().clone();
+    let s = &*state.storage;
+    match (route, method) {
+        (Route::Base, Method::GET | Method::HEAD) => {
+            Ok(([(header::CONTENT_TYPE, "application/json")], "{}").into_response())
+        }
+        (Route::Catalog, Method::GET) => listing::catalog(s, req.uri().query()).await,
+        (Route::Tags(repo), Method::GET) => listing::tags(s, &repo, req.uri().query()).await,
+        (Route::Referrers(repo, digest), Method::GET) => listing::referrers(s, &repo, &digest, req.uri().query()).await,
+        (Route::Manifest(repo, r), m @ (Method::GET | Method::HEAD)) => manifests::get(s, &repo, &r, m == Method::HEAD).await,
+        (Route::Manifest(repo, r), Method::PUT) => manifests::put(s, &repo, &r, req).await,
+        (Route::Manifest(repo, r), Method::DELETE) => manifests::delete(s, &repo, &r).await,
+        (Route::Blob(repo, d), m @ (Method::GET | Method::HEAD)) => {
+            blobs::get(s, &repo, &d, req.headers(), m == Method::HEAD).await
+        }
+        (Route::Blob(repo, d), Method::DELETE) => blobs::delete(s, &repo, &d).await,
+        (Route::UploadStart(repo), Method::POST) => blobs::start_upload(s, &repo, req).await,
+        (Route::Upload(repo, id), Method::GET) => blobs::upload_status(s, &repo, id).await,
+        (Route::Upload(repo, id), Method::PATCH) => blobs::patch_upload(s, &repo, id, req).await,
+        (Route::Upload(repo, id), Method::PUT) => blobs::finish_upload(s, &repo, id, req).await,
+        (Route::Upload(repo, id), Method::DELETE) => blobs::cancel_upload(s, &repo, id).await,
+        (_, m) => Err(ApiError::unsupported(StatusCode::METHOD_NOT_ALLOWED, format!("method {m} is not supported here"))),
+    }
+}
+
+/// Parses the request's query string into pairs (percent-decoded).
+fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
+    query
+        .and_then(|q| serde_urlencoded::from_str::<Vec<(String, String)>>(q).ok())
+        .unwrap_or_default()
+}
+
+fn query_get<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+}
+
+/// The declared `Content-Length`, if any and well-formed.
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+}
+
+/// The body as a storage byte stream.
+fn body_stream(body: Body) -> crate::storage::ByteStream {
+    use futures_util::TryStreamExt;
+    Box::pin(body.into_data_stream().map_err(std::io::Error::other))
+}
+
+fn header_value(s: &str) -> HeaderValue {
+    // Our values are built from validated names and digests; fall back
+    // rather than panic if that ever changes.
+    HeaderValue::from_str(s).unwrap_or(HeaderValue::from_static("invalid"))
+}

@@ -1,0 +1,69 @@
+//! The in-memory manifest cache that keeps the hot read path (manifest `GET`
+//! and `HEAD`) off the filesystem.
+//!
+//! Coherence: every write to a repository's manifests or tags bumps a
+//! generation and drops that repository's entries *after* the disk write.
+//! A reader notes the generation before reading the disk and only inserts
+//! if it is unchanged, so a slow reader can never put back a stale entry.
+//! This holds for one process owning the storage root; several replicas
+//! sharing storage would need their own invalidation (an object-store backend).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use crate::oci::{Reference, RepoName};
+use crate::storage::StoredManifest;
+
+/// Bounds on what the cache holds; past either, it starts over empty
+/// (simple, and a refill costs one disk read per hot manifest).
+const MAX_ENTRIES: usize = 20_000;
+const MAX_BYTES: usize = 64 * 1024 * 1024;
+
+#[derive(Default)]
+struct Inner {
+    repos: HashMap<RepoName, HashMap<Reference, Arc<StoredManifest>>>,
+    entries: usize,
+    bytes: usize,
+}
+
+#[derive(Default)]
+pub struct ManifestCache {
+    inner: RwLock<Inner>,
+    generation: AtomicU64,
+}
+
+impl ManifestCache {
+    pub fn get(&self, repo: &RepoName, reference: &Reference) -> Option<Arc<StoredManifest>> {
+        let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        inner.repos.get(repo)?.get(reference).cloned()
+    }
+
+    /// The generation to pass to `insert` after a disk read.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    pub fn insert(&self, generation: u64, repo: &RepoName, reference: Reference, m: Arc<StoredManifest>) {
+        let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        // Checked under the write lock: `invalidate` bumps it under the same lock.
+        if self.generation.load(Ordering::Acquire) != generation {
+            return;
+        }
+        if inner.entries >= MAX_ENTRIES || inner.bytes + m.bytes.len() > MAX_BYTES {
+            *inner = Inner::default();
+        }
+        inner.entries += 1;
+        inner.bytes += m.bytes.len();
+        inner.repos.entry(repo.clone()).or_default().insert(reference, m);
+    }
+
+    pub fn invalidate(&self, repo: &RepoName) {
+        let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        if let Some(entries) = inner.repos.remove(repo) {
+            inner.entries -= entries.len();
+            inner.bytes -= entries.values().map(|m| m.bytes.len()).sum::<usize>();
+        }
+    }
+}

@@ -1,0 +1,528 @@
+//! The filesystem storage backend.
+//!
+//! Layout under the root (every name below is built from a validated
+//! `RepoName`, `Digest`, `Tag` or `UploadId`, never from raw input):
+//!
+//! ```text
+//! blobs/<alg>/<hex[..2]>/<hex>                         content, stored once per registry
+//! repositories/<name…>/_layers/<alg>/<hex>             blob linked into a repository
+//! repositories/<name…>/_manifests/revisions/<alg>/<hex> manifest in a repository (JSON: media type, subject)
+//! repositories/<name…>/_manifests/tags/<tag>           tag → digest
+//! repositories/<name…>/_referrers/<alg>/<subject hex>/<alg>-<hex>  referrer descriptor
+//! uploads/<id>/{info.json,data,offset}                  upload session
+//! tmp/                                                  temporary files, emptied at start
+//! ```
+//!
+//! Name components cannot start with `_`, so `_layers` and friends never
+//! collide with a nested repository. Blocking filesystem calls run on
+//! tokio's blocking pool (`tokio::fs` or `spawn_blocking`), never on a
+//! reactor thread.
+
+mod atomic;
+mod cache;
+mod upload;
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+use tokio_util::io::ReaderStream;
+
+use self::cache::ManifestCache;
+use super::{BlobRead, ByteRange, ByteStream, Referrer, Storage, StorageError, StoredManifest, TagChange};
+use crate::oci::{Digest, Hasher, Reference, RepoName, Tag, UploadId};
+
+/// Read buffer for streaming blobs out: large enough for loopback speed,
+/// small enough that many concurrent pulls stay cheap.
+const READ_CHUNK: usize = 256 * 1024;
+
+/// Filesystem-backed storage rooted at one directory.
+pub struct FsStorage {
+    root: PathBuf,
+    cache: ManifestCache,
+    uploads: Mutex<upload::Sessions>,
+}
+
+/// What a revision file records about a manifest in a repository.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Revision {
+    media_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    subject: Option<String>,
+}
+
+impl FsStorage {
+    /// Opens (creating if needed) a storage root, and clears temporary files
+    /// a previous crash may have left.
+    pub async fn open(root: &Path) -> Result<FsStorage, StorageError> {
+        let root = root.to_path_buf();
+        let r = root.clone();
+        run_blocking("opening the storage root", move || {
+            for dir in ["blobs", "repositories", "uploads", "tmp"] {
+                std::fs::create_dir_all(r.join(dir))?;
+            }
+            for entry in std::fs::read_dir(r.join("tmp"))? {
+                let entry = entry?;
+                let _ = std::fs::remove_file(entry.path());
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(FsStorage { root, cache: ManifestCache::default(), uploads: Mutex::new(upload::Sessions::default()) })
+    }
+
+    fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    fn blob_path(&self, d: &Digest) -> PathBuf {
+        self.root.join("blobs").join(d.algorithm().as_str()).join(&d.hex()[..2]).join(d.hex())
+    }
+
+    fn repo_dir(&self, repo: &RepoName) -> PathBuf {
+        let mut p = self.root.join("repositories");
+        p.extend(repo.components());
+        p
+    }
+
+    fn layer_link(&self, repo: &RepoName, d: &Digest) -> PathBuf {
+        self.repo_dir(repo).join("_layers").join(d.algorithm().as_str()).join(d.hex())
+    }
+
+    fn revision_path(&self, repo: &RepoName, d: &Digest) -> PathBuf {
+        self.repo_dir(repo).join("_manifests/revisions").join(d.algorithm().as_str()).join(d.hex())
+    }
+
+    fn tags_dir(&self, repo: &RepoName) -> PathBuf {
+        self.repo_dir(repo).join("_manifests/tags")
+    }
+
+    fn referrers_dir(&self, repo: &RepoName, subject: &Digest) -> PathBuf {
+        self.repo_dir(repo).join("_referrers").join(subject.algorithm().as_str()).join(subject.hex())
+    }
+
+    /// Streams `body` into a new temporary file, hashing as it goes.
+    /// Returns the temp path, the byte count and the digest.
+    async fn spool(
+        &self,
+        body: ByteStream,
+        algorithm: crate::oci::Algorithm,
+    ) -> Result<(PathBuf, u64, Digest), StorageError> {
+        let tmp = atomic::temp_path(&self.tmp_dir());
+        let mut file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .await
+            .map_err(StorageError::io("creating a temporary file"))?;
+        let mut hasher = algorithm.hasher();
+        let result = async {
+            let n = copy_stream(body, &mut file, &mut hasher).await?;
+            file.sync_all().await.map_err(StorageError::io("syncing a blob"))?;
+            Ok(n)
+        }
+        .await;
+        drop(file);
+        match result {
+            Ok(n) => Ok((tmp, n, hasher.finish())),
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&tmp).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Moves a verified temporary file into the blob store (or drops it if
+    /// the blob is already there) and links the blob into `repo`.
+    async fn commit_blob(&self, repo: &RepoName, tmp: PathBuf, digest: &Digest) -> Result<(), StorageError> {
+        let dest = self.blob_path(digest);
+        let link = self.layer_link(repo, digest);
+        let tmp_dir = self.tmp_dir();
+        run_blocking("storing a blob", move || {
+            if dest.exists() {
+                std::fs::remove_file(&tmp)?;
+            } else {
+                atomic::publish(&tmp, &dest)?;
+            }
+            // The link is written after the blob is durable, so a visible
+            // link always points at a complete blob.
+            atomic::write_file(&tmp_dir, &link, b"")
+        })
+        .await
+    }
+
+    async fn manifest_from_disk(&self, repo: &RepoName, reference: &Reference) -> Result<Option<StoredManifest>, StorageError> {
+        let digest = match reference {
+            Reference::Digest(d) => d.clone(),
+            Reference::Tag(t) => match self.tag_target(repo, t).await? {
+                Some(d) => d,
+                None => return Ok(None),
+            },
+        };
+        let revision = self.revision_path(repo, &digest);
+        let blob = self.blob_path(&digest);
+        let found = run_blocking("reading a manifest", move || {
+            let Some(rev) = atomic::read_optional(&revision)? else { return Ok(None) };
+            let rev: Revision = serde_json::from_slice(&rev).map_err(io::Error::other)?;
+            let Some(bytes) = atomic::read_optional(&blob)? else { return Ok(None) };
+            Ok(Some((rev.media_type, bytes)))
+        })
+        .await?;
+        Ok(found.map(|(media_type, bytes)| StoredManifest { digest, media_type, bytes: Bytes::from(bytes) }))
+    }
+}
+
+/// Runs blocking filesystem work on the blocking pool.
+async fn run_blocking<T: Send + 'static>(
+    context: &'static str,
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> Result<T, StorageError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(StorageError::io(context)),
+        Err(join) => Err(StorageError::Io { context: context.into(), source: io::Error::other(join) }),
+    }
+}
+
+/// Copies a body stream into a file, hashing every byte; a body error is
+/// the client's, a write error is ours.
+async fn copy_stream(mut body: ByteStream, file: &mut tokio::fs::File, hasher: &mut Hasher) -> Result<u64, StorageError> {
+    let mut n = 0u64;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(StorageError::Body)?;
+        hasher.update(&chunk);
+        file.write_all(&chunk).await.map_err(StorageError::io("writing a blob"))?;
+        n += chunk.len() as u64;
+    }
+    file.flush().await.map_err(StorageError::io("writing a blob"))?;
+    Ok(n)
+}
+
+fn check_len(expected: Option<u64>, actual: u64) -> Result<(), StorageError> {
+    match expected {
+        Some(expected) if expected != actual => Err(StorageError::SizeMismatch { expected, actual }),
+        _ => Ok(()),
+    }
+}
+
+fn file_len(path: &Path) -> io::Result<Option<u64>> {
+    match std::fs::metadata(path) {
+        Ok(m) => Ok(Some(m.len())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound || e.kind() == io::ErrorKind::NotADirectory => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+#[async_trait::async_trait]
+impl Storage for FsStorage {
+    async fn check_writable(&self) -> Result<(), StorageError> {
+        let tmp = self.tmp_dir();
+        run_blocking("checking the storage root is writable", move || {
+            let probe = atomic::temp_path(&tmp);
+            std::fs::write(&probe, b"ready")?;
+            std::fs::remove_file(&probe)
+        })
+        .await
+    }
+
+    async fn blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>, StorageError> {
+        let link = self.layer_link(repo, digest);
+        let blob = self.blob_path(digest);
+        run_blocking("looking up a blob", move || {
+            if file_len(&link)?.is_none() {
+                return Ok(None);
+            }
+            file_len(&blob)
+        })
+        .await
+    }
+
+    async fn read_blob(&self, repo: &RepoName, digest: &Digest, range: Option<ByteRange>) -> Result<BlobRead, StorageError> {
+        if self.blob_size(repo, digest).await?.is_none() {
+            return Err(StorageError::BlobUnknown(digest.clone()));
+        }
+        let mut file = match tokio::fs::File::open(self.blob_path(digest)).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(StorageError::BlobUnknown(digest.clone())),
+            Err(e) => return Err(StorageError::io("opening a blob")(e)),
+        };
+        let size = file.metadata().await.map_err(StorageError::io("reading blob metadata"))?.len();
+        let body: ByteStream = match range {
+            None => Box::pin(ReaderStream::with_capacity(file, READ_CHUNK)),
+            Some(r) => {
+                file.seek(io::SeekFrom::Start(r.start)).await.map_err(StorageError::io("seeking in a blob"))?;
+                use tokio::io::AsyncReadExt;
+                Box::pin(ReaderStream::with_capacity(file.take(r.len()), READ_CHUNK))
+            }
+        };
+        Ok(BlobRead { size, body })
+    }
+
+    async fn put_blob(&self, repo: &RepoName, digest: &Digest, body: ByteStream, expected_len: Option<u64>) -> Result<u64, StorageError> {
+        let (tmp, n, actual) = self.spool(body, digest.algorithm()).await?;
+        let verdict = check_len(expected_len, n).and_then(|()| {
+            if &actual == digest {
+                Ok(())
+            } else {
+                Err(StorageError::DigestMismatch { expected: digest.clone(), actual })
+            }
+        });
+        if let Err(e) = verdict {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(e);
+        }
+        self.commit_blob(repo, tmp, digest).await?;
+        Ok(n)
+    }
+
+    async fn mount_blob(&self, repo: &RepoName, from: &RepoName, digest: &Digest) -> Result<Option<u64>, StorageError> {
+        let Some(size) = self.blob_size(from, digest).await? else { return Ok(None) };
+        let link = self.layer_link(repo, digest);
+        let tmp_dir = self.tmp_dir();
+        run_blocking("linking a blob", move || atomic::write_file(&tmp_dir, &link, b"")).await?;
+        Ok(Some(size))
+    }
+
+    async fn delete_blob(&self, repo: &RepoName, digest: &Digest) -> Result<(), StorageError> {
+        let link = self.layer_link(repo, digest);
+        let existed = run_blocking("unlinking a blob", move || atomic::remove_file(&link)).await?;
+        if existed { Ok(()) } else { Err(StorageError::BlobUnknown(digest.clone())) }
+    }
+
+    async fn start_upload(&self, repo: &RepoName) -> Result<UploadId, StorageError> {
+        upload::start(self, repo).await
+    }
+
+    async fn upload_offset(&self, repo: &RepoName, id: UploadId) -> Result<u64, StorageError> {
+        let session = upload::session(self, repo, id).await?;
+        let state = session.state.lock().await;
+        Ok(state.offset)
+    }
+
+    async fn append_upload(
+        &self,
+        repo: &RepoName,
+        id: UploadId,
+        start: Option<u64>,
+        body: ByteStream,
+        expected_len: Option<u64>,
+    ) -> Result<u64, StorageError> {
+        upload::append(self, repo, id, start, body, expected_len).await
+    }
+
+    async fn complete_upload(
+        &self,
+        repo: &RepoName,
+        id: UploadId,
+        digest: &Digest,
+        body: Option<ByteStream>,
+        expected_len: Option<u64>,
+    ) -> Result<u64, StorageError> {
+        upload::complete(self, repo, id, digest, body, expected_len).await
+    }
+
+    async fn cancel_upload(&self, repo: &RepoName, id: UploadId) -> Result<(), StorageError> {
+        upload::cancel(self, repo, id).await
+    }
+
+    async fn get_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<Option<Arc<StoredManifest>>, StorageError> {
+        if let Some(m) = self.cache.get(repo, reference) {
+            return Ok(Some(m));
+        }
+        let generation = self.cache.generation();
+        let Some(m) = self.manifest_from_disk(repo, reference).await? else { return Ok(None) };
+        let m = Arc::new(m);
+        self.cache.insert(generation, repo, reference.clone(), m.clone());
+        Ok(Some(m))
+    }
+
+    async fn tag_target(&self, repo: &RepoName, tag: &Tag) -> Result<Option<Digest>, StorageError> {
+        let path = self.tags_dir(repo).join(tag.as_str());
+        let Some(bytes) = run_blocking("reading a tag", move || atomic::read_optional(&path)).await? else {
+            return Ok(None);
+        };
+        let text = String::from_utf8_lossy(&bytes);
+        text.trim().parse().map(Some).map_err(|e| StorageError::Io {
+            context: format!("reading tag {tag}"),
+            source: io::Error::new(io::ErrorKind::InvalidData, e),
+        })
+    }
+
+    async fn put_manifest(
+        &self,
+        repo: &RepoName,
+        manifest: StoredManifest,
+        tag: Option<&Tag>,
+        referrer: Option<Referrer>,
+    ) -> Result<TagChange, StorageError> {
+        let before = match tag {
+            Some(t) => Some(self.tag_target(repo, t).await?),
+            None => None,
+        };
+        let tmp_dir = self.tmp_dir();
+        let blob = self.blob_path(&manifest.digest);
+        let revision = self.revision_path(repo, &manifest.digest);
+        let tag_path = tag.map(|t| self.tags_dir(repo).join(t.as_str()));
+        let referrer_path = referrer.as_ref().map(|r| {
+            let d = &manifest.digest;
+            self.referrers_dir(repo, &r.subject).join(format!("{}-{}", d.algorithm().as_str(), d.hex()))
+        });
+        let rev = Revision { media_type: manifest.media_type.clone(), subject: referrer.as_ref().map(|r| r.subject.to_string()) };
+        let rev = serde_json::to_vec(&rev).map_err(|e| StorageError::io("encoding a revision")(io::Error::other(e)))?;
+        let descriptor = match &referrer {
+            Some(r) => Some(serde_json::to_vec(&r.descriptor).map_err(|e| StorageError::io("encoding a referrer")(io::Error::other(e)))?),
+            None => None,
+        };
+        let bytes = manifest.bytes.clone();
+        let digest_text = manifest.digest.to_string();
+        // Order matters for crash safety: content, then the revision that
+        // makes it reachable by digest, then the referrer entry, then the tag.
+        run_blocking("storing a manifest", move || {
+            if !blob.exists() {
+                atomic::write_file(&tmp_dir, &blob, &bytes)?;
+            }
+            atomic::write_file(&tmp_dir, &revision, &rev)?;
+            if let (Some(path), Some(desc)) = (referrer_path, descriptor) {
+                atomic::write_file(&tmp_dir, &path, &desc)?;
+            }
+            if let Some(path) = tag_path {
+                atomic::write_file(&tmp_dir, &path, digest_text.as_bytes())?;
+            }
+            Ok(())
+        })
+        .await?;
+        self.cache.invalidate(repo);
+        Ok(match before {
+            None => TagChange::None,
+            Some(None) => TagChange::Created,
+            Some(Some(old)) if old == manifest.digest => TagChange::Unchanged,
+            Some(Some(_)) => TagChange::Moved,
+        })
+    }
+
+    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<(), StorageError> {
+        let revision = self.revision_path(repo, digest);
+        let tags_dir = self.tags_dir(repo);
+        let repo_dir = self.repo_dir(repo);
+        let target = digest.to_string();
+        let own_name = format!("{}-{}", digest.algorithm().as_str(), digest.hex());
+        let existed = run_blocking("deleting a manifest", move || {
+            let Some(rev) = atomic::read_optional(&revision)? else { return Ok(false) };
+            // Tags first: a crash part-way leaves the manifest reachable by
+            // digest, never a tag pointing at nothing.
+            if let Ok(entries) = std::fs::read_dir(&tags_dir) {
+                for entry in entries {
+                    let entry = entry?;
+                    let points_here = std::fs::read(entry.path()).map(|b| b.trim_ascii() == target.as_bytes())?;
+                    if points_here {
+                        atomic::remove_file(&entry.path())?;
+                    }
+                }
+            }
+            if let Ok(rev) = serde_json::from_slice::<Revision>(&rev)
+                && let Some(subject) = rev.subject.and_then(|s| s.parse::<Digest>().ok())
+            {
+                let path = repo_dir
+                    .join("_referrers")
+                    .join(subject.algorithm().as_str())
+                    .join(subject.hex())
+                    .join(&own_name);
+                atomic::remove_file(&path)?;
+            }
+            atomic::remove_file(&revision)?;
+            Ok(true)
+        })
+        .await?;
+        self.cache.invalidate(repo);
+        if existed { Ok(()) } else { Err(StorageError::ManifestUnknown(digest.to_string())) }
+    }
+
+    async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<(), StorageError> {
+        let path = self.tags_dir(repo).join(tag.as_str());
+        let existed = run_blocking("deleting a tag", move || atomic::remove_file(&path)).await?;
+        self.cache.invalidate(repo);
+        if existed { Ok(()) } else { Err(StorageError::ManifestUnknown(tag.to_string())) }
+    }
+
+    async fn tags(&self, repo: &RepoName) -> Result<Option<Vec<String>>, StorageError> {
+        let repo_dir = self.repo_dir(repo);
+        let tags_dir = self.tags_dir(repo);
+        run_blocking("listing tags", move || {
+            if !repo_dir.join("_manifests").is_dir() && !repo_dir.join("_layers").is_dir() {
+                return Ok(None);
+            }
+            let mut tags = Vec::new();
+            match std::fs::read_dir(&tags_dir) {
+                Ok(entries) => {
+                    for entry in entries {
+                        if let Ok(name) = entry?.file_name().into_string() {
+                            tags.push(name);
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+            tags.sort();
+            Ok(Some(tags))
+        })
+        .await
+    }
+
+    async fn repositories(&self) -> Result<Vec<RepoName>, StorageError> {
+        let base = self.root.join("repositories");
+        run_blocking("listing repositories", move || {
+            let mut found = Vec::new();
+            let mut stack = vec![(base.clone(), String::new())];
+            while let Some((dir, name)) = stack.pop() {
+                let entries = match std::fs::read_dir(&dir) {
+                    Ok(e) => e,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e),
+                };
+                let mut is_repo = false;
+                for entry in entries {
+                    let entry = entry?;
+                    let Ok(file_name) = entry.file_name().into_string() else { continue };
+                    if file_name == "_manifests" {
+                        is_repo = true;
+                    } else if !file_name.starts_with('_') && entry.file_type()?.is_dir() {
+                        let child = if name.is_empty() { file_name.clone() } else { format!("{name}/{file_name}") };
+                        stack.push((entry.path(), child));
+                    }
+                }
+                if is_repo && let Ok(repo) = name.parse::<RepoName>() {
+                    found.push(repo);
+                }
+            }
+            found.sort();
+            Ok(found)
+        })
+        .await
+    }
+
+    async fn referrers(&self, repo: &RepoName, subject: &Digest) -> Result<Vec<serde_json::Value>, StorageError> {
+        let dir = self.referrers_dir(repo, subject);
+        run_blocking("listing referrers", move || {
+            let mut out = Vec::new();
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+                Err(e) => return Err(e),
+            };
+            let mut paths: Vec<PathBuf> = entries.map(|e| e.map(|e| e.path())).collect::<io::Result<_>>()?;
+            paths.sort();
+            for path in paths {
+                if let Some(bytes) = atomic::read_optional(&path)?
+                    && let Ok(v) = serde_json::from_slice(&bytes)
+                {
+                    out.push(v);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+}

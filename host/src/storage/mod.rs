@@ -1,0 +1,215 @@
+//! Where registry content lives: content-addressed blobs stored once per
+//! registry, linked into repositories, plus manifests, tags, upload sessions
+//! and referrers.
+//!
+//! The [`Storage`] trait is the only way the API layer touches content;
+//! handlers never see a path. Blobs move as byte streams in both directions,
+//! so memory stays flat whatever their size. Writes are atomic: a reader sees
+//! either nothing or the whole verified object, even across a crash.
+//!
+//! Implementations: [`fs::FsStorage`] (the filesystem). An object-store
+//! backend fits behind the same trait.
+
+pub mod fs;
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::Stream;
+
+use crate::oci::{Digest, Reference, RepoName, Tag, UploadId};
+
+/// A stream of bytes, for blob bodies in either direction.
+pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
+
+/// Errors of the storage layer. The API layer maps each to an OCI error
+/// code; `Io` details go to the log, never to a client.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("blob {0} is unknown to this repository")]
+    BlobUnknown(Digest),
+    #[error("manifest {0} is unknown to this repository")]
+    ManifestUnknown(String),
+    #[error("repository is unknown")]
+    NameUnknown,
+    #[error("upload session is unknown")]
+    UploadUnknown,
+    #[error("chunk does not start where the upload ends (upload has {have} bytes)")]
+    OffsetMismatch { have: u64 },
+    #[error("content has digest {actual}, not the declared {expected}")]
+    DigestMismatch { expected: Digest, actual: Digest },
+    #[error("body has {actual} bytes, but {expected} were declared")]
+    SizeMismatch { expected: u64, actual: u64 },
+    #[error("the request body could not be read: {0}")]
+    Body(io::Error),
+    #[error("storage failure while {context}: {source}")]
+    Io { context: String, source: io::Error },
+}
+
+impl StorageError {
+    pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(io::Error) -> StorageError {
+        let context = context.into();
+        move |source| StorageError::Io { context, source }
+    }
+}
+
+/// A byte range of a blob, both ends inclusive, already checked against
+/// the blob's size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteRange {
+    pub start: u64,
+    pub end: u64,
+}
+
+impl ByteRange {
+    pub fn len(&self) -> u64 {
+        self.end - self.start + 1
+    }
+
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+}
+
+/// What a blob read returns: the blob's whole size and a stream of the
+/// requested bytes.
+pub struct BlobRead {
+    pub size: u64,
+    pub body: ByteStream,
+}
+
+/// A manifest as stored: its bytes, their digest and the media type it was
+/// pushed with.
+#[derive(Debug, Clone)]
+pub struct StoredManifest {
+    pub digest: Digest,
+    pub media_type: String,
+    pub bytes: Bytes,
+}
+
+/// A manifest that points at another (`subject`), with the descriptor the
+/// referrers API lists for it.
+#[derive(Debug, Clone)]
+pub struct Referrer {
+    pub subject: Digest,
+    pub descriptor: serde_json::Value,
+}
+
+/// What a manifest push did to its tag, for access control (`create` vs
+/// `update`) and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TagChange {
+    /// Pushed by digest: no tag involved.
+    None,
+    /// The tag did not exist.
+    Created,
+    /// The tag already pointed at this digest.
+    Unchanged,
+    /// The tag pointed at another manifest and now points here.
+    Moved,
+}
+
+/// The storage contract. Every method is safe to call concurrently.
+#[async_trait::async_trait]
+pub trait Storage: Send + Sync + 'static {
+    /// Fails unless new content can be written right now (for `/readyz`).
+    async fn check_writable(&self) -> Result<(), StorageError>;
+
+    /// The size of a blob linked into `repo`, or `None`.
+    async fn blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>, StorageError>;
+
+    /// Streams a blob linked into `repo`; `range` selects part of it. The
+    /// caller has checked the range against `blob_size`.
+    async fn read_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        range: Option<ByteRange>,
+    ) -> Result<BlobRead, StorageError>;
+
+    /// Stores a whole blob from `body` (monolithic upload), verifying its
+    /// digest (and `expected_len` when given), and links it into `repo`.
+    async fn put_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        body: ByteStream,
+        expected_len: Option<u64>,
+    ) -> Result<u64, StorageError>;
+
+    /// Links a blob that `from` has into `repo`; `None` when `from` lacks it.
+    async fn mount_blob(&self, repo: &RepoName, from: &RepoName, digest: &Digest)
+    -> Result<Option<u64>, StorageError>;
+
+    /// Unlinks a blob from `repo`; other repositories keep it.
+    async fn delete_blob(&self, repo: &RepoName, digest: &Digest) -> Result<(), StorageError>;
+
+    /// Opens an upload session for `repo`.
+    async fn start_upload(&self, repo: &RepoName) -> Result<UploadId, StorageError>;
+
+    /// How many bytes the session has durably received.
+    async fn upload_offset(&self, repo: &RepoName, id: UploadId) -> Result<u64, StorageError>;
+
+    /// Appends a chunk. `start`, when given, must equal the current offset;
+    /// `expected_len`, when given, must equal the chunk's length. On any
+    /// failure the session is left exactly as it was before the call.
+    async fn append_upload(
+        &self,
+        repo: &RepoName,
+        id: UploadId,
+        start: Option<u64>,
+        body: ByteStream,
+        expected_len: Option<u64>,
+    ) -> Result<u64, StorageError>;
+
+    /// Appends an optional last chunk, verifies the digest and makes the
+    /// blob visible in `repo`. Returns the blob's size.
+    async fn complete_upload(
+        &self,
+        repo: &RepoName,
+        id: UploadId,
+        digest: &Digest,
+        body: Option<ByteStream>,
+        expected_len: Option<u64>,
+    ) -> Result<u64, StorageError>;
+
+    /// Abandons an upload session.
+    async fn cancel_upload(&self, repo: &RepoName, id: UploadId) -> Result<(), StorageError>;
+
+    /// A manifest by tag or digest, or `None`.
+    async fn get_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> Result<Option<Arc<StoredManifest>>, StorageError>;
+
+    /// What `tag` points at now, if anything (to tell `create` from `update`).
+    async fn tag_target(&self, repo: &RepoName, tag: &Tag) -> Result<Option<Digest>, StorageError>;
+
+    /// Stores a manifest (already validated by the caller), optionally tags
+    /// it, and records it as a referrer of its subject.
+    async fn put_manifest(
+        &self,
+        repo: &RepoName,
+        manifest: StoredManifest,
+        tag: Option<&Tag>,
+        referrer: Option<Referrer>,
+    ) -> Result<TagChange, StorageError>;
+
+    /// Deletes a manifest and every tag pointing at it.
+    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<(), StorageError>;
+
+    /// Deletes a tag; the manifest stays reachable by digest.
+    async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<(), StorageError>;
+
+    /// The tags of `repo`, sorted; `None` when the repository is unknown.
+    async fn tags(&self, repo: &RepoName) -> Result<Option<Vec<String>>, StorageError>;
+
+    /// Every repository, sorted.
+    async fn repositories(&self) -> Result<Vec<RepoName>, StorageError>;
+
+    /// Descriptors of the manifests in `repo` whose subject is `subject`.
+    async fn referrers(&self, repo: &RepoName, subject: &Digest) -> Result<Vec<serde_json::Value>, StorageError>;
+}
