@@ -1,0 +1,70 @@
+//! The claim-policy runtime: sandboxed WebAssembly components that turn an
+//! issuer's verified claims into an identity, or refuse them.
+//!
+//! Owns: loading a module (`builtin:cel` or a `.wasm` path) for one owner (an
+//! issuer), compiling it once per digest, keeping a small pool of initialised
+//! instances per owner, and running `evaluate` under a time budget, a memory
+//! cap and size limits. Must not: see a token (only verified claims), give a
+//! guest any capability beyond the `gantry:policy` host interface and an empty
+//! WASI context, share an instance between owners, or let a guest block a
+//! tokio worker unbounded. Prefixing names per issuer is the caller's job
+//! (the host, not the policy, has the last word on names).
+//!
+//! Layout: `bindings` (the one `bindgen!`), `engine` (wasmtime engine, epoch
+//! ticker, compile cache, load), `pool` (`LoadedPolicy`: instances, calls,
+//! failure classification), `sandbox` (store data: WASI deny-all context,
+//! output capture, memory cap, `host.log`), `limits`, `source`, `error`,
+//! `cli` (`gantry policy test`).
+//!
+//! # Why async wasmtime with epoch yielding (and not `spawn_blocking`)
+//!
+//! A warm evaluation costs a few microseconds, about what a `spawn_blocking`
+//! round trip to the blocking pool costs, so a thread hop per call would
+//! double the hot path. Instead guests run on a wasmtime fiber inside the
+//! calling task: the epoch ticker (one thread per engine, every
+//! `EngineOptions::epoch_tick`, 2 ms by default) makes a running guest call
+//! back into the host on every tick, where it either yields the worker to
+//! tokio (`UpdateDeadline::YieldCustom` with `tokio::task::yield_now`) or,
+//! past its budget, is interrupted. So a looping guest holds a worker for at
+//! most one tick at a time, and for at most `Limits::timeout` in total. A
+//! guest waiting in a host call (a WASI timer) is bounded by a
+//! `tokio::time::timeout` backstop. Per policy, a semaphore of `pool_size`
+//! permits bounds how many of its calls run at once. WASI p2 in wasmtime is
+//! async-native anyway, so this is also the configuration it is written for.
+//! Compilation, which takes ~0.5 s for the CEL component, runs in
+//! `spawn_blocking`.
+
+mod bindings;
+pub mod cli;
+mod engine;
+mod error;
+mod limits;
+mod pool;
+mod sandbox;
+mod source;
+
+pub use engine::{ArtifactOrigin, EngineOptions, EngineStats, LoadReport, PolicyEngine, WORLD};
+pub use error::{Phase, PolicyError};
+pub use limits::{Limits, MAX_DENY_REASON_BYTES, MAX_GROUP_BYTES, MAX_GROUPS, MAX_LOG_LINE_BYTES, MAX_USERNAME_BYTES};
+pub use pool::{LoadedPolicy, PoolStats};
+pub use source::{BuiltinModule, MAX_MODULE_BYTES, ModuleSource};
+
+/// Who a workload is, as its issuer's policy decided. The caller adds the
+/// issuer's prefixes before anything else sees these names.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Identity {
+    /// Never empty, no control characters, at most `MAX_USERNAME_BYTES`.
+    pub username: String,
+    /// At most `MAX_GROUPS`, each like a username.
+    pub groups: Vec<String>,
+}
+
+/// The outcome of one evaluation.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    /// Accepted, as this identity.
+    Allow(Identity),
+    /// Refused; the reason is for logs and policy authors, not for clients.
+    Deny(String),
+}
