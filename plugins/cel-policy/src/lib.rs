@@ -1,0 +1,28 @@
+//! Gantry's default claim policy: CEL rules over a token's verified claims.
+//!
+//! The operator's settings (see [`settings`]) hold `variables`,
+//! `validations`, a `username` and optional `groups` expression, in the
+//! vocabulary of Kubernetes' structured authentication configuration. `init`
+//! compiles them all once ([`Policy::new`]); `evaluate` runs them against one
+//! claim set ([`Policy::evaluate`]).
+//!
+//! Everything but the thin export glue in `guest` is plain Rust with no
+//! dependency on the component model, so it is unit-tested natively:
+//! `cargo test --manifest-path plugins/Cargo.toml -p cel-policy`.
+
+mod check;
+mod claims;
+mod policy;
+mod regex;
+pub mod settings;
+
+pub use policy::{Decision, Policy};
+
+// The generated bindings and `export!` use `unsafe` (raw canonical-ABI
+// pointers); they are confined to this module.
+#[cfg(target_arch = "wasm32")]
+#[allow(unsafe_code)]
+mod guest;
+
+#[cfg(test)]
+mod tests;

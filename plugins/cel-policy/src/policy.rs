@@ -1,0 +1,331 @@
+//! The compiled policy: every expression of the settings compiled once, and
+//! the evaluation of one claim set against them.
+//!
+//! Evaluation never allows by accident: an expression that fails (a missing
+//! key, a type error) or yields the wrong type denies, naming the expression.
+
+use crate::check::{self, CLAIMS, VARS};
+use crate::claims;
+use crate::regex;
+use crate::settings::Settings;
+use cel::common::types::{CelMap, CelMapKey};
+use cel::common::value::Val;
+use cel::{Context, Env, Program, Value};
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+/// Deny messages quote CEL errors, which quote values taken from the claims;
+/// they are logged, so keep one bounded whatever the token holds.
+const MAX_DENY_MESSAGE: usize = 1024;
+
+/// CEL keywords that cannot follow `vars.`.
+const RESERVED: &[&str] = &[
+    "as", "break", "const", "continue", "else", "false", "for", "function", "if", "import", "in",
+    "let", "loop", "namespace", "null", "package", "return", "true", "var", "void", "while",
+];
+
+/// What the policy decided for one claim set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// The token is accepted as this workload.
+    Allow { username: String, groups: Vec<String> },
+    /// The token is refused; the text says why.
+    Deny(String),
+}
+
+/// A policy ready to evaluate claims: built once per instance by `init`.
+pub struct Policy {
+    env: Arc<Env>,
+    variables: Vec<(String, Compiled)>,
+    validations: Vec<(Compiled, String)>,
+    username: Compiled,
+    groups: Option<Compiled>,
+}
+
+/// One compiled expression and where it came from, for messages.
+struct Compiled {
+    /// The settings field it was read from, e.g. `validations[2].expression`.
+    field: String,
+    source: String,
+    program: Program,
+    /// Whether it mentions `vars`: only then is the `vars` map bound.
+    uses_vars: bool,
+}
+
+impl Policy {
+    /// Reads and compiles the settings (JSON). The error names the field, and
+    /// for an expression that does not compile, the expression and position.
+    pub fn new(settings_json: &str) -> Result<Policy, String> {
+        let settings = Settings::from_json(settings_json)?;
+        let env = Arc::new(environment()?);
+
+        let mut names: Vec<&str> = Vec::with_capacity(settings.variables.len());
+        let mut variables = Vec::with_capacity(settings.variables.len());
+        for (i, var) in settings.variables.iter().enumerate() {
+            check_variable_name(&var.name, &names).map_err(|e| format!("variables[{i}].name: {e}"))?;
+            let compiled = compile(&env, format!("variables[{i}].expression"), &var.expression, &names)?;
+            names.push(&var.name);
+            variables.push((var.name.clone(), compiled));
+        }
+
+        let validations = settings
+            .validations
+            .iter()
+            .enumerate()
+            .map(|(i, rule)| {
+                if rule.message.trim().is_empty() {
+                    return Err(format!("validations[{i}].message: must not be empty"));
+                }
+                let compiled = compile(&env, format!("validations[{i}].expression"), &rule.expression, &names)?;
+                Ok((compiled, rule.message.clone()))
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+
+        let username = compile(&env, "username".to_owned(), &settings.username, &names)?;
+        let groups = settings
+            .groups
+            .as_deref()
+            .map(|source| compile(&env, "groups".to_owned(), source, &names))
+            .transpose()?;
+
+        Ok(Policy { env, variables, validations, username, groups })
+    }
+
+    /// How many variables and validations the policy holds, for a log line.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} variable(s), {} validation(s), username `{}`{}",
+            self.variables.len(),
+            self.validations.len(),
+            self.username.source,
+            if self.groups.is_some() { ", groups" } else { "" },
+        )
+    }
+
+    /// Decides who the bearer of `claims_json` (a JSON object) is.
+    pub fn evaluate(&self, claims_json: &str) -> Decision {
+        match self.try_evaluate(claims_json) {
+            Ok(decision) => decision,
+            Err(mut reason) => {
+                truncate(&mut reason, MAX_DENY_MESSAGE);
+                Decision::Deny(reason)
+            }
+        }
+    }
+
+    fn try_evaluate(&self, claims_json: &str) -> Result<Decision, String> {
+        let claims: serde_json::Value =
+            serde_json::from_str(claims_json).map_err(|e| format!("claims are not valid JSON: {e}"))?;
+        if !claims.is_object() {
+            return Err("claims must be a JSON object".to_owned());
+        }
+
+        let mut ctx = Context::with_env(Arc::clone(&self.env));
+        ctx.add_variable_as_val(CLAIMS, claims::to_cel(&claims));
+
+        // Each variable sees the ones before it: `vars` is rebound only when
+        // the next expression reads it and a value was added since.
+        let mut values: Vec<(&str, Value)> = Vec::with_capacity(self.variables.len());
+        let mut bound = None;
+
+        for (name, compiled) in &self.variables {
+            if compiled.uses_vars {
+                bind_vars(&mut ctx, &values, &mut bound)?;
+            }
+            values.push((name, compiled.run(&ctx)?));
+        }
+
+        for (compiled, message) in &self.validations {
+            if compiled.uses_vars {
+                bind_vars(&mut ctx, &values, &mut bound)?;
+            }
+            match compiled.run(&ctx)? {
+                Value::Bool(true) => {}
+                Value::Bool(false) => return Ok(Decision::Deny(message.clone())),
+                other => return Err(compiled.wrong_type("a bool", &other)),
+            }
+        }
+
+        if self.username.uses_vars {
+            bind_vars(&mut ctx, &values, &mut bound)?;
+        }
+        let username = match self.username.run(&ctx)? {
+            Value::String(s) if s.is_empty() => {
+                return Err(format!("{} yielded an empty username", self.username.describe()));
+            }
+            Value::String(s) => Arc::unwrap_or_clone(s),
+            other => return Err(self.username.wrong_type("a string", &other)),
+        };
+
+        let groups = match &self.groups {
+            None => Vec::new(),
+            Some(compiled) => {
+                if compiled.uses_vars {
+                    bind_vars(&mut ctx, &values, &mut bound)?;
+                }
+                match compiled.run(&ctx)? {
+                    Value::List(items) => items
+                        .iter()
+                        .enumerate()
+                        .map(|(i, item)| match item {
+                            Value::String(s) if s.is_empty() => {
+                                Err(format!("{} yielded an empty group at index {i}", compiled.describe()))
+                            }
+                            Value::String(s) => Ok(s.to_string()),
+                            other => Err(format!(
+                                "{} must yield a list of strings, but item {i} is {}",
+                                compiled.describe(),
+                                type_name(other)
+                            )),
+                        })
+                        .collect::<Result<Vec<_>, _>>()?,
+                    other => return Err(compiled.wrong_type("a list of strings", &other)),
+                }
+            }
+        };
+
+        Ok(Decision::Allow { username, groups })
+    }
+}
+
+impl Compiled {
+    /// Runs the expression; an error denies, naming the expression.
+    fn run(&self, ctx: &Context) -> Result<Value, String> {
+        self.program
+            .execute(ctx)
+            .map_err(|e| format!("{} failed: {e}", self.describe()))
+    }
+
+    fn describe(&self) -> String {
+        format!("{} `{}`", self.field, self.source)
+    }
+
+    fn wrong_type(&self, wanted: &str, got: &Value) -> String {
+        format!("{} must yield {wanted}, got {}", self.describe(), type_name(got))
+    }
+}
+
+/// The environment every expression is compiled and run in: the standard
+/// library, the strings extension for `split`, `lowerAscii` & co, and our
+/// `matches`.
+fn environment() -> Result<Env, String> {
+    let mut env = Env::stdlib();
+    env.add_extension(cel::extensions::strings)
+        .and_then(|()| env.add_extension(regex::register))
+        .map_err(|e| format!("internal error: cannot set up CEL: {e}"))?;
+    Ok(env)
+}
+
+fn compile(env: &Env, field: String, source: &str, defined: &[&str]) -> Result<Compiled, String> {
+    if source.trim().is_empty() {
+        return Err(format!("{field}: the expression is empty"));
+    }
+    let program = env.compile(source).map_err(|errors| {
+        let mut message = format!("{field}: `{source}` does not compile:");
+        for (i, e) in errors.errors.iter().enumerate() {
+            let sep = if i == 0 { " " } else { "; " };
+            let _ = write!(message, "{sep}at line {}, column {}: {}", e.pos.0, e.pos.1, e.msg);
+        }
+        message
+    })?;
+    let position = |offset: Option<u32>| {
+        offset
+            .map(|offset| {
+                let (line, column) = line_column(source, offset);
+                format!(" at line {line}, column {column}")
+            })
+            .unwrap_or_default()
+    };
+    let regexes = check::check_names(&program, defined)
+        .map_err(|problem| format!("{field}: `{source}`{}: {}", position(problem.offset), problem.message))?;
+    for literal in regexes {
+        regex::precompile(&literal.pattern).map_err(|e| {
+            format!("{field}: `{source}`{}: `{}` is not a valid regex: {e}", position(literal.offset), literal.pattern)
+        })?;
+    }
+    let uses_vars = program.references().has_variable(VARS);
+    Ok(Compiled { field, source: source.to_owned(), program, uses_vars })
+}
+
+/// 1-based line and column of a code-point offset, as the parser reports them.
+fn line_column(source: &str, offset: u32) -> (usize, usize) {
+    let mut line = 1;
+    let mut column = 1;
+    for c in source.chars().take(offset as usize) {
+        if c == '\n' {
+            line += 1;
+            column = 1;
+        } else {
+            column += 1;
+        }
+    }
+    (line, column)
+}
+
+fn check_variable_name(name: &str, earlier: &[&str]) -> Result<(), String> {
+    let mut chars = name.chars();
+    let valid = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !valid {
+        return Err(format!("`{name}` is not a valid name (letters, digits and `_`, not starting with a digit)"));
+    }
+    if RESERVED.contains(&name) {
+        return Err(format!("`{name}` is a CEL keyword"));
+    }
+    if earlier.contains(&name) {
+        return Err(format!("`{name}` is already defined by an earlier variable"));
+    }
+    Ok(())
+}
+
+/// Binds `vars` to `values` unless it already holds exactly those (`bound`
+/// is how many were bound last time).
+fn bind_vars(ctx: &mut Context<'_, '_>, values: &[(&str, Value)], bound: &mut Option<usize>) -> Result<(), String> {
+    if *bound != Some(values.len()) {
+        ctx.add_variable_as_val(VARS, vars_map(values)?);
+        *bound = Some(values.len());
+    }
+    Ok(())
+}
+
+fn vars_map<'v>(values: &[(&str, Value)]) -> Result<Box<dyn Val + 'v>, String> {
+    let map = values
+        .iter()
+        .map(|(name, value)| {
+            let value: Box<dyn Val> = value
+                .clone()
+                .try_into()
+                .map_err(|e| format!("variable `{name}` holds a value CEL cannot bind: {e}"))?;
+            Ok((CelMapKey::from((*name).to_owned()), value))
+        })
+        .collect::<Result<HashMap<_, _>, String>>()?;
+    Ok(Box::new(CelMap::from(map)))
+}
+
+fn type_name(value: &Value) -> String {
+    match value {
+        // CEL's name for a 64-bit float.
+        Value::Float(_) => "double".to_owned(),
+        Value::String(s) => format!("string {:?}", truncated(s, 64)),
+        other => other.type_of().to_string(),
+    }
+}
+
+fn truncated(s: &str, max: usize) -> String {
+    let mut s = s.to_owned();
+    truncate(&mut s, max);
+    s
+}
+
+/// Cuts `s` to at most `max` bytes on a character boundary, marking the cut.
+fn truncate(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push('…');
+    }
+}
