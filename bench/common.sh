@@ -1,0 +1,52 @@
+# Shared helpers for the load benchmarks: start servers, push content with curl.
+# Sourced by bench/*.sh; not meant to be run directly.
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+WORK="$(mktemp -d /tmp/gantry-bench.XXXXXX)"
+PIDS=()
+
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+wait_http() { # URL
+    for _ in $(seq 1 100); do
+        curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "server at $1 did not come up" >&2
+    return 1
+}
+
+sha() { echo "sha256:$(sha256sum "$1" | cut -d' ' -f1)"; }
+
+push_blob() { # REGISTRY REPO FILE
+    curl -fsS -o /dev/null -X POST --data-binary "@$3" "$1/v2/$2/blobs/uploads/?digest=$(sha "$3")" ||
+        { # docker-registry 2.x has no monolithic POST: session + PUT
+            loc=$(curl -fsS -D - -o /dev/null -X POST "$1/v2/$2/blobs/uploads/" | tr -d '\r' | awk -F': ' 'tolower($1)=="location"{print $2}')
+            case "$loc" in http*) ;; *) loc="$1$loc";; esac
+            sep='?'; case "$loc" in *\?*) sep='&';; esac
+            curl -fsS -o /dev/null -X PUT --data-binary "@$3" -H 'Content-Type: application/octet-stream' "$loc${sep}digest=$(sha "$3")"
+        }
+}
+
+# Builds a small image (config + 2 layers) in $WORK and pushes it as REPO:TAG.
+push_image() { # REGISTRY REPO TAG
+    head -c 2048 /dev/urandom > "$WORK/l1"; head -c 4096 /dev/urandom > "$WORK/l2"
+    echo '{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}' > "$WORK/cfg"
+    for f in cfg l1 l2; do push_blob "$1" "$2" "$WORK/$f"; done
+    cat > "$WORK/manifest.json" <<JSON
+{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"$(sha "$WORK/cfg")","size":$(stat -c %s "$WORK/cfg")},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"$(sha "$WORK/l1")","size":2048},{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"$(sha "$WORK/l2")","size":4096}]}
+JSON
+    curl -fsS -o /dev/null -X PUT -H 'Content-Type: application/vnd.oci.image.manifest.v1+json' \
+        --data-binary "@$WORK/manifest.json" "$1/v2/$2/manifests/$3"
+}
+
+# wrk's requests/sec for URL with 16 connections.
+load() { # URL [extra wrk args...]
+    local url="$1"; shift
+    wrk -t2 -c16 -d"${DURATION:-10}s" "$@" "$url" | awk '/Requests\/sec/{print $2}'
+}
