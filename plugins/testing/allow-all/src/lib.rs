@@ -8,7 +8,6 @@ use std::cell::RefCell;
 
 wit_bindgen::generate!({ path: "../../../wit", world: "claim-policy" });
 
-use gantry::policy::types::{Decision, Identity};
 
 thread_local! {
     static USERNAME: RefCell<String> = RefCell::new("anyone".to_owned());
