@@ -327,6 +327,8 @@ impl PolicyInner {
             detail = format!("called exit({})", exit.0);
         }
         if !stderr_tail.is_empty() {
+            // One line: this ends up in a single log field.
+            let stderr_tail = stderr_tail.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" | ");
             detail = format!("{detail} (stderr: {stderr_tail})");
         }
         PolicyError::Trap {
