@@ -62,7 +62,14 @@ pub fn build(packages: &[String]) -> Vec<Built> {
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(&plugins)
-        .args(["build", "--release", "--locked", "--target", TARGET, "--manifest-path"])
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "--target",
+            TARGET,
+            "--manifest-path",
+        ])
         .arg(plugins.join("Cargo.toml"));
     for package in packages {
         cmd.args(["-p", package]);
@@ -92,7 +99,10 @@ pub fn build(packages: &[String]) -> Vec<Built> {
             if !wasm.is_file() {
                 panic!("cargo built {package} but {} is missing", wasm.display());
             }
-            Built { package: package.clone(), wasm }
+            Built {
+                package: package.clone(),
+                wasm,
+            }
         })
         .collect()
 }
@@ -130,7 +140,13 @@ fn ensure_target_installed() {
 /// CPU budget instead of each taking every core.
 fn scrub_outer_build_env(cmd: &mut Command) {
     const KEEP_EXACT: &[&str] = &["CARGO_HOME", "CARGO_MAKEFLAGS"];
-    const KEEP_PREFIX: &[&str] = &["CARGO_NET_", "CARGO_HTTP_", "CARGO_REGISTRY_", "CARGO_REGISTRIES_", "CARGO_TERM_"];
+    const KEEP_PREFIX: &[&str] = &[
+        "CARGO_NET_",
+        "CARGO_HTTP_",
+        "CARGO_REGISTRY_",
+        "CARGO_REGISTRIES_",
+        "CARGO_TERM_",
+    ];
     const REMOVE_EXACT: &[&str] = &[
         "RUSTFLAGS",
         "RUSTDOCFLAGS",

@@ -29,7 +29,9 @@ fn main() {
         .filter_map(|entry| {
             let entry = entry.unwrap_or_else(|e| panic!("cannot list {}: {e}", testing.display()));
             let path = entry.path();
-            path.join("Cargo.toml").is_file().then(|| entry.file_name().to_string_lossy().into_owned())
+            path.join("Cargo.toml")
+                .is_file()
+                .then(|| entry.file_name().to_string_lossy().into_owned())
         })
         .collect();
     names.sort();
@@ -40,17 +42,25 @@ fn main() {
 
     let tests_source = read_tests(&root.join("tests").join("tests"));
     for (name, guest) in names.iter().zip(&built) {
-        let var = format!("GANTRY_TEST_GUEST_{}", name.to_uppercase().replace('-', "_"));
+        let var = format!(
+            "GANTRY_TEST_GUEST_{}",
+            name.to_uppercase().replace('-', "_")
+        );
         println!("cargo:rustc-env={var}={}", guest.wasm.display());
         // Tests spell it `env!("GANTRY_TEST_GUEST_X")` or, through a macro,
         // `guest!("X")`: look for the bare suffix too.
         let suffix = &var["GANTRY_TEST_GUEST_".len()..];
         if !tests_source.contains(&var) && !tests_source.contains(&format!("\"{suffix}\"")) {
-            println!("cargo:warning=test guest plugins/testing/{name} is built but no test in tests/tests/ loads it ({var})");
+            println!(
+                "cargo:warning=test guest plugins/testing/{name} is built but no test in tests/tests/ loads it ({var})"
+            );
         }
     }
     if let Some(cel_policy) = built.last() {
-        println!("cargo:rustc-env=GANTRY_CEL_POLICY_WASM={}", cel_policy.wasm.display());
+        println!(
+            "cargo:rustc-env=GANTRY_CEL_POLICY_WASM={}",
+            cel_policy.wasm.display()
+        );
     }
 }
 
@@ -58,7 +68,9 @@ fn main() {
 /// watched so adding a test refreshes the check.
 fn read_tests(dir: &Path) -> String {
     guest_build::rerun_if_changed(dir);
-    let Ok(entries) = fs::read_dir(dir) else { return String::new() };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return String::new();
+    };
     entries
         .filter_map(Result::ok)
         .map(|entry| entry.path())

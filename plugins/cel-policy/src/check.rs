@@ -21,7 +21,16 @@ pub const VARS: &str = "vars";
 
 /// Identifiers that name CEL types, as in `type(claims.aud) == list`.
 const TYPE_NAMES: &[&str] = &[
-    "bool", "int", "uint", "double", "string", "bytes", "list", "map", "null_type", "type",
+    "bool",
+    "int",
+    "uint",
+    "double",
+    "string",
+    "bytes",
+    "list",
+    "map",
+    "null_type",
+    "type",
 ];
 
 /// Function namespaces the policy's environment registers (`strings.quote`,
@@ -48,7 +57,11 @@ pub struct RegexLiteral {
 /// expression at its place may refer to as `vars.<name>`; returns the
 /// literal regex patterns it passes to `matches`.
 pub fn check_names(program: &Program, defined: &[&str]) -> Result<Vec<RegexLiteral>, Problem> {
-    let mut walker = Walker { program, defined, regexes: Vec::new() };
+    let mut walker = Walker {
+        program,
+        defined,
+        regexes: Vec::new(),
+    };
     walker.walk(program.expression(), &mut Vec::new())?;
     Ok(walker.regexes)
 }
@@ -61,11 +74,17 @@ struct Walker<'a> {
 
 impl Walker<'_> {
     fn offset(&self, at: &IdedExpr) -> Option<u32> {
-        self.program.source_info().offset_for(at.id).map(|(start, _)| start)
+        self.program
+            .source_info()
+            .offset_for(at.id)
+            .map(|(start, _)| start)
     }
 
     fn problem(&self, at: &IdedExpr, message: String) -> Problem {
-        Problem { offset: self.offset(at), message }
+        Problem {
+            offset: self.offset(at),
+            message,
+        }
     }
 
     /// `bound` holds the variables macros introduce (`x` in `l.all(x, ...)`),
@@ -112,7 +131,10 @@ impl Walker<'_> {
                     && let Expr::Literal(LiteralValue::String(pattern)) = &pattern.expr
                 {
                     let offset = self.offset(e);
-                    self.regexes.push(RegexLiteral { offset, pattern: pattern.inner().to_owned() });
+                    self.regexes.push(RegexLiteral {
+                        offset,
+                        pattern: pattern.inner().to_owned(),
+                    });
                 }
                 if let Some(target) = &call.target {
                     let is_namespace = matches!(&target.expr,
@@ -139,14 +161,27 @@ impl Walker<'_> {
                 bound.truncate(depth);
                 result
             }
-            Expr::List(list) => list.elements.iter().try_for_each(|item| self.walk(item, bound)),
-            Expr::Map(map) => map.entries.iter().try_for_each(|entry| self.walk_entry(&entry.expr, bound)),
-            Expr::Struct(s) => s.entries.iter().try_for_each(|entry| self.walk_entry(&entry.expr, bound)),
+            Expr::List(list) => list
+                .elements
+                .iter()
+                .try_for_each(|item| self.walk(item, bound)),
+            Expr::Map(map) => map
+                .entries
+                .iter()
+                .try_for_each(|entry| self.walk_entry(&entry.expr, bound)),
+            Expr::Struct(s) => s
+                .entries
+                .iter()
+                .try_for_each(|entry| self.walk_entry(&entry.expr, bound)),
             Expr::Literal(_) | Expr::Unspecified => Ok(()),
         }
     }
 
-    fn walk_entry<'e>(&mut self, entry: &'e EntryExpr, bound: &mut Vec<&'e str>) -> Result<(), Problem> {
+    fn walk_entry<'e>(
+        &mut self,
+        entry: &'e EntryExpr,
+        bound: &mut Vec<&'e str>,
+    ) -> Result<(), Problem> {
         match entry {
             EntryExpr::StructField(field) => self.walk(&field.value, bound),
             EntryExpr::MapEntry(entry) => {
@@ -169,6 +204,9 @@ impl Walker<'_> {
         } else {
             format!("defined before it: {}", self.defined.join(", "))
         };
-        Err(self.problem(at, format!("`{VARS}.{name}` is not a variable defined before this expression ({defined})")))
+        Err(self.problem(
+            at,
+            format!("`{VARS}.{name}` is not a variable defined before this expression ({defined})"),
+        ))
     }
 }

@@ -61,13 +61,28 @@ mod tests {
             "i": 1700000000, "neg": -3, "big": u64::MAX, "f": 1.5, "b": true, "n": null,
             "s": "x", "l": [1, "two"], "m": {"k": {"deep": "v"}}, "kubernetes.io": {"namespace": "ns"},
         });
-        assert_eq!(eval(&claims, "type(claims.i) == int && claims.i + 1 == 1700000001"), Value::Bool(true));
+        assert_eq!(
+            eval(
+                &claims,
+                "type(claims.i) == int && claims.i + 1 == 1700000001"
+            ),
+            Value::Bool(true)
+        );
         assert_eq!(eval(&claims, "claims.neg < 0"), Value::Bool(true));
         assert_eq!(eval(&claims, "type(claims.big) == uint"), Value::Bool(true));
         assert_eq!(eval(&claims, "claims.f > 1.0"), Value::Bool(true));
-        assert_eq!(eval(&claims, "claims.b && claims.n == null"), Value::Bool(true));
-        assert_eq!(eval(&claims, "claims.l[1] == 'two' && size(claims.l) == 2"), Value::Bool(true));
+        assert_eq!(
+            eval(&claims, "claims.b && claims.n == null"),
+            Value::Bool(true)
+        );
+        assert_eq!(
+            eval(&claims, "claims.l[1] == 'two' && size(claims.l) == 2"),
+            Value::Bool(true)
+        );
         assert_eq!(eval(&claims, "claims.m.k.deep"), Value::from("v"));
-        assert_eq!(eval(&claims, "claims['kubernetes.io'].namespace"), Value::from("ns"));
+        assert_eq!(
+            eval(&claims, "claims['kubernetes.io'].namespace"),
+            Value::from("ns")
+        );
     }
 }

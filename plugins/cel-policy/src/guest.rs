@@ -25,7 +25,10 @@ impl Guest for CelPolicy {
         // rather than run a previous configuration.
         POLICY.with_borrow_mut(|slot| *slot = None);
         let policy = Policy::new(&settings)?;
-        log(Level::Debug, &format!("cel-policy ready: {}", policy.summary()));
+        log(
+            Level::Debug,
+            &format!("cel-policy ready: {}", policy.summary()),
+        );
         POLICY.with_borrow_mut(|slot| *slot = Some(policy));
         Ok(())
     }
@@ -38,7 +41,9 @@ impl Guest for CelPolicy {
             ),
         });
         match decision {
-            crate::Decision::Allow { username, groups } => Decision::Allow(Identity { username, groups }),
+            crate::Decision::Allow { username, groups } => {
+                Decision::Allow(Identity { username, groups })
+            }
             crate::Decision::Deny(reason) => Decision::Deny(reason),
         }
     }

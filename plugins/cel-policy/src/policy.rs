@@ -21,15 +21,37 @@ const MAX_DENY_MESSAGE: usize = 1024;
 
 /// CEL keywords that cannot follow `vars.`.
 const RESERVED: &[&str] = &[
-    "as", "break", "const", "continue", "else", "false", "for", "function", "if", "import", "in",
-    "let", "loop", "namespace", "null", "package", "return", "true", "var", "void", "while",
+    "as",
+    "break",
+    "const",
+    "continue",
+    "else",
+    "false",
+    "for",
+    "function",
+    "if",
+    "import",
+    "in",
+    "let",
+    "loop",
+    "namespace",
+    "null",
+    "package",
+    "return",
+    "true",
+    "var",
+    "void",
+    "while",
 ];
 
 /// What the policy decided for one claim set.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     /// The token is accepted as this workload.
-    Allow { username: String, groups: Vec<String> },
+    Allow {
+        username: String,
+        groups: Vec<String>,
+    },
     /// The token is refused; the text says why.
     Deny(String),
 }
@@ -63,8 +85,14 @@ impl Policy {
         let mut names: Vec<&str> = Vec::with_capacity(settings.variables.len());
         let mut variables = Vec::with_capacity(settings.variables.len());
         for (i, var) in settings.variables.iter().enumerate() {
-            check_variable_name(&var.name, &names).map_err(|e| format!("variables[{i}].name: {e}"))?;
-            let compiled = compile(&env, format!("variables[{i}].expression"), &var.expression, &names)?;
+            check_variable_name(&var.name, &names)
+                .map_err(|e| format!("variables[{i}].name: {e}"))?;
+            let compiled = compile(
+                &env,
+                format!("variables[{i}].expression"),
+                &var.expression,
+                &names,
+            )?;
             names.push(&var.name);
             variables.push((var.name.clone(), compiled));
         }
@@ -77,7 +105,12 @@ impl Policy {
                 if rule.message.trim().is_empty() {
                     return Err(format!("validations[{i}].message: must not be empty"));
                 }
-                let compiled = compile(&env, format!("validations[{i}].expression"), &rule.expression, &names)?;
+                let compiled = compile(
+                    &env,
+                    format!("validations[{i}].expression"),
+                    &rule.expression,
+                    &names,
+                )?;
                 Ok((compiled, rule.message.clone()))
             })
             .collect::<Result<Vec<_>, String>>()?;
@@ -89,7 +122,13 @@ impl Policy {
             .map(|source| compile(&env, "groups".to_owned(), source, &names))
             .transpose()?;
 
-        Ok(Policy { env, variables, validations, username, groups })
+        Ok(Policy {
+            env,
+            variables,
+            validations,
+            username,
+            groups,
+        })
     }
 
     /// How many variables and validations the policy holds, for a log line.
@@ -99,7 +138,11 @@ impl Policy {
             self.variables.len(),
             self.validations.len(),
             self.username.source,
-            if self.groups.is_some() { ", groups" } else { "" },
+            if self.groups.is_some() {
+                ", groups"
+            } else {
+                ""
+            },
         )
     }
 
@@ -115,8 +158,8 @@ impl Policy {
     }
 
     fn try_evaluate(&self, claims_json: &str) -> Result<Decision, String> {
-        let claims: serde_json::Value =
-            serde_json::from_str(claims_json).map_err(|e| format!("claims are not valid JSON: {e}"))?;
+        let claims: serde_json::Value = serde_json::from_str(claims_json)
+            .map_err(|e| format!("claims are not valid JSON: {e}"))?;
         if !claims.is_object() {
             return Err("claims must be a JSON object".to_owned());
         }
@@ -152,7 +195,10 @@ impl Policy {
         }
         let username = match self.username.run(&ctx)? {
             Value::String(s) if s.is_empty() => {
-                return Err(format!("{} yielded an empty username", self.username.describe()));
+                return Err(format!(
+                    "{} yielded an empty username",
+                    self.username.describe()
+                ));
             }
             Value::String(s) => Arc::unwrap_or_clone(s),
             other => return Err(self.username.wrong_type("a string", &other)),
@@ -169,9 +215,10 @@ impl Policy {
                         .iter()
                         .enumerate()
                         .map(|(i, item)| match item {
-                            Value::String(s) if s.is_empty() => {
-                                Err(format!("{} yielded an empty group at index {i}", compiled.describe()))
-                            }
+                            Value::String(s) if s.is_empty() => Err(format!(
+                                "{} yielded an empty group at index {i}",
+                                compiled.describe()
+                            )),
                             Value::String(s) => Ok(s.to_string()),
                             other => Err(format!(
                                 "{} must yield a list of strings, but item {i} is {}",
@@ -202,7 +249,11 @@ impl Compiled {
     }
 
     fn wrong_type(&self, wanted: &str, got: &Value) -> String {
-        format!("{} must yield {wanted}, got {}", self.describe(), type_name(got))
+        format!(
+            "{} must yield {wanted}, got {}",
+            self.describe(),
+            type_name(got)
+        )
     }
 }
 
@@ -225,7 +276,11 @@ fn compile(env: &Env, field: String, source: &str, defined: &[&str]) -> Result<C
         let mut message = format!("{field}: `{source}` does not compile:");
         for (i, e) in errors.errors.iter().enumerate() {
             let sep = if i == 0 { " " } else { "; " };
-            let _ = write!(message, "{sep}at line {}, column {}: {}", e.pos.0, e.pos.1, e.msg);
+            let _ = write!(
+                message,
+                "{sep}at line {}, column {}: {}",
+                e.pos.0, e.pos.1, e.msg
+            );
         }
         message
     })?;
@@ -237,15 +292,29 @@ fn compile(env: &Env, field: String, source: &str, defined: &[&str]) -> Result<C
             })
             .unwrap_or_default()
     };
-    let regexes = check::check_names(&program, defined)
-        .map_err(|problem| format!("{field}: `{source}`{}: {}", position(problem.offset), problem.message))?;
+    let regexes = check::check_names(&program, defined).map_err(|problem| {
+        format!(
+            "{field}: `{source}`{}: {}",
+            position(problem.offset),
+            problem.message
+        )
+    })?;
     for literal in regexes {
         regex::precompile(&literal.pattern).map_err(|e| {
-            format!("{field}: `{source}`{}: `{}` is not a valid regex: {e}", position(literal.offset), literal.pattern)
+            format!(
+                "{field}: `{source}`{}: `{}` is not a valid regex: {e}",
+                position(literal.offset),
+                literal.pattern
+            )
         })?;
     }
     let uses_vars = program.references().has_variable(VARS);
-    Ok(Compiled { field, source: source.to_owned(), program, uses_vars })
+    Ok(Compiled {
+        field,
+        source: source.to_owned(),
+        program,
+        uses_vars,
+    })
 }
 
 /// 1-based line and column of a code-point offset, as the parser reports them.
@@ -265,23 +334,33 @@ fn line_column(source: &str, offset: u32) -> (usize, usize) {
 
 fn check_variable_name(name: &str, earlier: &[&str]) -> Result<(), String> {
     let mut chars = name.chars();
-    let valid = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    let valid = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
     if !valid {
-        return Err(format!("`{name}` is not a valid name (letters, digits and `_`, not starting with a digit)"));
+        return Err(format!(
+            "`{name}` is not a valid name (letters, digits and `_`, not starting with a digit)"
+        ));
     }
     if RESERVED.contains(&name) {
         return Err(format!("`{name}` is a CEL keyword"));
     }
     if earlier.contains(&name) {
-        return Err(format!("`{name}` is already defined by an earlier variable"));
+        return Err(format!(
+            "`{name}` is already defined by an earlier variable"
+        ));
     }
     Ok(())
 }
 
 /// Binds `vars` to `values` unless it already holds exactly those (`bound`
 /// is how many were bound last time).
-fn bind_vars(ctx: &mut Context<'_, '_>, values: &[(&str, Value)], bound: &mut Option<usize>) -> Result<(), String> {
+fn bind_vars(
+    ctx: &mut Context<'_, '_>,
+    values: &[(&str, Value)],
+    bound: &mut Option<usize>,
+) -> Result<(), String> {
     if *bound != Some(values.len()) {
         ctx.add_variable_as_val(VARS, vars_map(values)?);
         *bound = Some(values.len());

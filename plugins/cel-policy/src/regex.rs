@@ -39,7 +39,9 @@ pub fn precompile(pattern: &str) -> Result<(), String> {
 
 fn compiled(pattern: &str) -> Result<Arc<Regex>, String> {
     // A panic while holding the lock cannot leave the map inconsistent.
-    let mut cache = CACHE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut cache = CACHE
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     if let Some(re) = cache.get(pattern) {
         return Ok(Arc::clone(re));
     }
@@ -52,7 +54,10 @@ fn compiled(pattern: &str) -> Result<Arc<Regex>, String> {
 
 fn matches(this: &CelString<'_>, re: &CelString<'_>) -> Result<CelBool, ExecutionError> {
     let regex = compiled(re.inner()).map_err(|e| {
-        ExecutionError::function_error("matches", format!("`{}` is not a valid regex: {e}", re.inner()))
+        ExecutionError::function_error(
+            "matches",
+            format!("`{}` is not a valid regex: {e}", re.inner()),
+        )
     })?;
     Ok(CelBool::from(regex.is_match(this.inner())))
 }

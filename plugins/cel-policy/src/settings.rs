@@ -97,7 +97,8 @@ impl Settings {
         }
         let mut de = serde_json::Deserializer::from_str(trimmed);
         let settings: Settings = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-            let mut path: Vec<String> = e.path().iter().map(|segment| segment.to_string()).collect();
+            let mut path: Vec<String> =
+                e.path().iter().map(|segment| segment.to_string()).collect();
             let inner = e.into_inner();
             let message = without_position(&inner);
             // For an unknown key the path ends with that key, which the
@@ -105,16 +106,19 @@ impl Settings {
             if message.starts_with("unknown field") {
                 path.pop();
             }
-            let at = path.iter().fold(String::from("settings"), |mut at, segment| {
-                if !segment.starts_with('[') {
-                    at.push('.');
-                }
-                at.push_str(segment);
-                at
-            });
+            let at = path
+                .iter()
+                .fold(String::from("settings"), |mut at, segment| {
+                    if !segment.starts_with('[') {
+                        at.push('.');
+                    }
+                    at.push_str(segment);
+                    at
+                });
             format!("{at}: {message}")
         })?;
-        de.end().map_err(|e| format!("settings: {}", without_position(&e)))?;
+        de.end()
+            .map_err(|e| format!("settings: {}", without_position(&e)))?;
         Ok(settings)
     }
 }
@@ -136,7 +140,10 @@ mod tests {
     #[test]
     fn unknown_top_level_key_is_named() {
         let err = Settings::from_json(r#"{"usernme": "claims.email"}"#).expect_err("unknown key");
-        assert!(err.starts_with("settings: unknown field `usernme`"), "{err}");
+        assert!(
+            err.starts_with("settings: unknown field `usernme`"),
+            "{err}"
+        );
         assert!(err.contains("`username`"), "lists the known fields: {err}");
     }
 
@@ -147,16 +154,23 @@ mod tests {
                                 {"expression": "true", "mesage": "m"}]}"#,
         )
         .expect_err("unknown key");
-        assert!(err.starts_with("settings.validations[1]: unknown field `mesage`"), "{err}");
+        assert!(
+            err.starts_with("settings.validations[1]: unknown field `mesage`"),
+            "{err}"
+        );
     }
 
     #[test]
     fn missing_message_and_wrong_types_are_refused() {
         let err = Settings::from_json(r#"{"validations": [{"expression": "true"}]}"#)
             .expect_err("message is required");
-        assert!(err.contains("validations[0]") && err.contains("missing field `message`"), "{err}");
+        assert!(
+            err.contains("validations[0]") && err.contains("missing field `message`"),
+            "{err}"
+        );
 
-        let err = Settings::from_json(r#"{"groups": ["a"]}"#).expect_err("groups is one expression");
+        let err =
+            Settings::from_json(r#"{"groups": ["a"]}"#).expect_err("groups is one expression");
         assert!(err.starts_with("settings.groups:"), "{err}");
 
         let err = Settings::from_json("[[], [], \"claims.sub\"]").expect_err("not an object");

@@ -106,12 +106,30 @@ fn the_cel_operators_write_is_supported() {
 
 #[test]
 fn github_and_gitlab_claims_are_usable() {
-    assert!(eval_bool(GITHUB, "int(claims.repository_owner_id) == 65432109"));
-    assert!(eval_bool(GITHUB, "claims.job_workflow_ref.split('@')[1] == 'refs/heads/main'"));
-    assert!(eval_bool(GITHUB, "claims.ref.matches(r'^refs/tags/v[0-9]+\\.[0-9]+\\.[0-9]+$')"));
-    assert_eq!(eval_string(GITHUB, "claims.repository_owner + '/' + claims.ref_type"), "octo-org/tag");
-    assert!(eval_bool(GITLAB, "claims.runner_id == 118 && claims.ref_type == 'branch'"));
-    assert_eq!(eval_string(GITLAB, "claims.project_path.split('/')[0]"), "platform");
+    assert!(eval_bool(
+        GITHUB,
+        "int(claims.repository_owner_id) == 65432109"
+    ));
+    assert!(eval_bool(
+        GITHUB,
+        "claims.job_workflow_ref.split('@')[1] == 'refs/heads/main'"
+    ));
+    assert!(eval_bool(
+        GITHUB,
+        "claims.ref.matches(r'^refs/tags/v[0-9]+\\.[0-9]+\\.[0-9]+$')"
+    ));
+    assert_eq!(
+        eval_string(GITHUB, "claims.repository_owner + '/' + claims.ref_type"),
+        "octo-org/tag"
+    );
+    assert!(eval_bool(
+        GITLAB,
+        "claims.runner_id == 118 && claims.ref_type == 'branch'"
+    ));
+    assert_eq!(
+        eval_string(GITLAB, "claims.project_path.split('/')[0]"),
+        "platform"
+    );
 }
 
 #[test]
@@ -132,7 +150,11 @@ fn every_settings_field_works_together() {
         p.evaluate(KUBERNETES),
         allow("image-pusher@team-payments", &["team:payments", "all"])
     );
-    assert!(p.summary().contains("2 variable(s), 2 validation(s)"), "{}", p.summary());
+    assert!(
+        p.summary().contains("2 variable(s), 2 validation(s)"),
+        "{}",
+        p.summary()
+    );
 }
 
 #[test]
@@ -144,7 +166,10 @@ fn the_first_false_validation_denies_with_its_message() {
             { "expression": "false", "message": "third" },
         ],
     }));
-    assert_eq!(p.evaluate(KUBERNETES), Decision::Deny("only GitHub repositories".to_owned()));
+    assert_eq!(
+        p.evaluate(KUBERNETES),
+        Decision::Deny("only GitHub repositories".to_owned())
+    );
 }
 
 #[test]
@@ -156,18 +181,26 @@ fn compile_errors_name_the_field_the_expression_and_the_position() {
             { "expression": "claims.sub ==", "message": "c" },
         ],
     }));
-    assert!(err.starts_with("validations[2].expression: `claims.sub ==` does not compile:"), "{err}");
+    assert!(
+        err.starts_with("validations[2].expression: `claims.sub ==` does not compile:"),
+        "{err}"
+    );
     assert!(err.contains("line 1, column 14"), "{err}");
 
     let err = init_error(json!({ "username": "claims.sub +\n  )" }));
     assert!(err.starts_with("username: "), "{err}");
     assert!(err.contains("line 2, column 3"), "{err}");
 
-    let err = init_error(json!({ "variables": [{ "name": "x", "expression": "claims.sub.startsWith('a'" }] }));
+    let err = init_error(
+        json!({ "variables": [{ "name": "x", "expression": "claims.sub.startsWith('a'" }] }),
+    );
     assert!(err.starts_with("variables[0].expression: "), "{err}");
 
     let err = init_error(json!({ "groups": "[claims.sub" }));
-    assert!(err.starts_with("groups: `[claims.sub` does not compile"), "{err}");
+    assert!(
+        err.starts_with("groups: `[claims.sub` does not compile"),
+        "{err}"
+    );
 
     let err = init_error(json!({ "username": "   " }));
     assert_eq!(err, "username: the expression is empty");
@@ -175,8 +208,15 @@ fn compile_errors_name_the_field_the_expression_and_the_position() {
 
 #[test]
 fn unknown_identifiers_are_refused_at_init_with_their_position() {
-    let err = init_error(json!({ "validations": [{ "expression": "true && claim.sub == 'x'", "message": "m" }] }));
-    assert!(err.starts_with("validations[0].expression: `true && claim.sub == 'x'` at line 1, column 9:"), "{err}");
+    let err = init_error(
+        json!({ "validations": [{ "expression": "true && claim.sub == 'x'", "message": "m" }] }),
+    );
+    assert!(
+        err.starts_with(
+            "validations[0].expression: `true && claim.sub == 'x'` at line 1, column 9:"
+        ),
+        "{err}"
+    );
     assert!(err.contains("unknown identifier `claim`"), "{err}");
 
     // A macro's variable is known inside it, and only there.
@@ -193,7 +233,10 @@ fn vars_must_name_an_earlier_variable() {
             { "name": "b", "expression": "1" },
         ],
     }));
-    assert!(err.starts_with("variables[0].expression: `vars.b` at line 1, column 1:"), "{err}");
+    assert!(
+        err.starts_with("variables[0].expression: `vars.b` at line 1, column 1:"),
+        "{err}"
+    );
     assert!(err.contains("no variable is defined before it"), "{err}");
 
     let err = init_error(json!({
@@ -218,32 +261,51 @@ fn variable_names_are_checked() {
         ("in", "is a CEL keyword"),
     ] {
         let err = init_error(json!({ "variables": [{ "name": name, "expression": "1" }] }));
-        assert!(err.starts_with("variables[0].name: ") && err.contains(problem), "{name}: {err}");
+        assert!(
+            err.starts_with("variables[0].name: ") && err.contains(problem),
+            "{name}: {err}"
+        );
     }
     let err = init_error(json!({
         "variables": [{ "name": "x", "expression": "1" }, { "name": "x", "expression": "2" }],
     }));
-    assert!(err.starts_with("variables[1].name: `x` is already defined"), "{err}");
+    assert!(
+        err.starts_with("variables[1].name: `x` is already defined"),
+        "{err}"
+    );
 }
 
 #[test]
 fn unknown_settings_keys_and_empty_messages_are_refused() {
     let err = init_error(json!({ "validation": [] }));
-    assert!(err.starts_with("settings: unknown field `validation`"), "{err}");
+    assert!(
+        err.starts_with("settings: unknown field `validation`"),
+        "{err}"
+    );
     let err = init_error(json!({ "validations": [{ "expression": "true", "message": " " }] }));
     assert_eq!(err, "validations[0].message: must not be empty");
 }
 
 #[test]
 fn a_missing_key_denies_naming_the_expression() {
-    let p = policy(json!({ "validations": [{ "expression": "claims.email.endsWith('@example.com')", "message": "m" }] }));
+    let p = policy(
+        json!({ "validations": [{ "expression": "claims.email.endsWith('@example.com')", "message": "m" }] }),
+    );
     let reason = deny_reason(p.evaluate(KUBERNETES));
-    assert!(reason.starts_with("validations[0].expression `claims.email.endsWith('@example.com')` failed:"), "{reason}");
+    assert!(
+        reason.starts_with(
+            "validations[0].expression `claims.email.endsWith('@example.com')` failed:"
+        ),
+        "{reason}"
+    );
     assert!(reason.contains("email"), "{reason}");
 
     let p = policy(json!({ "variables": [{ "name": "repo", "expression": "claims.repository" }] }));
     let reason = deny_reason(p.evaluate(KUBERNETES));
-    assert!(reason.starts_with("variables[0].expression `claims.repository` failed:"), "{reason}");
+    assert!(
+        reason.starts_with("variables[0].expression `claims.repository` failed:"),
+        "{reason}"
+    );
 
     let p = policy(json!({ "username": "claims.email" }));
     assert!(deny_reason(p.evaluate(GITHUB)).starts_with("username `claims.email` failed:"));
@@ -251,9 +313,14 @@ fn a_missing_key_denies_naming_the_expression() {
 
 #[test]
 fn a_type_error_denies_naming_the_expression() {
-    let p = policy(json!({ "validations": [{ "expression": "claims.exp + 'x' == 'y'", "message": "m" }] }));
+    let p = policy(
+        json!({ "validations": [{ "expression": "claims.exp + 'x' == 'y'", "message": "m" }] }),
+    );
     let reason = deny_reason(p.evaluate(KUBERNETES));
-    assert!(reason.starts_with("validations[0].expression `claims.exp + 'x' == 'y'` failed:"), "{reason}");
+    assert!(
+        reason.starts_with("validations[0].expression `claims.exp + 'x' == 'y'` failed:"),
+        "{reason}"
+    );
 
     let p = policy(json!({ "username": "int(claims.sub)" }));
     assert!(deny_reason(p.evaluate(KUBERNETES)).starts_with("username `int(claims.sub)` failed:"));
@@ -261,10 +328,19 @@ fn a_type_error_denies_naming_the_expression() {
 
 #[test]
 fn a_validation_that_is_not_a_bool_denies() {
-    for (expr, got) in [("claims.sub", "string \"system:"), ("claims.exp", "int"), ("claims.aud", "list")] {
+    for (expr, got) in [
+        ("claims.sub", "string \"system:"),
+        ("claims.exp", "int"),
+        ("claims.aud", "list"),
+    ] {
         let p = policy(json!({ "validations": [{ "expression": expr, "message": "m" }] }));
         let reason = deny_reason(p.evaluate(KUBERNETES));
-        assert!(reason.starts_with(&format!("validations[0].expression `{expr}` must yield a bool, got {got}")), "{reason}");
+        assert!(
+            reason.starts_with(&format!(
+                "validations[0].expression `{expr}` must yield a bool, got {got}"
+            )),
+            "{reason}"
+        );
     }
 }
 
@@ -275,25 +351,45 @@ fn the_username_must_be_a_non_empty_string() {
     let reason = deny_reason(policy(json!({ "username": "claims.exp" })).evaluate(KUBERNETES));
     assert_eq!(reason, "username `claims.exp` must yield a string, got int");
     let reason = deny_reason(policy(json!({ "username": "claims.aud" })).evaluate(KUBERNETES));
-    assert_eq!(reason, "username `claims.aud` must yield a string, got list");
+    assert_eq!(
+        reason,
+        "username `claims.aud` must yield a string, got list"
+    );
 }
 
 #[test]
 fn the_groups_must_be_a_list_of_strings() {
     let reason = deny_reason(policy(json!({ "groups": "claims.sub" })).evaluate(KUBERNETES));
-    assert!(reason.starts_with("groups `claims.sub` must yield a list of strings, got string"), "{reason}");
+    assert!(
+        reason.starts_with("groups `claims.sub` must yield a list of strings, got string"),
+        "{reason}"
+    );
     let reason = deny_reason(policy(json!({ "groups": "['a', claims.exp]" })).evaluate(KUBERNETES));
-    assert_eq!(reason, "groups `['a', claims.exp]` must yield a list of strings, but item 1 is int");
+    assert_eq!(
+        reason,
+        "groups `['a', claims.exp]` must yield a list of strings, but item 1 is int"
+    );
     let reason = deny_reason(policy(json!({ "groups": "['a', '']" })).evaluate(KUBERNETES));
-    assert_eq!(reason, "groups `['a', '']` yielded an empty group at index 1");
-    assert_eq!(policy(json!({ "groups": "[]" })).evaluate(GITLAB), allow(
-        "project_path:platform/build/image-builder:ref_type:branch:ref:main", &[]));
+    assert_eq!(
+        reason,
+        "groups `['a', '']` yielded an empty group at index 1"
+    );
+    assert_eq!(
+        policy(json!({ "groups": "[]" })).evaluate(GITLAB),
+        allow(
+            "project_path:platform/build/image-builder:ref_type:branch:ref:main",
+            &[]
+        )
+    );
 }
 
 #[test]
 fn claims_must_be_a_json_object() {
     let p = Policy::new("{}").expect("defaults");
-    assert_eq!(deny_reason(p.evaluate("[1, 2]")), "claims must be a JSON object");
+    assert_eq!(
+        deny_reason(p.evaluate("[1, 2]")),
+        "claims must be a JSON object"
+    );
     assert!(deny_reason(p.evaluate("{not json")).starts_with("claims are not valid JSON"));
     assert!(deny_reason(p.evaluate("{}")).starts_with("username `claims.sub` failed:"));
 }
@@ -302,9 +398,14 @@ fn claims_must_be_a_json_object() {
 fn deny_messages_are_bounded() {
     let long = "x".repeat(10_000);
     let claims = json!({ "sub": long }).to_string();
-    let p = policy(json!({ "validations": [{ "expression": "claims.sub + 1 == 2", "message": "m" }] }));
+    let p =
+        policy(json!({ "validations": [{ "expression": "claims.sub + 1 == 2", "message": "m" }] }));
     let reason = deny_reason(p.evaluate(&claims));
-    assert!(reason.len() <= 1024 + '…'.len_utf8(), "{} bytes", reason.len());
+    assert!(
+        reason.len() <= 1024 + '…'.len_utf8(),
+        "{} bytes",
+        reason.len()
+    );
     assert!(reason.ends_with('…'));
 }
 
@@ -316,29 +417,50 @@ fn one_policy_evaluates_many_claim_sets_independently() {
     }));
     for _ in 0..3 {
         assert_eq!(p.evaluate(GITHUB), allow("octo-org/payments-api", &[]));
-        assert_eq!(p.evaluate(KUBERNETES), allow("system:serviceaccount:team-payments:image-pusher", &[]));
+        assert_eq!(
+            p.evaluate(KUBERNETES),
+            allow("system:serviceaccount:team-payments:image-pusher", &[])
+        );
     }
 }
 
 #[test]
 fn matches_patterns_are_compiled_at_init() {
-    let err = init_error(json!({ "validations": [{ "expression": "true && claims.sub.matches('[a-')", "message": "m" }] }));
-    assert!(err.starts_with("validations[0].expression: `true && claims.sub.matches('[a-')` at line 1, column "), "{err}");
+    let err = init_error(
+        json!({ "validations": [{ "expression": "true && claims.sub.matches('[a-')", "message": "m" }] }),
+    );
+    assert!(
+        err.starts_with(
+            "validations[0].expression: `true && claims.sub.matches('[a-')` at line 1, column "
+        ),
+        "{err}"
+    );
     assert!(err.contains("`[a-` is not a valid regex"), "{err}");
 
     // regex-lite has no Unicode classes: refused at load, never silently false.
     let err = init_error(json!({ "username": "matches(claims.sub, '\\\\p{L}') ? 'a' : 'b'" }));
-    assert!(err.starts_with("username: ") && err.contains("is not a valid regex"), "{err}");
+    assert!(
+        err.starts_with("username: ") && err.contains("is not a valid regex"),
+        "{err}"
+    );
 
-    assert!(eval_bool(KUBERNETES, "matches(claims.sub, ':image-pusher$')"));
+    assert!(eval_bool(
+        KUBERNETES,
+        "matches(claims.sub, ':image-pusher$')"
+    ));
     assert!(!eval_bool(KUBERNETES, "claims.sub.matches('^repo:')"));
 }
 
 #[test]
 fn a_pattern_built_at_evaluation_works_and_an_invalid_one_denies() {
-    assert!(eval_bool(KUBERNETES, "claims.sub.matches('^' + 'system:' + '.*' + claims['kubernetes.io'].namespace)"));
+    assert!(eval_bool(
+        KUBERNETES,
+        "claims.sub.matches('^' + 'system:' + '.*' + claims['kubernetes.io'].namespace)"
+    ));
     let claims = json!({ "sub": "x", "pattern": "(" }).to_string();
-    let p = policy(json!({ "validations": [{ "expression": "claims.sub.matches(claims.pattern)", "message": "m" }] }));
+    let p = policy(
+        json!({ "validations": [{ "expression": "claims.sub.matches(claims.pattern)", "message": "m" }] }),
+    );
     let reason = deny_reason(p.evaluate(&claims));
     assert!(reason.contains("`(` is not a valid regex"), "{reason}");
 }

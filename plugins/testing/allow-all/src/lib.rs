@@ -8,7 +8,6 @@ use std::cell::RefCell;
 
 wit_bindgen::generate!({ path: "../../../wit", world: "claim-policy" });
 
-
 thread_local! {
     static USERNAME: RefCell<String> = RefCell::new("anyone".to_owned());
 }
@@ -26,7 +25,10 @@ impl Guest for AllowAll {
     }
 
     fn evaluate(_claims: String) -> Decision {
-        Decision::Allow(Identity { username: USERNAME.with_borrow(Clone::clone), groups: Vec::new() })
+        Decision::Allow(Identity {
+            username: USERNAME.with_borrow(Clone::clone),
+            groups: Vec::new(),
+        })
     }
 }
 

@@ -30,7 +30,10 @@ impl Guest for Chatty {
 
     fn evaluate(_claims: String) -> Decision {
         flood("evaluate");
-        Decision::Allow(Identity { username: "chatty".to_owned(), groups: Vec::new() })
+        Decision::Allow(Identity {
+            username: "chatty".to_owned(),
+            groups: Vec::new(),
+        })
     }
 }
 

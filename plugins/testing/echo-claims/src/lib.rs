@@ -17,14 +17,19 @@ impl Guest for EchoClaims {
     fn evaluate(claims: String) -> Decision {
         let claims: Map<String, Value> = match serde_json::from_str(&claims) {
             Ok(claims) => claims,
-            Err(e) => return Decision::Deny(format!("echo-claims: claims are not a JSON object: {e}")),
+            Err(e) => {
+                return Decision::Deny(format!("echo-claims: claims are not a JSON object: {e}"));
+            }
         };
         let Some(Value::String(sub)) = claims.get("sub") else {
             return Decision::Deny("echo-claims: no string `sub` claim".to_owned());
         };
         let mut groups: Vec<String> = claims.keys().cloned().collect();
         groups.sort();
-        Decision::Allow(Identity { username: sub.clone(), groups })
+        Decision::Allow(Identity {
+            username: sub.clone(),
+            groups,
+        })
     }
 }
 

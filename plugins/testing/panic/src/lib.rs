@@ -13,7 +13,10 @@ impl Guest for Panic {
     }
 
     fn evaluate(claims: String) -> Decision {
-        panic!("test-panic: evaluate panicked on purpose ({} bytes of claims)", claims.len())
+        panic!(
+            "test-panic: evaluate panicked on purpose ({} bytes of claims)",
+            claims.len()
+        )
     }
 }
 

@@ -20,7 +20,10 @@ fn denied(e: &std::io::Error) -> String {
 
 fn probe_file() -> String {
     match std::fs::read("/etc/passwd") {
-        Ok(bytes) => format!("LEAK({:?})", String::from_utf8_lossy(&bytes[..bytes.len().min(200)])),
+        Ok(bytes) => format!(
+            "LEAK({:?})",
+            String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
+        ),
         Err(e) => denied(&e),
     }
 }
@@ -47,12 +50,22 @@ fn probe_env() -> String {
     {
         vars.push(format!("HOME={}", home.to_string_lossy()));
     }
-    if vars.is_empty() { "none".to_owned() } else { format!("LEAK({})", vars.join(", ")) }
+    if vars.is_empty() {
+        "none".to_owned()
+    } else {
+        format!("LEAK({})", vars.join(", "))
+    }
 }
 
 fn probe_args() -> String {
-    let args: Vec<String> = std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect();
-    if args.is_empty() { "[]".to_owned() } else { format!("LEAK({args:?})") }
+    let args: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    if args.is_empty() {
+        "[]".to_owned()
+    } else {
+        format!("LEAK({args:?})")
+    }
 }
 
 fn probe_cwd() -> String {
@@ -76,7 +89,9 @@ fn probe_net() -> String {
     match TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
         Ok(_) => "LEAK(connected to 127.0.0.1:1)".to_owned(),
         // A refused connection means the socket reached the host's network.
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => "LEAK(connection refused by 127.0.0.1:1)".to_owned(),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            "LEAK(connection refused by 127.0.0.1:1)".to_owned()
+        }
         Err(e) => denied(&e),
     }
 }
