@@ -79,12 +79,20 @@ fn cases(rt: &tokio::runtime::Runtime, engine: &PolicyEngine) -> Vec<Case> {
         let settings = parse(name, settings);
         let claims = parse(name, claims);
         let wasm = rt
-            .block_on(engine.load(name, &ModuleSource::Builtin(gantry::policy::BuiltinModule::Cel), &settings, Limits::default()))
+            .block_on(engine.load(
+                name,
+                &ModuleSource::Builtin(gantry::policy::BuiltinModule::Cel),
+                &settings,
+                Limits::default(),
+            ))
             .unwrap_or_else(|e| panic!("{e}"));
-        let native = cel_policy::Policy::new(&settings.to_string()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let native = cel_policy::Policy::new(&settings.to_string())
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
         // Both sides must decide the same, and allow: a bench of a deny
         // would measure an early exit.
-        let wasm_decision = rt.block_on(wasm.evaluate(&claims)).unwrap_or_else(|e| panic!("{e}"));
+        let wasm_decision = rt
+            .block_on(wasm.evaluate(&claims))
+            .unwrap_or_else(|e| panic!("{e}"));
         let native_decision = native.evaluate(&claims.to_string());
         match (&wasm_decision, &native_decision) {
             (Decision::Allow(id), cel_policy::Decision::Allow { username, groups })
@@ -122,7 +130,12 @@ fn bench(c: &mut Criterion, rt: &tokio::runtime::Runtime, engine: &PolicyEngine,
                 (0..iters)
                     .map(|_| {
                         let policy = rt
-                            .block_on(engine.load(case.name, case.wasm.module(), &case.settings, Limits::default()))
+                            .block_on(engine.load(
+                                case.name,
+                                case.wasm.module(),
+                                &case.settings,
+                                Limits::default(),
+                            ))
                             .unwrap_or_else(|e| panic!("{e}"));
                         policy.report().init_time
                     })

@@ -70,7 +70,8 @@ impl Fixture {
             .arg("--cache-dir")
             .arg(shared_cache())
             .args(extra);
-        cmd.output().unwrap_or_else(|e| panic!("running gantry: {e}"))
+        cmd.output()
+            .unwrap_or_else(|e| panic!("running gantry: {e}"))
     }
 }
 
@@ -92,7 +93,10 @@ fn allow_prints_the_identity_with_toml_settings() {
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
     assert!(stdout.contains("decision: allow"), "{stdout}");
-    assert!(stdout.contains("username: system:serviceaccount:team-a:pusher"), "{stdout}");
+    assert!(
+        stdout.contains("username: system:serviceaccount:team-a:pusher"),
+        "{stdout}"
+    );
     assert!(stdout.contains("groups:   [ns:team-a]"), "{stdout}");
 }
 
@@ -102,7 +106,12 @@ fn json_settings_give_the_same_answer() {
     let out = f.run(
         "settings.json",
         "claims.json",
-        &["--username", "system:serviceaccount:team-a:pusher", "--groups", "ns:team-a"],
+        &[
+            "--username",
+            "system:serviceaccount:team-a:pusher",
+            "--groups",
+            "ns:team-a",
+        ],
     );
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
@@ -111,7 +120,10 @@ fn json_settings_give_the_same_answer() {
 #[test]
 fn deny_prints_the_reason() {
     let f = Fixture::new();
-    f.write("other.json", &K8S_CLAIMS.replace("\"team-a\"", "\"team-b\""));
+    f.write(
+        "other.json",
+        &K8S_CLAIMS.replace("\"team-a\"", "\"team-b\""),
+    );
     let out = f.run("settings.toml", "other.json", &["--expect", "deny"]);
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
@@ -127,7 +139,11 @@ fn expectation_mismatch_exits_1() {
     assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
     assert!(stderr.contains("expected deny, got allow"), "{stderr}");
 
-    let out = f.run("settings.toml", "claims.json", &["--username", "someone-else"]);
+    let out = f.run(
+        "settings.toml",
+        "claims.json",
+        &["--username", "someone-else"],
+    );
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("someone-else"), "{stderr}");
@@ -140,7 +156,10 @@ fn unparsable_settings_exit_2_naming_the_file() {
     let out = f.run("broken.toml", "claims.json", &[]);
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(2), "{stdout}{stderr}");
-    assert!(stderr.contains("broken.toml") && stderr.contains("invalid TOML"), "{stderr}");
+    assert!(
+        stderr.contains("broken.toml") && stderr.contains("invalid TOML"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -149,7 +168,10 @@ fn unreadable_settings_exit_2_naming_the_file() {
     let out = f.run("missing.toml", "claims.json", &[]);
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("missing.toml") && stderr.contains("cannot read"), "{stderr}");
+    assert!(
+        stderr.contains("missing.toml") && stderr.contains("cannot read"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -159,7 +181,10 @@ fn settings_the_policy_refuses_exit_2_with_its_message() {
     let out = f.run("bad-cel.toml", "claims.json", &[]);
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(2), "{stdout}{stderr}");
-    assert!(stderr.contains("refused its settings") && stderr.contains("username"), "{stderr}");
+    assert!(
+        stderr.contains("refused its settings") && stderr.contains("username"),
+        "{stderr}"
+    );
 }
 
 #[test]

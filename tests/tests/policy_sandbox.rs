@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use gantry::policy::{
-    ArtifactOrigin, Decision, EngineOptions, Identity, Limits, LoadedPolicy, ModuleSource, Phase, PolicyEngine,
-    PolicyError,
+    ArtifactOrigin, Decision, EngineOptions, Identity, Limits, LoadedPolicy, ModuleSource, Phase,
+    PolicyEngine, PolicyError,
 };
 use serde_json::{Value, json};
 
@@ -18,7 +18,9 @@ use serde_json::{Value, json};
 fn engine() -> PolicyEngine {
     static ENGINE: OnceLock<PolicyEngine> = OnceLock::new();
     ENGINE
-        .get_or_init(|| PolicyEngine::new(EngineOptions::default()).unwrap_or_else(|e| panic!("engine: {e}")))
+        .get_or_init(|| {
+            PolicyEngine::new(EngineOptions::default()).unwrap_or_else(|e| panic!("engine: {e}"))
+        })
         .clone()
 }
 
@@ -40,7 +42,10 @@ async fn load(owner: &str, source: &ModuleSource, settings: Value, limits: Limit
 }
 
 async fn load_err(owner: &str, source: &ModuleSource, settings: Value) -> PolicyError {
-    match engine().load(owner, source, &settings, Limits::default()).await {
+    match engine()
+        .load(owner, source, &settings, Limits::default())
+        .await
+    {
         Ok(p) => panic!("loading {source} should fail, got {p:?}"),
         Err(e) => e,
     }
@@ -82,7 +87,13 @@ async fn allow_all_allows_and_deny_all_denies() {
             groups: vec![]
         }))
     );
-    let deny = load("https://deny.example", &guest!("DENY_ALL"), json!({}), Limits::default()).await;
+    let deny = load(
+        "https://deny.example",
+        &guest!("DENY_ALL"),
+        json!({}),
+        Limits::default(),
+    )
+    .await;
     match deny.evaluate(&k8s_claims()).await {
         Ok(Decision::Deny(reason)) => assert!(!reason.is_empty()),
         other => panic!("expected deny, got {other:?}"),
@@ -96,17 +107,28 @@ async fn trap_fails_the_call_then_a_fresh_instance_serves_the_next() {
     let neighbour = allow_all("https://neighbour.example").await;
     for round in 1..=2 {
         match policy.evaluate(&k8s_claims()).await {
-            Err(e @ PolicyError::Trap { phase: Phase::Evaluate, .. }) => {
+            Err(
+                e @ PolicyError::Trap {
+                    phase: Phase::Evaluate,
+                    ..
+                },
+            ) => {
                 let text = e.to_string();
                 println!("{text}");
-                assert!(text.contains(owner) && text.contains("trapped"), "round {round}: {text}");
+                assert!(
+                    text.contains(owner) && text.contains("trapped"),
+                    "round {round}: {text}"
+                );
             }
             other => panic!("round {round}: expected a trap, got {other:?}"),
         }
     }
     let stats = policy.stats();
     assert_eq!(stats.discarded, 2, "{stats:?}");
-    assert_eq!(stats.created, 2, "the second call ran on a fresh instance: {stats:?}");
+    assert_eq!(
+        stats.created, 2,
+        "the second call ran on a fresh instance: {stats:?}"
+    );
     assert_allows(&neighbour).await;
 }
 
@@ -163,15 +185,24 @@ async fn infinite_loop_times_out_without_blocking_the_runtime() {
         }
         other => panic!("expected a timeout, got {other:?}"),
     }
-    assert!(loop_done >= budget, "interrupted before its budget: {loop_done:?}");
-    assert!(loop_done < Duration::from_secs(5), "timeout took {loop_done:?}");
+    assert!(
+        loop_done >= budget,
+        "interrupted before its budget: {loop_done:?}"
+    );
+    assert!(
+        loop_done < Duration::from_secs(5),
+        "timeout took {loop_done:?}"
+    );
     assert!(
         neighbour_done < budget / 2,
         "the neighbour waited for the loop ({neighbour_done:?}): the guest blocked the runtime"
     );
     // The same policy is still usable (and times out again, quickly).
     let again = Instant::now();
-    assert!(matches!(looping.evaluate(&k8s_claims()).await, Err(PolicyError::Timeout { .. })));
+    assert!(matches!(
+        looping.evaluate(&k8s_claims()).await,
+        Err(PolicyError::Timeout { .. })
+    ));
     assert!(again.elapsed() < Duration::from_secs(5));
 }
 
@@ -198,7 +229,10 @@ async fn unbounded_alloc_hits_the_memory_limit() {
         other => panic!("expected the memory limit, got {other:?}"),
     }
     assert!(started.elapsed() < Duration::from_secs(5));
-    assert!(matches!(policy.evaluate(&k8s_claims()).await, Err(PolicyError::MemoryLimit { .. })));
+    assert!(matches!(
+        policy.evaluate(&k8s_claims()).await,
+        Err(PolicyError::MemoryLimit { .. })
+    ));
     assert_allows(&allow_all("https://neighbour.example").await).await;
 }
 
@@ -210,7 +244,10 @@ async fn bad_settings_fail_the_load_with_the_module_message() {
             let text = e.to_string();
             println!("{text}");
             assert!(text.contains(owner), "{text}");
-            assert!(text.contains("bad-settings"), "the module's own message is kept: {text}");
+            assert!(
+                text.contains("bad-settings"),
+                "the module's own message is kept: {text}"
+            );
         }
         other => panic!("expected SettingsRefused, got {other:?}"),
     }
@@ -223,8 +260,14 @@ async fn wrong_world_is_refused_naming_the_missing_export() {
         e @ PolicyError::ModuleRefused { .. } => {
             let text = e.to_string();
             println!("{text}");
-            assert!(text.contains(owner) && text.contains("missing export"), "{text}");
-            assert!(text.contains("`evaluate`") || text.contains("`init`"), "{text}");
+            assert!(
+                text.contains(owner) && text.contains("missing export"),
+                "{text}"
+            );
+            assert!(
+                text.contains("`evaluate`") || text.contains("`init`"),
+                "{text}"
+            );
         }
         other => panic!("expected ModuleRefused, got {other:?}"),
     }
@@ -234,7 +277,13 @@ async fn refused_bytes(bytes: &[u8]) -> String {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let path = dir.path().join("policy.wasm");
     std::fs::write(&path, bytes).unwrap_or_else(|e| panic!("{e}"));
-    match load_err("https://bytes.example", &ModuleSource::Path(path), json!({})).await {
+    match load_err(
+        "https://bytes.example",
+        &ModuleSource::Path(path),
+        json!({}),
+    )
+    .await
+    {
         e @ PolicyError::ModuleRefused { .. } => {
             println!("{e}");
             e.to_string()
@@ -261,7 +310,9 @@ async fn garbage_is_refused() {
 async fn missing_module_file_names_the_path() {
     let source = ModuleSource::Path(PathBuf::from("/nonexistent/policy.wasm"));
     match load_err("https://missing.example", &source, json!({})).await {
-        e @ PolicyError::ReadModule { .. } => assert!(e.to_string().contains("/nonexistent/policy.wasm"), "{e}"),
+        e @ PolicyError::ReadModule { .. } => {
+            assert!(e.to_string().contains("/nonexistent/policy.wasm"), "{e}")
+        }
         other => panic!("expected ReadModule, got {other:?}"),
     }
 }
@@ -269,7 +320,13 @@ async fn missing_module_file_names_the_path() {
 /// The probe quotes whatever it manages to reach as `LEAK(...)`.
 #[tokio::test]
 async fn sandbox_probe_finds_nothing() {
-    let policy = load("https://probe.example", &guest!("SANDBOX_PROBE"), json!({}), Limits::default()).await;
+    let policy = load(
+        "https://probe.example",
+        &guest!("SANDBOX_PROBE"),
+        json!({}),
+        Limits::default(),
+    )
+    .await;
     let report = match policy.evaluate(&k8s_claims()).await {
         Ok(Decision::Deny(report)) => report,
         other => panic!("the probe reports through a deny, got {other:?}"),
@@ -281,16 +338,28 @@ async fn sandbox_probe_finds_nothing() {
     let report = report.replace("cwd=LEAK(/) ", "cwd=none ");
     assert!(!report.contains("LEAK"), "{report}");
     for expected in ["env=none", "args=[]", "cwd=none", "stdin=empty", "clock=0s"] {
-        assert!(report.contains(expected), "{expected} missing from {report}");
+        assert!(
+            report.contains(expected),
+            "{expected} missing from {report}"
+        );
     }
     for capability in ["fs=", "dir=", "net="] {
-        assert!(report.contains(&format!("{capability}denied(")), "{capability} not denied: {report}");
+        assert!(
+            report.contains(&format!("{capability}denied(")),
+            "{capability} not denied: {report}"
+        );
     }
 }
 
 #[tokio::test]
 async fn echo_claims_receives_the_claims_intact() {
-    let policy = load("https://echo.example", &guest!("ECHO_CLAIMS"), json!({}), Limits::default()).await;
+    let policy = load(
+        "https://echo.example",
+        &guest!("ECHO_CLAIMS"),
+        json!({}),
+        Limits::default(),
+    )
+    .await;
     let claims = json!({
         "sub": "repo:acme/wïdget:ref:refs/heads/main",
         "zeta": [1, 2.5, null, {"deep": true}],
@@ -313,7 +382,13 @@ async fn input_larger_than_the_limits_is_refused() {
         max_settings_bytes: 1024,
         ..Limits::default()
     };
-    let policy = load("https://small.example", &guest!("ALLOW_ALL"), json!({}), limits.clone()).await;
+    let policy = load(
+        "https://small.example",
+        &guest!("ALLOW_ALL"),
+        json!({}),
+        limits.clone(),
+    )
+    .await;
     let big = json!({"sub": "x", "padding": "y".repeat(2000)});
     assert!(matches!(
         policy.evaluate(&big).await,
@@ -323,7 +398,16 @@ async fn input_larger_than_the_limits_is_refused() {
         .load("https://small.example", &guest!("ALLOW_ALL"), &big, limits)
         .await
         .err();
-    assert!(matches!(err, Some(PolicyError::InputTooLarge { what: "settings", .. })), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            Some(PolicyError::InputTooLarge {
+                what: "settings",
+                ..
+            })
+        ),
+        "{err:?}"
+    );
 }
 
 /// Collects what `tracing` writes, to look at the guest's captured output.
@@ -332,7 +416,10 @@ struct Captured(Arc<Mutex<Vec<u8>>>);
 
 impl std::io::Write for Captured {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(buf);
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(buf);
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -364,19 +451,36 @@ async fn chatty_output_is_capped_and_does_not_hang() {
     .await;
     let started = Instant::now();
     assert_allows(&policy).await;
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
-
-    let log = String::from_utf8_lossy(&captured.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned();
-    let guest_lines = log.lines().filter(|l| l.contains("gantry::policy::guest")).collect::<Vec<_>>();
-    assert!(!guest_lines.is_empty(), "the guest's output reaches the log: {log}");
     assert!(
-        guest_lines.iter().all(|l| l.contains("https://chatty.example")),
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+
+    let log =
+        String::from_utf8_lossy(&captured.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned();
+    let guest_lines = log
+        .lines()
+        .filter(|l| l.contains("gantry::policy::guest"))
+        .collect::<Vec<_>>();
+    assert!(
+        !guest_lines.is_empty(),
+        "the guest's output reaches the log: {log}"
+    );
+    assert!(
+        guest_lines
+            .iter()
+            .all(|l| l.contains("https://chatty.example")),
         "every line is tagged with the issuer"
     );
     assert!(log.contains("dropped"), "the overflow is reported: {log}");
     // Two evaluations' worth of output (load + evaluate), plus per-line
     // prefixes: far below what the guest wrote.
-    assert!(log.len() < 8 * cap + 64 * guest_lines.len(), "{} bytes logged", log.len());
+    assert!(
+        log.len() < 8 * cap + 64 * guest_lines.len(),
+        "{} bytes logged",
+        log.len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -394,17 +498,26 @@ async fn fifty_parallel_evaluations_on_a_pool_of_two() {
     let tasks: Vec<_> = (0..50)
         .map(|i| {
             let policy = policy.clone();
-            tokio::spawn(async move { policy.evaluate(&json!({"sub": format!("workload-{i}")})).await })
+            tokio::spawn(async move {
+                policy
+                    .evaluate(&json!({"sub": format!("workload-{i}")}))
+                    .await
+            })
         })
         .collect();
     for (i, task) in tasks.into_iter().enumerate() {
         match task.await {
-            Ok(Ok(Decision::Allow(identity))) => assert_eq!(identity.username, format!("workload-{i}")),
+            Ok(Ok(Decision::Allow(identity))) => {
+                assert_eq!(identity.username, format!("workload-{i}"))
+            }
             other => panic!("evaluation {i}: {other:?}"),
         }
     }
     let stats = policy.stats();
-    assert!(stats.created <= 2, "never more instances than the pool: {stats:?}");
+    assert!(
+        stats.created <= 2,
+        "never more instances than the pool: {stats:?}"
+    );
     assert_eq!(stats.discarded, 0, "{stats:?}");
 }
 
@@ -413,11 +526,27 @@ async fn fifty_parallel_evaluations_on_a_pool_of_two() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn instances_are_never_shared_between_owners() {
     let source = guest!("ALLOW_ALL");
-    let a = load("https://a.example", &source, json!({"username": "a"}), Limits::default()).await;
-    let b = load("https://b.example", &source, json!({"username": "b"}), Limits::default()).await;
+    let a = load(
+        "https://a.example",
+        &source,
+        json!({"username": "a"}),
+        Limits::default(),
+    )
+    .await;
+    let b = load(
+        "https://b.example",
+        &source,
+        json!({"username": "b"}),
+        Limits::default(),
+    )
+    .await;
     let tasks: Vec<_> = (0..40)
         .map(|i| {
-            let (policy, want) = if i % 2 == 0 { (a.clone(), "a") } else { (b.clone(), "b") };
+            let (policy, want) = if i % 2 == 0 {
+                (a.clone(), "a")
+            } else {
+                (b.clone(), "b")
+            };
             tokio::spawn(async move { (want, policy.evaluate(&json!({})).await) })
         })
         .collect();
@@ -440,12 +569,22 @@ async fn artifact_cache_skips_the_compile_on_restart() {
 
     let first = PolicyEngine::new(opts.clone()).unwrap_or_else(|e| panic!("{e}"));
     let policy = first
-        .load("https://cache.example", &source, &json!({}), Limits::default())
+        .load(
+            "https://cache.example",
+            &source,
+            &json!({}),
+            Limits::default(),
+        )
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(policy.report().origin, ArtifactOrigin::Compiled);
     let again = first
-        .load("https://other.example", &source, &json!({}), Limits::default())
+        .load(
+            "https://other.example",
+            &source,
+            &json!({}),
+            Limits::default(),
+        )
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(again.report().origin, ArtifactOrigin::InProcess);
@@ -455,7 +594,12 @@ async fn artifact_cache_skips_the_compile_on_restart() {
     // A "restart": a new engine with the same cache directory.
     let second = PolicyEngine::new(opts).unwrap_or_else(|e| panic!("{e}"));
     let policy = second
-        .load("https://cache.example", &source, &json!({}), Limits::default())
+        .load(
+            "https://cache.example",
+            &source,
+            &json!({}),
+            Limits::default(),
+        )
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(policy.report().origin, ArtifactOrigin::ArtifactCache);
@@ -478,7 +622,9 @@ async fn builtin_cel_policy_loads_and_decides() {
     )
     .await;
     match policy.evaluate(&k8s_claims()).await {
-        Ok(Decision::Allow(identity)) => assert_eq!(identity.username, "system:serviceaccount:team-a:pusher"),
+        Ok(Decision::Allow(identity)) => {
+            assert_eq!(identity.username, "system:serviceaccount:team-a:pusher")
+        }
         other => panic!("{other:?}"),
     }
     let mut other_ns = k8s_claims();

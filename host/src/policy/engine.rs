@@ -98,7 +98,9 @@ pub struct PolicyEngine {
 
 impl fmt::Debug for PolicyEngine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PolicyEngine").field("stats", &self.stats()).finish_non_exhaustive()
+        f.debug_struct("PolicyEngine")
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
     }
 }
 
@@ -126,9 +128,12 @@ pub(crate) struct EngineInner {
 impl PolicyEngine {
     /// Creates the engine and starts its epoch ticker thread.
     pub fn new(opts: EngineOptions) -> Result<Self, PolicyError> {
-        let engine_error = |what: &str, e: &dyn fmt::Display| PolicyError::Engine(format!("{what}: {e}"));
+        let engine_error =
+            |what: &str, e: &dyn fmt::Display| PolicyError::Engine(format!("{what}: {e}"));
         if opts.epoch_tick.is_zero() {
-            return Err(PolicyError::Engine("epoch_tick must be greater than zero".into()));
+            return Err(PolicyError::Engine(
+                "epoch_tick must be greater than zero".into(),
+            ));
         }
         let mut config = wasmtime::Config::new();
         config.wasm_component_model(true);
@@ -138,23 +143,28 @@ impl PolicyEngine {
         config.epoch_interruption(true);
         let cache = match &opts.cache_dir {
             Some(dir) => {
-                std::fs::create_dir_all(dir).map_err(|e| engine_error(&format!("cache dir {}", dir.display()), &e))?;
-                let dir = std::path::absolute(dir).map_err(|e| engine_error(&format!("cache dir {}", dir.display()), &e))?;
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| engine_error(&format!("cache dir {}", dir.display()), &e))?;
+                let dir = std::path::absolute(dir)
+                    .map_err(|e| engine_error(&format!("cache dir {}", dir.display()), &e))?;
                 let mut cache_config = wasmtime::CacheConfig::new();
                 cache_config.with_directory(dir);
-                let cache = wasmtime::Cache::new(cache_config).map_err(|e| engine_error("artifact cache", &e))?;
+                let cache = wasmtime::Cache::new(cache_config)
+                    .map_err(|e| engine_error("artifact cache", &e))?;
                 config.cache(Some(cache.clone()));
                 Some(cache)
             }
             None => None,
         };
-        let engine = wasmtime::Engine::new(&config).map_err(|e| engine_error("wasmtime engine", &e))?;
+        let engine =
+            wasmtime::Engine::new(&config).map_err(|e| engine_error("wasmtime engine", &e))?;
 
         let mut linker = Linker::new(&engine);
         // Every module gets the WASI p2 interfaces, backed by the deny-all
         // context of `sandbox.rs`: toolchains import them even when the
         // policy never touches a file.
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| engine_error("linking WASI", &e))?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| engine_error("linking WASI", &e))?;
         ClaimPolicy::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)
             .map_err(|e| engine_error("linking the host interface", &e))?;
 
@@ -184,16 +194,19 @@ impl PolicyEngine {
         settings: &serde_json::Value,
         limits: Limits,
     ) -> Result<LoadedPolicy, PolicyError> {
-        limits.validate().map_err(|reason| PolicyError::ModuleRefused {
-            owner: owner.to_owned(),
-            module: source.to_string(),
-            reason: format!("invalid limits: {reason}"),
-        })?;
-        let settings = serde_json::to_string(settings).map_err(|e| PolicyError::SettingsRefused {
-            owner: owner.to_owned(),
-            module: source.to_string(),
-            message: format!("settings are not serializable as JSON: {e}"),
-        })?;
+        limits
+            .validate()
+            .map_err(|reason| PolicyError::ModuleRefused {
+                owner: owner.to_owned(),
+                module: source.to_string(),
+                reason: format!("invalid limits: {reason}"),
+            })?;
+        let settings =
+            serde_json::to_string(settings).map_err(|e| PolicyError::SettingsRefused {
+                owner: owner.to_owned(),
+                module: source.to_string(),
+                message: format!("settings are not serializable as JSON: {e}"),
+            })?;
         if settings.len() > limits.max_settings_bytes {
             return Err(PolicyError::InputTooLarge {
                 owner: owner.to_owned(),
@@ -212,7 +225,16 @@ impl PolicyEngine {
             compile_time,
             init_time: Duration::ZERO,
         };
-        let policy = LoadedPolicy::new(self.inner.clone(), module, owner, source, settings, limits, report).await?;
+        let policy = LoadedPolicy::new(
+            self.inner.clone(),
+            module,
+            owner,
+            source,
+            settings,
+            limits,
+            report,
+        )
+        .await?;
         tracing::info!(
             issuer = owner,
             module = %source,
@@ -254,7 +276,12 @@ impl PolicyEngine {
             if let Some(module) = inner.lookup(&digest) {
                 return (digest, Ok((module, ArtifactOrigin::InProcess)));
             }
-            (digest, inner.compile_blocking(&bytes).map(|(module, origin)| (Arc::new(module), origin)))
+            (
+                digest,
+                inner
+                    .compile_blocking(&bytes)
+                    .map(|(module, origin)| (Arc::new(module), origin)),
+            )
         })
         .await
         .map_err(|e| PolicyError::Engine(format!("compile task failed: {e}")))?;
@@ -284,8 +311,12 @@ impl EngineInner {
     /// on the blocking pool, under `compile_lock`.
     fn compile_blocking(&self, bytes: &[u8]) -> Result<(CompiledModule, ArtifactOrigin), String> {
         let hits_before = self.cache.as_ref().map(wasmtime::Cache::cache_hits);
-        let component = Component::from_binary(&self.engine, bytes).map_err(|e| format!("not a valid component: {e:#}"))?;
-        let origin = match (hits_before, self.cache.as_ref().map(wasmtime::Cache::cache_hits)) {
+        let component = Component::from_binary(&self.engine, bytes)
+            .map_err(|e| format!("not a valid component: {e:#}"))?;
+        let origin = match (
+            hits_before,
+            self.cache.as_ref().map(wasmtime::Cache::cache_hits),
+        ) {
             (Some(before), Some(after)) if after > before => ArtifactOrigin::ArtifactCache,
             _ => ArtifactOrigin::Compiled,
         };
@@ -312,7 +343,9 @@ fn check_header(bytes: &[u8]) -> Result<(), String> {
             "it is a core module, not a component: a policy must be a component implementing {WORLD} \
              (build it with `cargo build --target wasm32-wasip2`, or wrap it with `wasm-tools component new`)"
         )),
-        _ => Err("unsupported WebAssembly binary layer (neither a core module nor a component)".into()),
+        _ => Err(
+            "unsupported WebAssembly binary layer (neither a core module nor a component)".into(),
+        ),
     }
 }
 
@@ -337,7 +370,11 @@ fn check_exports(component: &Component, engine: &wasmtime::Engine) -> Result<(),
     Err(format!(
         "it does not implement the {WORLD} world: missing export {}; it exports {}",
         missing.join(", "),
-        if exported.is_empty() { "nothing".to_owned() } else { exported.join(", ") }
+        if exported.is_empty() {
+            "nothing".to_owned()
+        } else {
+            exported.join(", ")
+        }
     ))
 }
 
@@ -366,10 +403,30 @@ mod tests {
 
     #[test]
     fn header_check_names_the_problem() {
-        assert!(check_header(b"hello world").unwrap_err().contains("not a WebAssembly binary"));
-        assert!(check_header(b"\0asm").unwrap_err().contains("not a WebAssembly binary"));
-        assert!(check_header(b"\0asm\x01\0\0\0").unwrap_err().contains("core module, not a component"));
+        assert!(
+            check_header(b"hello world")
+                .err()
+                .unwrap_or_default()
+                .contains("not a WebAssembly binary")
+        );
+        assert!(
+            check_header(b"\0asm")
+                .err()
+                .unwrap_or_default()
+                .contains("not a WebAssembly binary")
+        );
+        assert!(
+            check_header(b"\0asm\x01\0\0\0")
+                .err()
+                .unwrap_or_default()
+                .contains("core module, not a component")
+        );
         assert!(check_header(b"\0asm\x0d\0\x01\0").is_ok());
-        assert!(check_header(b"\0asm\x0d\0\x07\0").unwrap_err().contains("unsupported"));
+        assert!(
+            check_header(b"\0asm\x0d\0\x07\0")
+                .err()
+                .unwrap_or_default()
+                .contains("unsupported")
+        );
     }
 }

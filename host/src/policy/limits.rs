@@ -89,21 +89,28 @@ impl Limits {
 pub fn validate_decision(decision: Decision, max_output_bytes: usize) -> Result<Decision, String> {
     match decision {
         Decision::Deny(reason) => Ok(Decision::Deny(truncate(&reason, MAX_DENY_REASON_BYTES))),
-        Decision::Allow(identity) => validate_identity(&identity, max_output_bytes).map(|()| Decision::Allow(identity)),
+        Decision::Allow(identity) => {
+            validate_identity(&identity, max_output_bytes).map(|()| Decision::Allow(identity))
+        }
     }
 }
 
 fn validate_identity(identity: &Identity, max_output_bytes: usize) -> Result<(), String> {
     check_name("username", &identity.username, MAX_USERNAME_BYTES)?;
     if identity.groups.len() > MAX_GROUPS {
-        return Err(format!("{} groups, over the limit of {MAX_GROUPS}", identity.groups.len()));
+        return Err(format!(
+            "{} groups, over the limit of {MAX_GROUPS}",
+            identity.groups.len()
+        ));
     }
     for (i, group) in identity.groups.iter().enumerate() {
         check_name(&format!("groups[{i}]"), group, MAX_GROUP_BYTES)?;
     }
     let total = identity.username.len() + identity.groups.iter().map(String::len).sum::<usize>();
     if total > max_output_bytes {
-        return Err(format!("identity is {total} bytes, over the limit of {max_output_bytes}"));
+        return Err(format!(
+            "identity is {total} bytes, over the limit of {max_output_bytes}"
+        ));
     }
     Ok(())
 }
@@ -115,10 +122,16 @@ fn check_name(field: &str, value: &str, max: usize) -> Result<(), String> {
         return Err(format!("{field} is empty"));
     }
     if value.len() > max {
-        return Err(format!("{field} is {} bytes, over the limit of {max}", value.len()));
+        return Err(format!(
+            "{field} is {} bytes, over the limit of {max}",
+            value.len()
+        ));
     }
     if value.chars().any(char::is_control) {
-        return Err(format!("{field} {:?} contains control characters", truncate(value, 64)));
+        return Err(format!(
+            "{field} {:?} contains control characters",
+            truncate(value, 64)
+        ));
     }
     Ok(())
 }
@@ -154,40 +167,87 @@ mod tests {
 
     #[test]
     fn zero_pool_and_timeout_are_rejected() {
-        let limits = Limits { pool_size: 0, ..Limits::default() };
-        assert!(limits.validate().unwrap_err().contains("pool_size"));
-        let limits = Limits { timeout: Duration::ZERO, ..Limits::default() };
-        assert!(limits.validate().unwrap_err().contains("timeout"));
+        let limits = Limits {
+            pool_size: 0,
+            ..Limits::default()
+        };
+        assert!(
+            limits
+                .validate()
+                .err()
+                .unwrap_or_default()
+                .contains("pool_size")
+        );
+        let limits = Limits {
+            timeout: Duration::ZERO,
+            ..Limits::default()
+        };
+        assert!(
+            limits
+                .validate()
+                .err()
+                .unwrap_or_default()
+                .contains("timeout")
+        );
     }
 
     #[test]
     fn accepts_a_normal_identity() {
-        let d = allow("system:serviceaccount:ns:sa", &["system:serviceaccounts", "ns"]);
+        let d = allow(
+            "system:serviceaccount:ns:sa",
+            &["system:serviceaccounts", "ns"],
+        );
         assert_eq!(validate_decision(d.clone(), 65536), Ok(d));
     }
 
     #[test]
     fn refuses_empty_or_blank_username() {
-        assert!(validate_decision(allow("", &[]), 65536).unwrap_err().contains("username is empty"));
-        assert!(validate_decision(allow("  ", &[]), 65536).unwrap_err().contains("username is empty"));
+        assert!(
+            validate_decision(allow("", &[]), 65536)
+                .err()
+                .unwrap_or_default()
+                .contains("username is empty")
+        );
+        assert!(
+            validate_decision(allow("  ", &[]), 65536)
+                .err()
+                .unwrap_or_default()
+                .contains("username is empty")
+        );
     }
 
     #[test]
     fn refuses_control_characters() {
-        let err = validate_decision(allow("a\nb", &[]), 65536).unwrap_err();
+        let err = validate_decision(allow("a\nb", &[]), 65536)
+            .err()
+            .unwrap_or_default();
         assert!(err.contains("control characters"), "{err}");
-        let err = validate_decision(allow("a", &["ok", "x\u{1b}[31m"]), 65536).unwrap_err();
+        let err = validate_decision(allow("a", &["ok", "x\u{1b}[31m"]), 65536)
+            .err()
+            .unwrap_or_default();
         assert!(err.contains("groups[1]"), "{err}");
     }
 
     #[test]
     fn refuses_oversized_names_and_group_lists() {
         let long = "a".repeat(MAX_USERNAME_BYTES + 1);
-        assert!(validate_decision(allow(&long, &[]), 1 << 20).unwrap_err().contains("username is 1025 bytes"));
+        assert!(
+            validate_decision(allow(&long, &[]), 1 << 20)
+                .err()
+                .unwrap_or_default()
+                .contains("username is 1025 bytes")
+        );
         let groups: Vec<String> = (0..=MAX_GROUPS).map(|i| format!("g{i}")).collect();
         let refs: Vec<&str> = groups.iter().map(String::as_str).collect();
-        assert!(validate_decision(allow("a", &refs), 1 << 20).unwrap_err().contains("257 groups"));
-        let err = validate_decision(allow("abcdef", &["ghijkl"]), 8).unwrap_err();
+        assert!(
+            validate_decision(allow("a", &refs), 1 << 20)
+                .err()
+                .unwrap_or_default()
+                .contains("257 groups")
+        );
+        let err = validate_decision(allow("abcdef", &["ghijkl"]), 8)
+            .err()
+            .unwrap_or_default();
         assert!(err.contains("over the limit of 8"), "{err}");
     }
 

@@ -45,7 +45,10 @@ mod source;
 
 pub use engine::{ArtifactOrigin, EngineOptions, EngineStats, LoadReport, PolicyEngine, WORLD};
 pub use error::{Phase, PolicyError};
-pub use limits::{Limits, MAX_DENY_REASON_BYTES, MAX_GROUP_BYTES, MAX_GROUPS, MAX_LOG_LINE_BYTES, MAX_USERNAME_BYTES};
+pub use limits::{
+    Limits, MAX_DENY_REASON_BYTES, MAX_GROUP_BYTES, MAX_GROUPS, MAX_LOG_LINE_BYTES,
+    MAX_USERNAME_BYTES,
+};
 pub use pool::{LoadedPolicy, PoolStats};
 pub use source::{BuiltinModule, MAX_MODULE_BYTES, ModuleSource};
 

@@ -113,7 +113,9 @@ impl LoadedPolicy {
         report.init_time = started.elapsed();
         let inner = PolicyInner { report, ..inner };
         inner.put_back(first);
-        Ok(LoadedPolicy { inner: Arc::new(inner) })
+        Ok(LoadedPolicy {
+            inner: Arc::new(inner),
+        })
     }
 
     /// Runs `evaluate(claims)` on an idle instance (or a fresh one). Waits
@@ -199,7 +201,11 @@ impl PolicyInner {
 
     /// Instantiates the module in a fresh store and runs `init(settings)`.
     async fn new_instance(&self) -> Result<Instance, PolicyError> {
-        let state = HostState::new(self.owner.clone(), self.limits.memory_limit_bytes, self.limits.max_output_bytes);
+        let state = HostState::new(
+            self.owner.clone(),
+            self.limits.memory_limit_bytes,
+            self.limits.max_output_bytes,
+        );
         let mut store = Store::new(&self.engine.engine, state);
         store.limiter(|state| &mut state.limiter);
         store.epoch_deadline_callback(|mut ctx| {
@@ -209,12 +215,17 @@ impl PolicyInner {
                 return Err(wasmtime::format_err!("time budget exceeded"));
             }
             // Give the worker back to tokio once per tick, then carry on.
-            Ok(UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now())))
+            Ok(UpdateDeadline::YieldCustom(
+                1,
+                Box::pin(tokio::task::yield_now()),
+            ))
         });
 
         store.data_mut().begin_call(self.limits.timeout);
         store.set_epoch_deadline(1);
-        let instantiated = self.bounded(self.module.pre.instantiate_async(&mut store)).await;
+        let instantiated = self
+            .bounded(self.module.pre.instantiate_async(&mut store))
+            .await;
         let bindings = match instantiated {
             Some(Ok(bindings)) => {
                 store.data_mut().end_call(Phase::Instantiate);
@@ -226,7 +237,9 @@ impl PolicyInner {
 
         store.data_mut().begin_call(self.limits.timeout);
         store.set_epoch_deadline(1);
-        let init = self.bounded(bindings.call_init(&mut store, &self.settings)).await;
+        let init = self
+            .bounded(bindings.call_init(&mut store, &self.settings))
+            .await;
         match init {
             Some(Ok(Ok(()))) => {
                 store.data_mut().end_call(Phase::Init);
@@ -247,11 +260,17 @@ impl PolicyInner {
     }
 
     /// Runs `evaluate`; gives the instance back only if it is still healthy.
-    async fn run_evaluate(&self, mut instance: Instance, claims: &str) -> (Option<Instance>, Result<Decision, PolicyError>) {
+    async fn run_evaluate(
+        &self,
+        mut instance: Instance,
+        claims: &str,
+    ) -> (Option<Instance>, Result<Decision, PolicyError>) {
         let store = &mut instance.store;
         store.data_mut().begin_call(self.limits.timeout);
         store.set_epoch_deadline(1);
-        let outcome = self.bounded(instance.bindings.call_evaluate(&mut *store, claims)).await;
+        let outcome = self
+            .bounded(instance.bindings.call_evaluate(&mut *store, claims))
+            .await;
         let decision = match outcome {
             Some(Ok(decision)) => {
                 store.data_mut().end_call(Phase::Evaluate);
@@ -300,7 +319,12 @@ impl PolicyInner {
     }
 
     /// Turns a wasmtime error into the reason an operator needs.
-    fn classify(&self, store: &mut Store<HostState>, phase: Phase, error: wasmtime::Error) -> PolicyError {
+    fn classify(
+        &self,
+        store: &mut Store<HostState>,
+        phase: Phase,
+        error: wasmtime::Error,
+    ) -> PolicyError {
         let owner = self.owner.to_string();
         let timed_out = store.data().budget.timed_out;
         let memory_hit = store.data().limiter.hit;
@@ -328,7 +352,12 @@ impl PolicyInner {
         }
         if !stderr_tail.is_empty() {
             // One line: this ends up in a single log field.
-            let stderr_tail = stderr_tail.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" | ");
+            let stderr_tail = stderr_tail
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+                .join(" | ");
             detail = format!("{detail} (stderr: {stderr_tail})");
         }
         PolicyError::Trap {

@@ -95,10 +95,18 @@ impl Host for HostState {
         };
         // `tracing` needs the level at compile time, hence one arm per level.
         match level {
-            Level::Debug => tracing::debug!(target: "gantry::policy::guest", issuer = owner, "{line}"),
-            Level::Info => tracing::info!(target: "gantry::policy::guest", issuer = owner, "{line}"),
-            Level::Warn => tracing::warn!(target: "gantry::policy::guest", issuer = owner, "{line}"),
-            Level::Error => tracing::error!(target: "gantry::policy::guest", issuer = owner, "{line}"),
+            Level::Debug => {
+                tracing::debug!(target: "gantry::policy::guest", issuer = owner, "{line}")
+            }
+            Level::Info => {
+                tracing::info!(target: "gantry::policy::guest", issuer = owner, "{line}")
+            }
+            Level::Warn => {
+                tracing::warn!(target: "gantry::policy::guest", issuer = owner, "{line}")
+            }
+            Level::Error => {
+                tracing::error!(target: "gantry::policy::guest", issuer = owner, "{line}")
+            }
         }
     }
 }
@@ -134,12 +142,21 @@ pub(crate) struct MemoryCap {
 
 impl MemoryCap {
     fn new(limit: usize) -> Self {
-        MemoryCap { limit, used: 0, hit: false }
+        MemoryCap {
+            limit,
+            used: 0,
+            hit: false,
+        }
     }
 }
 
 impl wasmtime::ResourceLimiter for MemoryCap {
-    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         // `current` is already counted in `used` (creation is a growth from 0).
         let after = self.used.saturating_sub(current).saturating_add(desired);
         if after > self.limit {
@@ -150,7 +167,12 @@ impl wasmtime::ResourceLimiter for MemoryCap {
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > MAX_TABLE_ELEMENTS {
             self.hit = true;
             return Ok(false);
@@ -248,7 +270,10 @@ impl OutputState {
 impl Output {
     fn new(cap: usize) -> Self {
         Output {
-            inner: Arc::new(Mutex::new(OutputState { cap, ..OutputState::default() })),
+            inner: Arc::new(Mutex::new(OutputState {
+                cap,
+                ..OutputState::default()
+            })),
         }
     }
 
@@ -310,7 +335,9 @@ impl Output {
             tracing::warn!(target: "gantry::policy::guest", issuer = owner, %phase, dropped_bytes = dropped, "policy output over its cap was dropped");
         }
         let tail_start = stderr.len().saturating_sub(STDERR_TAIL_BYTES);
-        String::from_utf8_lossy(&stderr[tail_start..]).trim().to_owned()
+        String::from_utf8_lossy(&stderr[tail_start..])
+            .trim()
+            .to_owned()
     }
 }
 
@@ -376,7 +403,10 @@ impl tokio::io::AsyncWrite for CaptureStream {
         std::task::Poll::Ready(Ok(buf.len()))
     }
 
-    fn poll_flush(self: std::pin::Pin<&mut Self>, _cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
         std::task::Poll::Ready(Ok(()))
     }
 
