@@ -25,6 +25,10 @@ pub struct Config {
     pub server: ServerConfig,
     pub storage: StorageConfig,
     pub log: LogConfig,
+    /// `[auth]`; `None` runs an open registry.
+    pub auth: Option<crate::auth::config::AuthConfig>,
+    /// `[access_control]`; `None` with auth means "authenticated: all, anonymous: nothing".
+    pub access_control: Option<crate::auth::access::AccessControl>,
 }
 
 /// `[server]`: where and how Gantry listens.
@@ -154,9 +158,14 @@ impl Config {
         let server = read_server(root.section("server"), base);
         let storage = read_storage(root.section("storage"), base);
         let log = read_log(root.section("log"));
+        let auth = crate::auth::config::read_config(&mut root, base, server.listen);
+        let access_control = crate::auth::access::read_config(&mut root);
+        if auth.is_none() && access_control.is_some() {
+            root.problem("access_control", "has no effect without [auth]: the registry would be open to everyone".into());
+        }
         root.finish();
         if problems.is_empty() {
-            Ok(Config { server, storage, log })
+            Ok(Config { server, storage, log, auth, access_control })
         } else {
             Err(fail(problems))
         }
@@ -226,7 +235,68 @@ impl<'p> Section<'p> {
     }
 
     fn key_path(&self, key: &str) -> String {
-        if self.path.is_empty() { key.to_string() } else { format!("{}.{key}", self.path) }
+        // Keys that are not bare TOML keys (repository globs) are quoted, as
+        // an operator would write them.
+        let bare = !key.is_empty() && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        let key = if bare || key.is_empty() || key.ends_with(']') { key.to_string() } else { format!("\"{key}\"") };
+        match (self.path.is_empty(), key.is_empty()) {
+            (_, true) => self.path.clone(),
+            (true, false) => key,
+            (false, false) => format!("{}.{key}", self.path),
+        }
+    }
+
+    /// Records a problem at a dotted sub-path written out already (`oidc[1].issuer`).
+    pub fn problem_raw(&mut self, sub_path: &str, reason: String) {
+        let path = if self.path.is_empty() { sub_path.to_string() } else { format!("{}.{sub_path}", self.path) };
+        self.problems.push(Problem { path, reason });
+    }
+
+    /// Whether `key` is present (and not yet taken).
+    pub fn has(&self, key: &str) -> bool {
+        self.table.contains_key(key)
+    }
+
+    /// The keys not yet taken, sorted (for tables keyed by user data).
+    pub fn keys(&self) -> Vec<String> {
+        let mut k: Vec<String> = self.table.keys().cloned().collect();
+        k.sort();
+        k
+    }
+
+    /// Takes an array of tables (`[[key]]`); anything else is a problem.
+    pub fn array_of_tables(&mut self, key: &str) -> Vec<toml::Table> {
+        match self.table.remove(key) {
+            None => Vec::new(),
+            Some(toml::Value::Array(items)) => {
+                let mut out = Vec::new();
+                for (i, item) in items.into_iter().enumerate() {
+                    match item {
+                        toml::Value::Table(t) => out.push(t),
+                        other => {
+                            let path = self.key_path(&format!("{key}[{i}]"));
+                            self.problems.push(Problem { path, reason: format!("must be a table, found {}", other.type_str()) });
+                        }
+                    }
+                }
+                out
+            }
+            Some(other) => {
+                self.problem(key, format!("must be an array of tables, found {}", other.type_str()));
+                Vec::new()
+            }
+        }
+    }
+
+    /// A section for element `i` of an array of tables taken with `array_of_tables`.
+    pub fn table_at(&mut self, key: &str, i: usize, table: toml::Table) -> Section<'_> {
+        let path = self.key_path(&format!("{key}[{i}]"));
+        Section { path, table, problems: self.problems }
+    }
+
+    /// Takes a value as raw TOML (for settings handed on as JSON).
+    pub fn take_raw(&mut self, key: &str) -> Option<toml::Value> {
+        self.table.remove(key)
     }
 
     /// Records a problem at `key` of this section.
@@ -269,10 +339,8 @@ impl<'p> Section<'p> {
 
     /// Reports every key nobody asked for.
     pub fn finish(self) {
-        let mut unknown: Vec<_> = self.table.keys().cloned().collect();
-        unknown.sort();
-        for key in unknown {
-            let path = if self.path.is_empty() { key } else { format!("{}.{key}", self.path) };
+        for key in self.keys() {
+            let path = self.key_path(&key);
             self.problems.push(Problem { path, reason: "unknown key".into() });
         }
     }

@@ -8,6 +8,7 @@
 //! Distribution API over HTTP), `policy` (the Wasm claim-policy runtime),
 //! `server` (listeners, TLS, graceful shutdown), `telemetry` (logging).
 
+pub mod auth;
 pub mod config;
 pub mod distribution;
 pub mod oci;

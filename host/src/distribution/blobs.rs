@@ -103,12 +103,14 @@ fn parse_digest_param(value: &str) -> Result<Digest, ApiError> {
 }
 
 /// `POST /v2/<name>/blobs/uploads/`: mount, monolithic upload, or a new session.
-pub async fn start_upload(s: &dyn Storage, repo: &RepoName, req: Request) -> Result<Response, ApiError> {
+pub async fn start_upload(s: &dyn Storage, access: &super::Access, repo: &RepoName, req: Request) -> Result<Response, ApiError> {
     let q = query_pairs(req.uri().query());
     if let (Some(mount), Some(from)) = (query_get(&q, "mount"), query_get(&q, "from")) {
         let digest = parse_digest_param(mount)?;
         let from: RepoName = from.parse().map_err(|e: crate::oci::NameError| ApiError::name_invalid(e.to_string()))?;
-        if s.mount_blob(repo, &from, &digest).await?.is_some() {
+        // Mounting from a repository the caller cannot read would leak its
+        // content; that case falls back to an upload, like a missing blob.
+        if access.can_read(&from) && s.mount_blob(repo, &from, &digest).await?.is_some() {
             return Ok(created_blob(repo, &digest));
         }
         // Not mountable: the spec says fall back to an upload session.

@@ -61,9 +61,11 @@ pub async fn tags(s: &dyn Storage, repo: &RepoName, query: Option<&str>) -> Resu
     Ok(with_link(resp, more, &format!("/v2/{repo}/tags/list"), n, tags.last()))
 }
 
-pub async fn catalog(s: &dyn Storage, query: Option<&str>) -> Result<Response, ApiError> {
+pub async fn catalog(s: &dyn Storage, access: &super::Access, query: Option<&str>) -> Result<Response, ApiError> {
     let p = page(query)?;
-    let all: Vec<String> = s.repositories().await?.into_iter().map(|r| r.to_string()).collect();
+    // Only what the caller may read: the catalog must not leak names.
+    let all: Vec<String> =
+        s.repositories().await?.into_iter().filter(|r| access.can_read(r)).map(|r| r.to_string()).collect();
     let (repos, more) = paginate(all, &p);
     let resp = axum::Json(serde_json::json!({ "repositories": repos })).into_response();
     let n = p.n.unwrap_or(MAX_PAGE);

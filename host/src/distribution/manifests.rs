@@ -15,6 +15,7 @@ use serde_json::Value;
 
 use super::error::{ApiError, ErrorCode};
 use super::{content_length, header_value};
+use crate::auth::access::Action;
 use crate::oci::{Algorithm, Digest, Reference, RepoName, media};
 use crate::storage::{Referrer, Storage, StoredManifest};
 
@@ -50,7 +51,13 @@ fn too_big() -> ApiError {
     )
 }
 
-pub async fn put(s: &dyn Storage, repo: &RepoName, reference: &Reference, req: Request) -> Result<Response, ApiError> {
+pub async fn put(
+    s: &dyn Storage,
+    access: &super::Access,
+    repo: &RepoName,
+    reference: &Reference,
+    req: Request,
+) -> Result<Response, ApiError> {
     if content_length(req.headers()).is_some_and(|n| n > MAX_MANIFEST_BYTES as u64) {
         return Err(too_big());
     }
@@ -86,6 +93,12 @@ pub async fn put(s: &dyn Storage, repo: &RepoName, reference: &Reference, req: R
         Reference::Tag(t) => Some(t),
         Reference::Digest(_) => None,
     };
+    // Moving an existing tag is `update`; anything else a push does is `create`.
+    let moves_tag = match tag {
+        Some(t) => s.tag_target(repo, t).await?.is_some_and(|old| old != digest),
+        None => false,
+    };
+    access.require(if moves_tag { Action::Update } else { Action::Create }, repo)?;
     let manifest = StoredManifest { digest: digest.clone(), media_type: parsed.media_type, bytes: Bytes::clone(&bytes) };
     s.put_manifest(repo, manifest, tag, referrer).await?;
     let mut resp = (

@@ -25,26 +25,36 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 
-use self::error::{ApiError, InternalCause};
+use self::error::{ApiError, ErrorCode, InternalCause};
 use self::path::{PathError, Route};
+use crate::auth::access::{Action, ActionSet};
+use crate::auth::{Auth, Caller};
+use crate::oci::RepoName;
 use crate::storage::Storage;
 
 /// Everything a request handler needs.
 #[derive(Clone)]
 pub struct AppState {
     pub storage: Arc<dyn Storage>,
+    /// `None`: an open registry (no `[auth]`): everyone may do everything.
+    pub auth: Option<Arc<Auth>>,
 }
 
 /// The registry's HTTP application.
 pub fn app(state: AppState) -> Router {
+    let token_endpoint = match &state.auth {
+        Some(auth) => Router::new().route("/auth/token", any(crate::auth::endpoint::token)).with_state(auth.clone()),
+        None => Router::new(),
+    };
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/v2", any(v2))
         .route("/v2/", any(v2))
         .route("/v2/{*rest}", any(v2))
-        .layer(middleware::from_fn(log_and_stamp))
         .with_state(state)
+        .merge(token_endpoint)
+        .layer(middleware::from_fn(log_and_stamp))
 }
 
 async fn healthz() -> &'static str {
@@ -97,30 +107,116 @@ async fn v2(State(state): State<AppState>, req: Request) -> Response {
             return ApiError::unsupported(StatusCode::NOT_FOUND, "no such endpoint").into_response();
         }
     };
-    match dispatch(&state, route, req).await {
+    let access = match authorize(&state, &route, req.method(), req.headers()).await {
+        Ok(a) => a,
+        Err(e) => return e.into_response(),
+    };
+    match dispatch(&state, &access, route, req).await {
         Ok(resp) => resp,
         Err(e) => e.into_response(),
     }
 }
 
-async fn dispatch(state: &AppState, route: Route, req: Request) -> Result<Response, ApiError> {
+/// What the caller of one request may do.
+pub(crate) struct Access {
+    auth: Option<Arc<Auth>>,
+    caller: Caller,
+    /// Actions allowed on the route's repository (all, for an open registry).
+    pub here: ActionSet,
+}
+
+impl Access {
+    /// Whether the caller may read `repo` (catalog filtering, mount sources).
+    pub fn can_read(&self, repo: &RepoName) -> bool {
+        match &self.auth {
+            None => true,
+            Some(auth) => auth.allowed(&self.caller, repo).contains(Action::Read),
+        }
+    }
+
+    /// Refuses `action` on `repo` unless allowed: 401 with a challenge for
+    /// anonymous callers, 403 for authenticated ones.
+    pub fn require(&self, action: Action, repo: &RepoName) -> Result<(), ApiError> {
+        match &self.auth {
+            None => Ok(()),
+            Some(_) if self.here.contains(action) => Ok(()),
+            Some(auth) => Err(self.refuse(auth, action, repo)),
+        }
+    }
+
+    fn refuse(&self, auth: &Auth, action: Action, repo: &RepoName) -> ApiError {
+        match &self.caller.identity {
+            None => auth.challenge(Some((repo, action)), None),
+            Some(id) => ApiError::new(
+                StatusCode::FORBIDDEN,
+                ErrorCode::Denied,
+                format!("{} may not {action} repository {repo}", id.username),
+            )
+            .with_detail(serde_json::json!({ "action": action.as_str(), "repository": repo.as_str() })),
+        }
+    }
+}
+
+/// The action a route needs up front. A manifest PUT needs `create` or
+/// `update`; its handler decides which once it knows whether a tag moves.
+fn required_action(route: &Route, method: &Method) -> Option<Action> {
+    match (route, method) {
+        (Route::Base | Route::Catalog, _) => None,
+        (_, &Method::GET | &Method::HEAD) => Some(Action::Read),
+        (_, &Method::DELETE) => match route {
+            // Cancelling one's own upload session is part of pushing.
+            Route::Upload(..) => Some(Action::Create),
+            _ => Some(Action::Delete),
+        },
+        _ => Some(Action::Create),
+    }
+}
+
+async fn authorize(state: &AppState, route: &Route, method: &Method, headers: &HeaderMap) -> Result<Access, ApiError> {
+    let Some(auth) = &state.auth else {
+        return Ok(Access { auth: None, caller: Caller::anonymous(), here: ActionSet::ALL });
+    };
+    let repo = route.repository();
+    let needed = required_action(route, method);
+    let caller = match auth.authenticate(headers).await {
+        Ok(c) => c,
+        Err(failure) => return Err(auth.challenge(repo.zip(needed), Some(&failure))),
+    };
+    let here = repo.map(|r| auth.allowed(&caller, r)).unwrap_or_default();
+    let access = Access { auth: Some(auth.clone()), caller, here };
+    match (route, repo, needed) {
+        // `/v2/` is how clients discover that they must log in.
+        (Route::Base, _, _) if access.caller.identity.is_none() => Err(auth.challenge(None, None)),
+        (Route::Manifest(..), Some(r), Some(Action::Create)) if *method == Method::PUT => {
+            if access.here.contains(Action::Create) || access.here.contains(Action::Update) {
+                Ok(access)
+            } else {
+                Err(access.refuse(auth, Action::Create, r))
+            }
+        }
+        (_, Some(r), Some(action)) => access.require(action, r).map(|()| access),
+        _ => Ok(access),
+    }
+}
+
+async fn dispatch(state: &AppState, access: &Access, route: Route, req: Request) -> Result<Response, ApiError> {
     let method = req.method().clone();
     let s = &*state.storage;
     match (route, method) {
         (Route::Base, Method::GET | Method::HEAD) => {
             Ok(([(header::CONTENT_TYPE, "application/json")], "{}").into_response())
         }
-        (Route::Catalog, Method::GET) => listing::catalog(s, req.uri().query()).await,
+        (Route::Catalog, Method::GET) => listing::catalog(s, access, req.uri().query()).await,
         (Route::Tags(repo), Method::GET) => listing::tags(s, &repo, req.uri().query()).await,
         (Route::Referrers(repo, digest), Method::GET) => listing::referrers(s, &repo, &digest, req.uri().query()).await,
         (Route::Manifest(repo, r), m @ (Method::GET | Method::HEAD)) => manifests::get(s, &repo, &r, m == Method::HEAD).await,
-        (Route::Manifest(repo, r), Method::PUT) => manifests::put(s, &repo, &r, req).await,
+        (Route::Manifest(repo, r), Method::PUT) => manifests::put(s, access, &repo, &r, req).await,
         (Route::Manifest(repo, r), Method::DELETE) => manifests::delete(s, &repo, &r).await,
         (Route::Blob(repo, d), m @ (Method::GET | Method::HEAD)) => {
             blobs::get(s, &repo, &d, req.headers(), m == Method::HEAD).await
         }
         (Route::Blob(repo, d), Method::DELETE) => blobs::delete(s, &repo, &d).await,
-        (Route::UploadStart(repo), Method::POST) => blobs::start_upload(s, &repo, req).await,
+        (Route::UploadStart(repo), Method::POST) => blobs::start_upload(s, access, &repo, req).await,
         (Route::Upload(repo, id), Method::GET) => blobs::upload_status(s, &repo, id).await,
         (Route::Upload(repo, id), Method::PATCH) => blobs::patch_upload(s, &repo, id, req).await,
         (Route::Upload(repo, id), Method::PUT) => blobs::finish_upload(s, &repo, id, req).await,

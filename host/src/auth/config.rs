@@ -1,0 +1,232 @@
+//! `[auth]`: the token endpoint's service and URL, htpasswd users, Gantry's
+//! own tokens, and the OIDC issuers with their claim policies.
+//!
+//! Parsing here only checks shapes and values; `auth::Auth::build` then
+//! checks what needs the outside world (files, policy modules) and reports
+//! those problems with the same key paths.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::config::Section;
+use crate::policy::{Limits, ModuleSource};
+
+use super::oidc;
+
+/// The whole `[auth]` section.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// `service` of challenges and tokens.
+    pub service: String,
+    /// Where clients reach the registry; the realm is `<public_url>/auth/token`.
+    pub public_url: String,
+    pub htpasswd_file: Option<PathBuf>,
+    pub token: TokenConfig,
+    pub oidc: Vec<IssuerEntry>,
+}
+
+/// `[auth.token]`: tokens minted by the token endpoint.
+#[derive(Debug, Clone)]
+pub struct TokenConfig {
+    pub ttl_seconds: u64,
+    /// PKCS#8 P-256 key; default: generated in `<storage root>/auth/`.
+    pub key_file: Option<PathBuf>,
+}
+
+/// One `[[auth.oidc]]` issuer.
+#[derive(Debug, Clone)]
+pub struct IssuerEntry {
+    /// Index in the `[[auth.oidc]]` array, for key paths in errors.
+    pub index: usize,
+    pub verifier: oidc::IssuerConfig,
+    pub username_prefix: String,
+    pub groups_prefix: String,
+    pub policy: PolicyEntry,
+}
+
+/// `[auth.oidc.policy]`.
+#[derive(Debug, Clone)]
+pub struct PolicyEntry {
+    pub module: ModuleSource,
+    pub settings: serde_json::Value,
+    pub limits: Limits,
+}
+
+impl AuthConfig {
+    /// The realm clients fetch tokens from.
+    pub fn realm(&self) -> String {
+        format!("{}/auth/token", self.public_url.trim_end_matches('/'))
+    }
+}
+
+fn default_prefix(issuer: &str) -> String {
+    format!("{}/", issuer.trim_end_matches('/'))
+}
+
+fn is_loopback_url(url: &str) -> bool {
+    let rest = url.strip_prefix("http://").unwrap_or_default();
+    let host = rest.split(['/', '?']).next().unwrap_or_default();
+    let host = match host.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    };
+    matches!(host, "127.0.0.1" | "localhost" | "[::1]")
+}
+
+fn toml_to_json(v: toml::Value) -> serde_json::Value {
+    match v {
+        toml::Value::String(s) => serde_json::Value::String(s),
+        toml::Value::Integer(i) => serde_json::Value::from(i),
+        toml::Value::Float(f) => serde_json::Number::from_f64(f).map(serde_json::Value::Number).unwrap_or(serde_json::Value::Null),
+        toml::Value::Boolean(b) => serde_json::Value::Bool(b),
+        toml::Value::Datetime(d) => serde_json::Value::String(d.to_string()),
+        toml::Value::Array(a) => serde_json::Value::Array(a.into_iter().map(toml_to_json).collect()),
+        toml::Value::Table(t) => serde_json::Value::Object(t.into_iter().map(|(k, v)| (k, toml_to_json(v))).collect()),
+    }
+}
+
+fn read_policy(mut s: Section<'_>, base: &Path) -> PolicyEntry {
+    let module_text: String = s.get("module", || "builtin:cel".to_string());
+    let module = match module_text.parse::<ModuleSource>() {
+        Ok(ModuleSource::Path(p)) => ModuleSource::Path(base.join(p)),
+        Ok(m) => m,
+        Err(e) => {
+            s.problem("module", e.to_string());
+            ModuleSource::Builtin(crate::policy::BuiltinModule::Cel)
+        }
+    };
+    let mut limits = Limits::default();
+    let timeout_ms: u64 = s.get("timeout_ms", || limits.timeout.as_millis() as u64);
+    let memory_mib: u64 = s.get("memory_limit_mib", || (limits.memory_limit_bytes >> 20) as u64);
+    let pool_size: usize = s.get("pool_size", || limits.pool_size);
+    limits.timeout = Duration::from_millis(timeout_ms);
+    limits.memory_limit_bytes = usize::try_from(memory_mib).unwrap_or(usize::MAX).saturating_mul(1 << 20);
+    limits.pool_size = pool_size;
+    if let Err(reason) = limits.validate() {
+        s.problem("", reason);
+    }
+    let settings = match s.take_raw("settings") {
+        None => serde_json::Value::Object(Default::default()),
+        Some(v @ toml::Value::Table(_)) => toml_to_json(v),
+        Some(other) => {
+            s.problem("settings", format!("must be a table, found {}", other.type_str()));
+            serde_json::Value::Null
+        }
+    };
+    s.finish();
+    PolicyEntry { module, settings, limits }
+}
+
+fn read_issuer(mut s: Section<'_>, index: usize, base: &Path) -> Option<IssuerEntry> {
+    let issuer: String = s.get("issuer", String::new);
+    if issuer.is_empty() {
+        s.problem("issuer", "is required".into());
+    } else if !(issuer.starts_with("https://") || is_loopback_url(&issuer)) {
+        s.problem("issuer", format!("`{issuer}` must be an https:// URL (http:// only for loopback)"));
+    }
+    let audiences: Vec<String> = s.get("audiences", Vec::new);
+    if audiences.is_empty() || audiences.iter().any(String::is_empty) {
+        s.problem("audiences", "must list at least one non-empty audience".into());
+    }
+    let discovery_url: Option<String> = s.get("discovery_url", || None);
+    let ca_file: Option<String> = s.get("ca_file", || None);
+    let jwks_file: Option<String> = s.get("jwks_file", || None);
+    let alg_names: Option<Vec<String>> = s.get("algorithms", || None);
+    let mut algorithms = Vec::new();
+    match alg_names {
+        None => algorithms.extend_from_slice(oidc::DEFAULT_ALGORITHMS),
+        Some(names) => {
+            for name in names {
+                match name.parse::<jsonwebtoken::Algorithm>() {
+                    Ok(a) if oidc::DEFAULT_ALGORITHMS.contains(&a) => algorithms.push(a),
+                    Ok(_) => s.problem("algorithms", format!("`{name}` is not allowed: only asymmetric algorithms (RS*, PS*, ES256, ES384, EdDSA)")),
+                    Err(_) => s.problem("algorithms", format!("unknown algorithm `{name}`")),
+                }
+            }
+            if algorithms.is_empty() {
+                s.problem("algorithms", "must allow at least one algorithm".into());
+            }
+        }
+    }
+    let leeway: u64 = s.get("leeway_seconds", || 60);
+    let max_lifetime: Option<u64> = s.get("max_token_lifetime_seconds", || None);
+    let username_prefix: String = s.get("username_prefix", || default_prefix(&issuer));
+    let groups_prefix: String = s.get("groups_prefix", || default_prefix(&issuer));
+    let policy = read_policy(s.section("policy"), base);
+    s.finish();
+    Some(IssuerEntry {
+        index,
+        verifier: oidc::IssuerConfig {
+            issuer,
+            audiences,
+            discovery_url,
+            ca_file: ca_file.map(|p| base.join(p)),
+            jwks_file: jwks_file.map(|p| base.join(p)),
+            algorithms,
+            leeway: Duration::from_secs(leeway),
+            max_token_lifetime: max_lifetime.map(Duration::from_secs),
+        },
+        username_prefix,
+        groups_prefix,
+        policy,
+    })
+}
+
+/// Reads `[auth]`; `None` when absent (an open registry).
+pub fn read_config(root: &mut Section<'_>, base: &Path, listen: std::net::SocketAddr) -> Option<AuthConfig> {
+    if !root.has("auth") {
+        return None;
+    }
+    let mut s = root.section("auth");
+    let service: String = s.get("service", || "gantry".to_string());
+    if service.is_empty() {
+        s.problem("service", "must not be empty".into());
+    }
+    let public_url: String = s.get("public_url", || format!("http://{listen}"));
+    if !(public_url.starts_with("http://") || public_url.starts_with("https://")) {
+        s.problem("public_url", format!("`{public_url}` must be an http:// or https:// URL"));
+    }
+    let htpasswd_file: Option<String> = s.get("htpasswd_file", || None);
+    let token = {
+        let mut t = s.section("token");
+        let ttl_seconds: u64 = t.get("ttl_seconds", || 300);
+        if ttl_seconds == 0 || ttl_seconds > 86_400 {
+            t.problem("ttl_seconds", "must be between 1 and 86400".into());
+        }
+        let key_file: Option<String> = t.get("key_file", || None);
+        t.finish();
+        TokenConfig { ttl_seconds, key_file: key_file.map(|p| base.join(p)) }
+    };
+    let mut oidc = Vec::new();
+    for (i, table) in s.array_of_tables("oidc").into_iter().enumerate() {
+        if let Some(entry) = read_issuer(s.table_at("oidc", i, table), i, base) {
+            oidc.push(entry);
+        }
+    }
+    let realm_issuer = format!("{}/auth/token", public_url.trim_end_matches('/'));
+    for (i, entry) in oidc.iter().enumerate() {
+        if oidc[..i].iter().any(|e| e.verifier.issuer == entry.verifier.issuer) {
+            s.problem_raw(&format!("oidc[{i}].issuer"), format!("issuer `{}` is configured twice", entry.verifier.issuer));
+        }
+        if entry.verifier.issuer == realm_issuer {
+            s.problem_raw(&format!("oidc[{i}].issuer"), "must differ from Gantry's own token issuer (<public_url>/auth/token)".into());
+        }
+    }
+    s.finish();
+    Some(AuthConfig { service, public_url, htpasswd_file: htpasswd_file.map(|p| base.join(p)), token, oidc })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_detection() {
+        assert!(is_loopback_url("http://127.0.0.1:8080"));
+        assert!(is_loopback_url("http://localhost/x"));
+        assert!(is_loopback_url("http://[::1]:9"));
+        assert!(!is_loopback_url("http://example.com"));
+        assert!(!is_loopback_url("http://127.0.0.1.evil.com"));
+        assert!(!is_loopback_url("https://127.0.0.1"));
+    }
+}

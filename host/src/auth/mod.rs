@@ -1,0 +1,434 @@
+//! Authentication and authorization.
+//!
+//! Authentication turns a request's credentials into a [`Caller`]: nobody
+//! (anonymous), an htpasswd user, a workload whose OIDC token was verified
+//! (`oidc`) and named by its issuer's claim policy (with the issuer's
+//! prefixes enforced here, by the host), or the bearer of a token Gantry
+//! minted itself (`token`). Authorization is separate: [`access`] decides
+//! what a caller may do to a repository, and a Gantry token's scope is a
+//! ceiling on top.
+//!
+//! Decisions for bearer tokens are cached by a SHA-256 of the token until
+//! the token expires, so repeated requests with one token cost a lookup.
+//! Raw tokens and passwords never reach a log: the audit event
+//! (`target: "gantry::audit"`) carries a hash prefix instead.
+
+pub mod access;
+pub mod config;
+pub mod endpoint;
+pub mod htpasswd;
+pub mod oidc;
+pub mod token;
+
+mod cache;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use base64::Engine as _;
+use sha2::{Digest as _, Sha256};
+
+use self::access::{AccessControl, Action, ActionSet};
+use self::cache::DecisionCache;
+use self::config::AuthConfig;
+use self::htpasswd::Htpasswd;
+use self::token::{GantryToken, TokenService};
+use crate::distribution::error::{ApiError, ErrorCode};
+use crate::oci::RepoName;
+use crate::policy::{Decision, Identity, LoadedPolicy, PolicyEngine};
+
+/// Who is making a request, once authenticated.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// `None`: anonymous.
+    pub identity: Option<Identity>,
+    /// Set when the caller presented a Gantry token: its scope is a ceiling.
+    pub token: Option<Arc<GantryToken>>,
+}
+
+impl Caller {
+    pub fn anonymous() -> Caller {
+        Caller { identity: None, token: None }
+    }
+}
+
+/// Why credentials were refused. The `Display` text is for the log; clients
+/// get a 401 with a challenge and a generic message.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthFailure {
+    #[error("more than one Authorization header")]
+    MultipleHeaders,
+    #[error("malformed Authorization header: {0}")]
+    Malformed(&'static str),
+    #[error("unsupported authorization scheme")]
+    UnsupportedScheme,
+    #[error("invalid username or password")]
+    BadPassword,
+    #[error("{0}")]
+    Token(String),
+    #[error("claim policy of {issuer} denied the token: {reason}")]
+    PolicyDenied { issuer: String, reason: String },
+    #[error("claim policy of {issuer} failed: {reason}")]
+    PolicyFailed { issuer: String, reason: String },
+}
+
+/// A configured OIDC issuer's runtime parts.
+struct IssuerRuntime {
+    policy: LoadedPolicy,
+    username_prefix: String,
+    groups_prefix: String,
+}
+
+/// Everything authentication and authorization need, built once at start.
+pub struct Auth {
+    pub service: String,
+    pub realm: String,
+    ttl_seconds: u64,
+    htpasswd: Option<Htpasswd>,
+    tokens: TokenService,
+    oidc: oidc::OidcVerifier,
+    issuers: HashMap<String, IssuerRuntime>,
+    access: AccessControl,
+    cache: DecisionCache,
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// The first 16 hex digits of a SHA-256: enough to correlate log lines,
+/// useless for replay.
+fn fingerprint(secret: &str) -> String {
+    hex::encode(&Sha256::digest(secret.as_bytes())[..8])
+}
+
+/// Looks like a compact JWS (three base64url parts).
+fn looks_like_jwt(s: &str) -> bool {
+    s.len() > 16 && s.split('.').count() == 3 && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+}
+
+impl Auth {
+    /// Builds the runtime from config: opens the token key (generating it
+    /// under `storage_root` when no key file is set), reads htpasswd,
+    /// validates issuers and loads every issuer's claim policy (running its
+    /// `init`). Returns every problem, each naming its config key.
+    pub async fn build(
+        cfg: &AuthConfig,
+        access: Option<AccessControl>,
+        storage_root: &Path,
+        engine: &PolicyEngine,
+        fetch: oidc::FetchOptions,
+    ) -> Result<Auth, Vec<crate::config::Problem>> {
+        use crate::config::Problem;
+        let mut problems = Vec::new();
+        let htpasswd = match &cfg.htpasswd_file {
+            None => None,
+            Some(path) => match Htpasswd::load(path) {
+                Ok(h) => Some(h),
+                Err(errs) => {
+                    for e in errs {
+                        problems.push(Problem { path: "auth.htpasswd_file".into(), reason: format!("{}: {e}", path.display()) });
+                    }
+                    None
+                }
+            },
+        };
+        let (key_path, generate) = match &cfg.token.key_file {
+            Some(p) => (p.clone(), false),
+            None => (storage_root.join("auth").join("token-signing-key.p8"), true),
+        };
+        let tokens = match TokenService::open(cfg.realm(), cfg.service.clone(), &key_path, generate) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                problems.push(Problem { path: "auth.token.key_file".into(), reason: e.to_string() });
+                None
+            }
+        };
+        let verifier = match oidc::OidcVerifier::new(cfg.oidc.iter().map(|e| e.verifier.clone()).collect(), fetch) {
+            Ok(v) => Some(v),
+            Err(errs) => {
+                for p in errs {
+                    let index = cfg.oidc.iter().position(|e| e.verifier.issuer == p.issuer).unwrap_or(0);
+                    problems.push(Problem { path: format!("auth.oidc[{index}].{}", p.field), reason: p.reason });
+                }
+                None
+            }
+        };
+        let mut issuers = HashMap::new();
+        for entry in &cfg.oidc {
+            let owner = &entry.verifier.issuer;
+            match engine.load(owner, &entry.policy.module, &entry.policy.settings, entry.policy.limits.clone()).await {
+                Ok(policy) => {
+                    issuers.insert(
+                        owner.clone(),
+                        IssuerRuntime {
+                            policy,
+                            username_prefix: entry.username_prefix.clone(),
+                            groups_prefix: entry.groups_prefix.clone(),
+                        },
+                    );
+                }
+                Err(e) => problems.push(Problem { path: format!("auth.oidc[{}].policy", entry.index), reason: e.to_string() }),
+            }
+        }
+        let (Some(tokens), Some(oidc), true) = (tokens, verifier, problems.is_empty()) else {
+            return Err(problems);
+        };
+        Ok(Auth {
+            service: cfg.service.clone(),
+            realm: cfg.realm(),
+            ttl_seconds: cfg.token.ttl_seconds,
+            htpasswd,
+            tokens,
+            oidc,
+            issuers,
+            access: access.unwrap_or_else(AccessControl::authenticated_only),
+            cache: DecisionCache::default(),
+        })
+    }
+
+    /// Starts background discovery/JWKS fetching for every issuer.
+    pub fn start(&self) {
+        self.oidc.start();
+    }
+
+    /// What `caller` may do to `repo` now: access control, capped by the
+    /// scope of a Gantry token.
+    pub fn allowed(&self, caller: &Caller, repo: &RepoName) -> ActionSet {
+        let set = self.access.allowed(caller.identity.as_ref(), repo);
+        match &caller.token {
+            Some(t) => set.intersect(t.ceiling(repo)),
+            None => set,
+        }
+    }
+
+    /// What `caller`'s identity may do to `repo`, ignoring any token ceiling
+    /// (the token endpoint grants from this).
+    pub fn grantable(&self, identity: Option<&Identity>, repo: &RepoName) -> ActionSet {
+        self.access.allowed(identity, repo)
+    }
+
+    /// Authenticates a request from its headers. No credentials is an
+    /// anonymous caller, not an error.
+    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, AuthFailure> {
+        let mut values = headers.get_all(header::AUTHORIZATION).iter();
+        let Some(value) = values.next() else { return Ok(Caller::anonymous()) };
+        if values.next().is_some() {
+            return Err(AuthFailure::MultipleHeaders);
+        }
+        let value = value.to_str().map_err(|_| AuthFailure::Malformed("not ASCII"))?;
+        let (scheme, rest) = value.split_once(' ').ok_or(AuthFailure::Malformed("no scheme"))?;
+        let rest = rest.trim();
+        if scheme.eq_ignore_ascii_case("bearer") {
+            self.bearer(rest).await.map(|(caller, _)| caller)
+        } else if scheme.eq_ignore_ascii_case("basic") {
+            self.basic(rest).await.map(|(caller, _)| caller)
+        } else {
+            Err(AuthFailure::UnsupportedScheme)
+        }
+    }
+
+    /// Basic credentials: an htpasswd user, or any username with an OIDC
+    /// token (or Gantry token) as the password. Returns the caller and, for
+    /// tokens, their expiry.
+    pub async fn basic(&self, encoded: &str) -> Result<(Caller, Option<u64>), AuthFailure> {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .map_err(|_| AuthFailure::Malformed("basic credentials are not base64"))?;
+        let text = String::from_utf8(decoded).map_err(|_| AuthFailure::Malformed("basic credentials are not UTF-8"))?;
+        let (user, password) = text.split_once(':').ok_or(AuthFailure::Malformed("basic credentials have no ':'"))?;
+        if let Some(h) = &self.htpasswd
+            && h.has_user(user)
+        {
+            let started = Instant::now();
+            let ok = h.verify(user, password).await;
+            audit_static(user, ok, started);
+            return if ok {
+                let identity = Identity { username: user.to_string(), groups: Vec::new() };
+                Ok((Caller { identity: Some(identity), token: None }, None))
+            } else {
+                Err(AuthFailure::BadPassword)
+            };
+        }
+        if looks_like_jwt(password) {
+            return self.bearer(password).await.map(|(c, exp)| (c, Some(exp)));
+        }
+        audit_static(user, false, Instant::now());
+        Err(AuthFailure::BadPassword)
+    }
+
+    /// A bearer token: a Gantry token or an OIDC token. Returns the caller
+    /// and the token's expiry.
+    pub async fn bearer(&self, token: &str) -> Result<(Caller, u64), AuthFailure> {
+        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let now = now();
+        if let Some((caller, exp)) = self.cache.get(&key, now) {
+            return Ok((caller, exp));
+        }
+        let started = Instant::now();
+        let issuer = oidc::unverified_issuer(token).map_err(|e| {
+            audit_token(&Audit { method: "bearer", issuer: "", subject: None, fingerprint: &fingerprint(token), identity: None, reason: &e.to_string(), started });
+            AuthFailure::Token(e.to_string())
+        })?;
+        let outcome = if issuer == self.tokens.issuer() {
+            self.gantry_token(token)
+        } else {
+            self.oidc_token(token, &issuer).await
+        };
+        let (caller, exp, subject, reason) = match outcome {
+            Ok((caller, exp, subject)) => (Ok(caller), exp, subject, String::new()),
+            Err((failure, subject)) => {
+                let reason = failure.to_string();
+                (Err(failure), 0, subject, reason)
+            }
+        };
+        audit_token(&Audit {
+            method: if issuer == self.tokens.issuer() { "gantry-token" } else { "oidc" },
+            issuer: &issuer,
+            subject: subject.as_deref(),
+            fingerprint: &fingerprint(token),
+            identity: caller.as_ref().ok().and_then(|c| c.identity.as_ref()),
+            reason: &reason,
+            started,
+        });
+        let caller = caller?;
+        self.cache.insert(key, caller.clone(), exp, now);
+        Ok((caller, exp))
+    }
+
+    fn gantry_token(&self, token: &str) -> Result<(Caller, u64, Option<String>), (AuthFailure, Option<String>)> {
+        let t = self.tokens.verify(token).map_err(|e| (AuthFailure::Token(e.to_string()), None))?;
+        let exp = t.expires_at;
+        let subject = t.identity.as_ref().map(|i| i.username.clone());
+        Ok((Caller { identity: t.identity.clone(), token: Some(Arc::new(t)) }, exp, subject))
+    }
+
+    async fn oidc_token(&self, token: &str, issuer: &str) -> Result<(Caller, u64, Option<String>), (AuthFailure, Option<String>)> {
+        let verified = self.oidc.verify(token).await.map_err(|e| (AuthFailure::Token(e.to_string()), None))?;
+        let subject = verified.subject.clone();
+        let Some(rt) = self.issuers.get(&verified.issuer) else {
+            return Err((AuthFailure::Token(format!("no policy for issuer {issuer}")), subject));
+        };
+        let claims = serde_json::Value::Object(verified.claims);
+        match rt.policy.evaluate(&claims).await {
+            Ok(Decision::Allow(id)) => {
+                // The host has the last word on names: the issuer's prefixes
+                // keep one tenant's policy from minting another's names.
+                let identity = Identity {
+                    username: format!("{}{}", rt.username_prefix, id.username),
+                    groups: id.groups.iter().map(|g| format!("{}{g}", rt.groups_prefix)).collect(),
+                };
+                Ok((Caller { identity: Some(identity), token: None }, verified.expires_at, subject))
+            }
+            Ok(Decision::Deny(reason)) => Err((AuthFailure::PolicyDenied { issuer: verified.issuer, reason }, subject)),
+            Err(e) => Err((AuthFailure::PolicyFailed { issuer: verified.issuer, reason: e.to_string() }, subject)),
+        }
+    }
+
+    /// Mints a Gantry token (token endpoint).
+    pub fn mint(
+        &self,
+        identity: Option<&Identity>,
+        access: Vec<token::AccessEntry>,
+        not_after: Option<u64>,
+    ) -> Result<(String, u64, u64), token::TokenError> {
+        self.tokens.mint(identity, access, self.ttl_seconds, not_after)
+    }
+
+    /// The 401 every unauthenticated request gets: a Bearer challenge
+    /// naming the scope the request needed.
+    pub fn challenge(&self, scope: Option<(&RepoName, Action)>, failure: Option<&AuthFailure>) -> ApiError {
+        let mut value = format!("Bearer realm=\"{}\",service=\"{}\"", self.realm, self.service);
+        if let Some((repo, action)) = scope {
+            let words = match action {
+                Action::Read => "pull",
+                Action::Create | Action::Update => "pull,push",
+                Action::Delete => "delete",
+            };
+            value.push_str(&format!(",scope=\"repository:{repo}:{words}\""));
+        }
+        if failure.is_some() {
+            value.push_str(",error=\"invalid_token\"");
+        }
+        let mut e = ApiError::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, "authentication required");
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            e = e.with_header(header::WWW_AUTHENTICATE, v);
+        }
+        if let Some(f) = failure {
+            e.internal = Some(f.to_string());
+        }
+        e
+    }
+
+    /// Per-issuer key status, for logs.
+    pub fn issuer_status(&self) -> Vec<oidc::IssuerStatus> {
+        self.oidc.status()
+    }
+}
+
+/// One authentication decision, for the audit log.
+struct Audit<'a> {
+    method: &'static str,
+    issuer: &'a str,
+    subject: Option<&'a str>,
+    fingerprint: &'a str,
+    identity: Option<&'a Identity>,
+    reason: &'a str,
+    started: Instant,
+}
+
+fn audit_token(a: &Audit<'_>) {
+    let latency_us = a.started.elapsed().as_micros() as u64;
+    let (username, groups) = match a.identity {
+        Some(id) => (id.username.as_str(), id.groups.join(",")),
+        None => ("", String::new()),
+    };
+    let outcome = if a.reason.is_empty() { "allow" } else { "deny" };
+    tracing::info!(
+        target: "gantry::audit",
+        method = a.method,
+        issuer = a.issuer,
+        sub = a.subject.unwrap_or(""),
+        token_sha256 = a.fingerprint,
+        username,
+        groups = %groups,
+        outcome,
+        reason = a.reason,
+        latency_us,
+        "authentication"
+    );
+}
+
+fn audit_static(user: &str, ok: bool, started: Instant) {
+    tracing::info!(
+        target: "gantry::audit",
+        method = "htpasswd",
+        username = user,
+        outcome = if ok { "allow" } else { "deny" },
+        reason = if ok { "" } else { "invalid username or password" },
+        latency_us = started.elapsed().as_micros() as u64,
+        "authentication"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jwt_shape() {
+        assert!(looks_like_jwt("eyJhbGciOiJSUzI1NiJ9.eyJpc3MiOiJ4In0.c2ln"));
+        assert!(!looks_like_jwt("hunter2"));
+        assert!(!looks_like_jwt("a.b.c"));
+    }
+
+    #[test]
+    fn fingerprint_is_not_the_secret() {
+        let f = fingerprint("secret-token");
+        assert_eq!(f.len(), 16);
+        assert!(!f.contains("secret"));
+    }
+}
