@@ -8,8 +8,8 @@ use crate::check::{self, CLAIMS, VARS};
 use crate::claims;
 use crate::regex;
 use crate::settings::Settings;
-use cel::common::types::{CelMap, CelMapKey};
-use cel::common::value::Val;
+use cel::common::types::{CelBool, CelMap, CelMapKey, CelString, Kind};
+use cel::common::value::{CowVal, Val};
 use cel::{Context, Env, Program, Value};
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -18,31 +18,6 @@ use std::sync::Arc;
 /// Deny messages quote CEL errors, which quote values taken from the claims;
 /// they are logged, so keep one bounded whatever the token holds.
 const MAX_DENY_MESSAGE: usize = 1024;
-
-/// CEL keywords that cannot follow `vars.`.
-const RESERVED: &[&str] = &[
-    "as",
-    "break",
-    "const",
-    "continue",
-    "else",
-    "false",
-    "for",
-    "function",
-    "if",
-    "import",
-    "in",
-    "let",
-    "loop",
-    "namespace",
-    "null",
-    "package",
-    "return",
-    "true",
-    "var",
-    "void",
-    "while",
-];
 
 /// What the policy decided for one claim set.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,7 +60,7 @@ impl Policy {
         let mut names: Vec<&str> = Vec::with_capacity(settings.variables.len());
         let mut variables = Vec::with_capacity(settings.variables.len());
         for (i, var) in settings.variables.iter().enumerate() {
-            check_variable_name(&var.name, &names)
+            check_variable_name(&env, &var.name, &names)
                 .map_err(|e| format!("variables[{i}].name: {e}"))?;
             let compiled = compile(
                 &env,
@@ -158,77 +133,82 @@ impl Policy {
     }
 
     fn try_evaluate(&self, claims_json: &str) -> Result<Decision, String> {
-        let claims: serde_json::Value = serde_json::from_str(claims_json)
-            .map_err(|e| format!("claims are not valid JSON: {e}"))?;
-        if !claims.is_object() {
-            return Err("claims must be a JSON object".to_owned());
-        }
-
         let mut ctx = Context::with_env(Arc::clone(&self.env));
-        ctx.add_variable_as_val(CLAIMS, claims::to_cel(&claims));
+        ctx.add_variable_as_val(CLAIMS, claims::parse(claims_json)?);
 
         // Each variable sees the ones before it: `vars` is rebound only when
         // the next expression reads it and a value was added since.
-        let mut values: Vec<(&str, Value)> = Vec::with_capacity(self.variables.len());
+        let mut values: Vec<(&str, Box<dyn Val + '_>)> = Vec::with_capacity(self.variables.len());
         let mut bound = None;
 
         for (name, compiled) in &self.variables {
             if compiled.uses_vars {
-                bind_vars(&mut ctx, &values, &mut bound)?;
+                bind_vars(&mut ctx, &values, &mut bound);
             }
-            values.push((name, compiled.run(&ctx)?));
+            let value = compiled.run(&ctx)?.into_owned();
+            values.push((name, value));
         }
 
         for (compiled, message) in &self.validations {
             if compiled.uses_vars {
-                bind_vars(&mut ctx, &values, &mut bound)?;
+                bind_vars(&mut ctx, &values, &mut bound);
             }
-            match compiled.run(&ctx)? {
-                Value::Bool(true) => {}
-                Value::Bool(false) => return Ok(Decision::Deny(message.clone())),
-                other => return Err(compiled.wrong_type("a bool", &other)),
+            let value = compiled.run(&ctx)?;
+            match value.downcast_ref::<CelBool>() {
+                Some(b) if *b.inner() => {}
+                Some(_) => return Ok(Decision::Deny(message.clone())),
+                None => return Err(compiled.wrong_type("a bool", value.as_ref())),
             }
         }
 
         if self.username.uses_vars {
-            bind_vars(&mut ctx, &values, &mut bound)?;
+            bind_vars(&mut ctx, &values, &mut bound);
         }
-        let username = match self.username.run(&ctx)? {
-            Value::String(s) if s.is_empty() => {
+        let value = self.username.run(&ctx)?;
+        let username = match value.downcast_ref::<CelString>() {
+            Some(s) if s.inner().is_empty() => {
                 return Err(format!(
                     "{} yielded an empty username",
                     self.username.describe()
                 ));
             }
-            Value::String(s) => Arc::unwrap_or_clone(s),
-            other => return Err(self.username.wrong_type("a string", &other)),
+            Some(s) => s.inner().to_owned(),
+            None => return Err(self.username.wrong_type("a string", value.as_ref())),
         };
 
         let groups = match &self.groups {
             None => Vec::new(),
             Some(compiled) => {
                 if compiled.uses_vars {
-                    bind_vars(&mut ctx, &values, &mut bound)?;
+                    bind_vars(&mut ctx, &values, &mut bound);
                 }
-                match compiled.run(&ctx)? {
-                    Value::List(items) => items
-                        .iter()
-                        .enumerate()
-                        .map(|(i, item)| match item {
-                            Value::String(s) if s.is_empty() => Err(format!(
+                let value = compiled.run(&ctx)?;
+                let items = match value.as_iterable() {
+                    Some(items) if value.get_type().kind() == Kind::List => items,
+                    _ => return Err(compiled.wrong_type("a list of strings", value.as_ref())),
+                };
+                let mut groups = Vec::new();
+                let mut iter = items.iter();
+                while let Some(item) = iter.next() {
+                    let i = groups.len();
+                    match item.downcast_ref::<CelString>() {
+                        Some(s) if s.inner().is_empty() => {
+                            return Err(format!(
                                 "{} yielded an empty group at index {i}",
                                 compiled.describe()
-                            )),
-                            Value::String(s) => Ok(s.to_string()),
-                            other => Err(format!(
+                            ));
+                        }
+                        Some(s) => groups.push(s.inner().to_owned()),
+                        None => {
+                            return Err(format!(
                                 "{} must yield a list of strings, but item {i} is {}",
                                 compiled.describe(),
-                                type_name(other)
-                            )),
-                        })
-                        .collect::<Result<Vec<_>, _>>()?,
-                    other => return Err(compiled.wrong_type("a list of strings", &other)),
+                                type_name(item)
+                            ));
+                        }
+                    }
                 }
+                groups
             }
         };
 
@@ -237,10 +217,10 @@ impl Policy {
 }
 
 impl Compiled {
-    /// Runs the expression; an error denies, naming the expression.
-    fn run(&self, ctx: &Context) -> Result<Value, String> {
-        self.program
-            .execute(ctx)
+    /// Runs the expression; an error denies, naming the expression. The
+    /// result borrows from `ctx` where it can (a claim handed back as is).
+    fn run<'e, 'v>(&'e self, ctx: &'e Context<'_, 'v>) -> Result<CowVal<'e, 'v>, String> {
+        Value::resolve_val(self.program.expression(), ctx)
             .map_err(|e| format!("{} failed: {e}", self.describe()))
     }
 
@@ -248,7 +228,7 @@ impl Compiled {
         format!("{} `{}`", self.field, self.source)
     }
 
-    fn wrong_type(&self, wanted: &str, got: &Value) -> String {
+    fn wrong_type(&self, wanted: &str, got: &dyn Val) -> String {
         format!(
             "{} must yield {wanted}, got {}",
             self.describe(),
@@ -332,7 +312,7 @@ fn line_column(source: &str, offset: u32) -> (usize, usize) {
     (line, column)
 }
 
-fn check_variable_name(name: &str, earlier: &[&str]) -> Result<(), String> {
+fn check_variable_name(env: &Env, name: &str, earlier: &[&str]) -> Result<(), String> {
     let mut chars = name.chars();
     let valid = chars
         .next()
@@ -343,8 +323,13 @@ fn check_variable_name(name: &str, earlier: &[&str]) -> Result<(), String> {
             "`{name}` is not a valid name (letters, digits and `_`, not starting with a digit)"
         ));
     }
-    if RESERVED.contains(&name) {
-        return Err(format!("`{name}` is a CEL keyword"));
+    // CEL reserves some words (`in`, `true`, `null`, ...) but allows others
+    // (`namespace`, `package`) as field names: ask the parser rather than
+    // keep a list.
+    if env.compile(&format!("{VARS}.{name}")).is_err() {
+        return Err(format!(
+            "`{name}` is a CEL keyword and cannot follow `{VARS}.`"
+        ));
     }
     if earlier.contains(&name) {
         return Err(format!(
@@ -356,38 +341,27 @@ fn check_variable_name(name: &str, earlier: &[&str]) -> Result<(), String> {
 
 /// Binds `vars` to `values` unless it already holds exactly those (`bound`
 /// is how many were bound last time).
-fn bind_vars(
-    ctx: &mut Context<'_, '_>,
-    values: &[(&str, Value)],
+fn bind_vars<'v>(
+    ctx: &mut Context<'_, 'v>,
+    values: &[(&str, Box<dyn Val + 'v>)],
     bound: &mut Option<usize>,
-) -> Result<(), String> {
-    if *bound != Some(values.len()) {
-        ctx.add_variable_as_val(VARS, vars_map(values)?);
-        *bound = Some(values.len());
+) {
+    if *bound == Some(values.len()) {
+        return;
     }
-    Ok(())
-}
-
-fn vars_map<'v>(values: &[(&str, Value)]) -> Result<Box<dyn Val + 'v>, String> {
-    let map = values
+    let map: HashMap<CelMapKey<'v>, Box<dyn Val + 'v>> = values
         .iter()
-        .map(|(name, value)| {
-            let value: Box<dyn Val> = value
-                .clone()
-                .try_into()
-                .map_err(|e| format!("variable `{name}` holds a value CEL cannot bind: {e}"))?;
-            Ok((CelMapKey::from((*name).to_owned()), value))
-        })
-        .collect::<Result<HashMap<_, _>, String>>()?;
-    Ok(Box::new(CelMap::from(map)))
+        .map(|(name, value)| (CelMapKey::from((*name).to_owned()), value.clone()))
+        .collect();
+    ctx.add_variable_as_val(VARS, Box::new(CelMap::from(map)));
+    *bound = Some(values.len());
 }
 
-fn type_name(value: &Value) -> String {
-    match value {
-        // CEL's name for a 64-bit float.
-        Value::Float(_) => "double".to_owned(),
-        Value::String(s) => format!("string {:?}", truncated(s, 64)),
-        other => other.type_of().to_string(),
+/// A value's CEL type for a message, with the start of a string's text.
+fn type_name(value: &dyn Val) -> String {
+    match value.downcast_ref::<CelString>() {
+        Some(s) => format!("string {:?}", truncated(s.inner(), 64)),
+        None => value.get_type().name().to_owned(),
     }
 }
 

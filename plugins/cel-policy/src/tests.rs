@@ -259,6 +259,7 @@ fn variable_names_are_checked() {
         ("a-b", "is not a valid name"),
         ("", "is not a valid name"),
         ("in", "is a CEL keyword"),
+        ("null", "is a CEL keyword"),
     ] {
         let err = init_error(json!({ "variables": [{ "name": name, "expression": "1" }] }));
         assert!(
@@ -266,6 +267,13 @@ fn variable_names_are_checked() {
             "{name}: {err}"
         );
     }
+    // Reserved as identifiers, yet valid after `vars.`.
+    let p = policy(json!({
+        "variables": [{ "name": "namespace", "expression": "'ns'" }, { "name": "package", "expression": "'p'" }],
+        "username": "vars.namespace + '/' + vars.package",
+    }));
+    assert_eq!(p.evaluate(KUBERNETES), allow("ns/p", &[]));
+
     let err = init_error(json!({
         "variables": [{ "name": "x", "expression": "1" }, { "name": "x", "expression": "2" }],
     }));
