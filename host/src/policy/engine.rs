@@ -201,12 +201,8 @@ impl PolicyEngine {
                 module: source.to_string(),
                 reason: format!("invalid limits: {reason}"),
             })?;
-        let settings =
-            serde_json::to_string(settings).map_err(|e| PolicyError::SettingsRefused {
-                owner: owner.to_owned(),
-                module: source.to_string(),
-                message: format!("settings are not serializable as JSON: {e}"),
-            })?;
+        // `Value`'s `Display` is its compact JSON and cannot fail.
+        let settings = settings.to_string();
         if settings.len() > limits.max_settings_bytes {
             return Err(PolicyError::InputTooLarge {
                 owner: owner.to_owned(),

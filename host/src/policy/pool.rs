@@ -122,7 +122,8 @@ impl LoadedPolicy {
     /// while `pool_size` evaluations of this policy are running.
     pub async fn evaluate(&self, claims: &serde_json::Value) -> Result<Decision, PolicyError> {
         let inner = &*self.inner;
-        let claims = serde_json::to_string(claims).map_err(|e| inner.bad_input(&e.to_string()))?;
+        // `Value`'s `Display` is its compact JSON and cannot fail.
+        let claims = claims.to_string();
         if claims.len() > inner.limits.max_claims_bytes {
             return Err(PolicyError::InputTooLarge {
                 owner: inner.owner.to_string(),
@@ -189,13 +190,6 @@ impl PolicyInner {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() < self.limits.pool_size {
             idle.push(instance);
-        }
-    }
-
-    fn bad_input(&self, reason: &str) -> PolicyError {
-        PolicyError::BadOutput {
-            owner: self.owner.to_string(),
-            reason: format!("claims are not serializable as JSON: {reason}"),
         }
     }
 

@@ -55,7 +55,11 @@ impl ManifestCache {
         }
         inner.entries += 1;
         inner.bytes += m.bytes.len();
-        inner.repos.entry(repo.clone()).or_default().insert(reference, m);
+        // Two readers that missed together both insert: count the entry once.
+        if let Some(old) = inner.repos.entry(repo.clone()).or_default().insert(reference, m) {
+            inner.entries -= 1;
+            inner.bytes -= old.bytes.len();
+        }
     }
 
     pub fn invalidate(&self, repo: &RepoName) {
@@ -65,5 +69,40 @@ impl ManifestCache {
             inner.entries -= entries.len();
             inner.bytes -= entries.values().map(|m| m.bytes.len()).sum::<usize>();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::oci::Digest;
+
+    fn manifest(bytes: &'static [u8]) -> Arc<StoredManifest> {
+        Arc::new(StoredManifest {
+            digest: Digest::sha256_of(bytes),
+            media_type: crate::oci::media::OCI_MANIFEST.into(),
+            bytes: bytes::Bytes::from_static(bytes),
+        })
+    }
+
+    /// Regression: two readers inserting the same key counted it twice, so
+    /// the counters drifted up with every concurrent miss and the cache
+    /// emptied itself long before its real bounds.
+    #[test]
+    fn regression_reinserting_a_key_does_not_inflate_the_counters() {
+        let cache = ManifestCache::default();
+        let repo: RepoName = "a/b".parse().expect("name");
+        let reference = Reference::Tag("v1".parse().expect("tag"));
+        let g = cache.generation();
+        cache.insert(g, &repo, reference.clone(), manifest(b"{}"));
+        cache.insert(g, &repo, reference.clone(), manifest(b"{}"));
+        {
+            let inner = cache.inner.read().expect("lock");
+            assert_eq!((inner.entries, inner.bytes), (1, 2));
+        }
+        cache.invalidate(&repo);
+        let inner = cache.inner.read().expect("lock");
+        assert_eq!((inner.entries, inner.bytes), (0, 0));
+        assert!(cache.get(&repo, &reference).is_none());
     }
 }

@@ -222,7 +222,20 @@ pub async fn complete(
     let staged = atomic::temp_path(&s.tmp_dir());
     let data = d.join("data");
     let staged_clone = staged.clone();
-    run_blocking("finishing an upload", move || std::fs::rename(&data, &staged_clone)).await?;
+    run_blocking("finishing an upload", move || {
+        // `data` can hold bytes past the acknowledged offset: a chunk whose
+        // request was cut off (its future dropped, the process killed) after
+        // some writes. They were never counted nor hashed, so they must not
+        // become part of the blob.
+        let file = std::fs::OpenOptions::new().write(true).open(&data)?;
+        if file.metadata()?.len() != size {
+            file.set_len(size)?;
+            file.sync_all()?;
+        }
+        drop(file);
+        std::fs::rename(&data, &staged_clone)
+    })
+    .await?;
     s.commit_blob(repo, staged, digest).await?;
     state.closed = true;
     let d2 = d.clone();

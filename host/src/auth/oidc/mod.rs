@@ -1,0 +1,255 @@
+//! OIDC ID-token verification for several configured issuers.
+//!
+//! Owns: choosing the issuer from the token's unverified `iss` (exact match
+//! among configured issuers, nothing else is read before the signature
+//! checks), each issuer's keys (discovery + JWKS fetched in the background
+//! with backoff, or a static JWKS file), the signature check with the
+//! issuer's algorithm allow-list, and the registered claims (`aud`, `exp`,
+//! `nbf`, `iat`, maximum lifetime) with a leeway.
+//!
+//! Must not: decide who a workload *is* (the issuer's policy does), touch
+//! HTTP requests or responses (the auth layer does), fetch any URL named by a
+//! token (`jku`, `x5u` and `jwk` headers are never read), or put a token in a
+//! log. Errors carry the precise reason for the log; clients get
+//! [`VerifyError::client_message`].
+//!
+//! Modelled on crates.io's trusted publishing (`crates_io_trustpub`):
+//! `unverified` reads only `iss`, a per-issuer key store caches the JWKS with
+//! a refresh cool-down, validation pins the algorithm and requires
+//! `iss`/`aud`/`exp`.
+
+mod claims;
+mod config;
+mod error;
+mod fetch;
+mod jwks;
+mod keystore;
+mod token;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::Algorithm;
+use serde_json::{Map, Value};
+
+pub use config::{DEFAULT_ALGORITHMS, DEFAULT_LEEWAY, FetchOptions, IssuerConfig, MAX_LEEWAY};
+pub use error::{IssuerProblem, VerifyError};
+pub use jwks::MAX_KEYS;
+pub use keystore::IssuerStatus;
+pub use token::{MAX_TOKEN_BYTES, unverified_issuer};
+
+use config::ValidIssuer;
+use keystore::{KeyStore, Trigger};
+
+/// A token whose signature and registered claims have been verified.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerifiedToken {
+    /// The configured issuer that signed it (equal to the `iss` claim).
+    pub issuer: String,
+    /// Every claim of the payload, for the issuer's policy.
+    pub claims: Map<String, Value>,
+    /// `sub`, when it is a string.
+    pub subject: Option<String>,
+    /// `exp`, unix seconds: a cached decision must not outlive it.
+    pub expires_at: u64,
+}
+
+/// Verifies OIDC tokens of the configured issuers. Cheap to clone (one `Arc`).
+#[derive(Clone)]
+pub struct OidcVerifier {
+    inner: Arc<Inner>,
+}
+
+struct Issuer {
+    issuer: String,
+    audiences: Vec<String>,
+    algorithms: Vec<Algorithm>,
+    leeway: u64,
+    max_token_lifetime: Option<u64>,
+    store: Arc<KeyStore>,
+    /// Static JWKS: already loaded, the background loop only re-reads it.
+    from_file: bool,
+}
+
+struct Inner {
+    issuers: HashMap<String, Issuer>,
+    /// Configuration order, for `status()`.
+    order: Vec<String>,
+    opts: FetchOptions,
+    started: AtomicBool,
+    tasks: Mutex<Vec<tokio::task::AbortHandle>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // A replaced configuration must not leave its fetch loops running.
+        for task in self.tasks.get_mut().unwrap_or_else(|p| p.into_inner()).drain(..) {
+            task.abort();
+        }
+    }
+}
+
+impl OidcVerifier {
+    /// Validates the configuration and reports every problem at once:
+    /// duplicate issuers, HS* algorithms, empty audiences, a non-https issuer
+    /// or discovery URL (plain http only on loopback), unreadable or invalid
+    /// `ca_file` / `jwks_file`. Reads those files; fetches nothing, spawns
+    /// nothing.
+    pub fn new(issuers: Vec<IssuerConfig>, opts: FetchOptions) -> Result<Self, Vec<IssuerProblem>> {
+        let valid = config::validate(issuers, &opts)?;
+        let mut map = HashMap::with_capacity(valid.len());
+        let mut order = Vec::with_capacity(valid.len());
+        for v in valid {
+            let ValidIssuer { issuer, audiences, algorithms, leeway, max_token_lifetime, source } = v;
+            let from_file = matches!(source, config::SourceConfig::File { .. });
+            let store = Arc::new(KeyStore::new(&issuer, &algorithms, source, &opts));
+            order.push(issuer.clone());
+            map.insert(
+                issuer.clone(),
+                Issuer { issuer, audiences, algorithms, leeway, max_token_lifetime, store, from_file },
+            );
+        }
+        Ok(OidcVerifier {
+            inner: Arc::new(Inner {
+                issuers: map,
+                order,
+                opts,
+                started: AtomicBool::new(false),
+                tasks: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+
+    /// Starts one background fetch loop per issuer on the current tokio
+    /// runtime. Never blocks; idempotent. An issuer that is down stops
+    /// nothing: it is retried with exponential backoff
+    /// (`min_backoff`..`max_backoff`) and refreshed every `refresh_interval`
+    /// once up; a failed refresh keeps the last good keys. The loops end when
+    /// the last clone of the verifier is dropped.
+    pub fn start(&self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::error!("OidcVerifier::start called outside a tokio runtime; keys are fetched on demand only");
+            return;
+        };
+        if self.inner.started.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let mut tasks = self.inner.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        for name in &self.inner.order {
+            let Some(issuer) = self.inner.issuers.get(name) else { continue };
+            let task = runtime.spawn(keystore::run(
+                Arc::downgrade(&issuer.store),
+                self.inner.opts.clone(),
+                issuer.from_file,
+            ));
+            tasks.push(task.abort_handle());
+        }
+    }
+
+    /// Whether `issuer` is configured (exact match).
+    pub fn has_issuer(&self, issuer: &str) -> bool {
+        self.inner.issuers.contains_key(issuer)
+    }
+
+    /// Per issuer, in configuration order: keys loaded, last fetch, last error.
+    pub fn status(&self) -> Vec<IssuerStatus> {
+        self.inner
+            .order
+            .iter()
+            .filter_map(|name| self.inner.issuers.get(name))
+            .map(|issuer| issuer.store.status())
+            .collect()
+    }
+
+    /// Verifies a compact JWS from a configured issuer.
+    ///
+    /// Order matters: size, shape and `alg` (never `none`/HMAC) are checked
+    /// before the issuer is chosen by `iss`; then the issuer's allow-list,
+    /// `typ`, its key by `kid` (an unknown `kid` causes at most one shared,
+    /// rate-limited JWKS refresh), the signature, and only then the claims.
+    pub async fn verify(&self, token: &str) -> Result<VerifiedToken, VerifyError> {
+        let t = token::parse(token)?;
+        let alg_name = t.alg()?;
+        let Some(alg) = token::asymmetric_algorithm(alg_name) else {
+            return Err(VerifyError::AlgorithmNotAllowed { issuer: None, alg: error::echo(alg_name) });
+        };
+        if t.header.contains_key("crit") {
+            // RFC 7515 §4.1.11: extensions we do not implement must be refused.
+            return Err(VerifyError::Malformed("header \"crit\" names extensions we do not support".into()));
+        }
+        let iss = t.issuer()?;
+        let Some(issuer) = self.inner.issuers.get(iss) else {
+            return Err(VerifyError::UnknownIssuer(error::echo(iss)));
+        };
+        if !issuer.algorithms.contains(&alg) {
+            return Err(VerifyError::AlgorithmNotAllowed { issuer: Some(issuer.issuer.clone()), alg: alg_name.into() });
+        }
+        token::check_type(&t.header)?;
+        let kid = t.kid()?;
+        // Decoded only to refuse bad base64 as malformed, not as a bad signature.
+        token::decode_signature(t.signature)?;
+
+        self.check_signature(issuer, alg, kid, t.signature, t.signing_input.as_bytes()).await?;
+
+        let rules = claims::ClaimRules {
+            issuer: &issuer.issuer,
+            audiences: &issuer.audiences,
+            leeway: issuer.leeway,
+            max_lifetime: issuer.max_token_lifetime,
+        };
+        let expires_at = claims::check(&t.claims, &rules, now())?;
+        let subject = t.claims.get("sub").and_then(Value::as_str).map(str::to_owned);
+        Ok(VerifiedToken { issuer: issuer.issuer.clone(), claims: t.claims, subject, expires_at })
+    }
+
+    async fn check_signature(
+        &self,
+        issuer: &Issuer,
+        alg: Algorithm,
+        kid: Option<&str>,
+        signature: &str,
+        message: &[u8],
+    ) -> Result<(), VerifyError> {
+        let mut refreshed = false;
+        loop {
+            let keys = issuer.store.keys();
+            let candidates: Vec<_> =
+                keys.iter().filter(|k| k.accepts(alg) && (kid.is_none() || k.kid.as_deref() == kid)).collect();
+            if candidates.is_empty() {
+                if !refreshed {
+                    // Rotation (or keys never fetched): one shared, rate-limited refresh.
+                    tracing::debug!(issuer = %issuer.issuer, kid = ?kid.map(error::echo), "no matching key; refreshing JWKS");
+                    issuer.store.refresh(Trigger::Miss).await;
+                    refreshed = true;
+                    continue;
+                }
+                if keys.is_empty() {
+                    return Err(VerifyError::KeysUnavailable { issuer: issuer.issuer.clone() });
+                }
+                return Err(VerifyError::UnknownKey {
+                    issuer: issuer.issuer.clone(),
+                    kid: kid.map(error::echo),
+                    alg: format!("{alg:?}"),
+                });
+            }
+            // With a kid this is (almost always) one key; without one, every
+            // key of the right family is tried (bounded by MAX_KEYS).
+            if candidates.iter().any(|key| key.verify(alg, signature, message)) {
+                return Ok(());
+            }
+            return Err(VerifyError::BadSignature { issuer: issuer.issuer.clone(), kid: kid.map(error::echo) });
+        }
+    }
+}
+
+impl std::fmt::Debug for OidcVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OidcVerifier").field("issuers", &self.inner.order).finish_non_exhaustive()
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
