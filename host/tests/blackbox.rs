@@ -93,6 +93,41 @@ fn skopeo_pushes_and_pulls_a_multi_layer_oci_image() {
         tags,
         serde_json::json!({"name": "team/app", "tags": ["v1"]})
     );
+
+    // HEAD over the wire keeps the length and digest (clients size blobs
+    // and check manifests with HEAD alone).
+    for (path, d) in [
+        ("/v2/team/app/manifests/v1".to_string(), &image.manifest),
+        (
+            format!("/v2/team/app/blobs/{}", image.layers[0].digest),
+            &image.layers[0],
+        ),
+    ] {
+        let head = raw_request(
+            g.addr,
+            format!(
+                "HEAD {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+                g.host()
+            )
+            .as_bytes(),
+        );
+        assert_eq!(head.status, 200, "HEAD {path}");
+        assert_eq!(
+            head.header("content-length"),
+            Some(d.size.to_string()),
+            "HEAD {path}"
+        );
+        assert_eq!(
+            head.header("docker-content-digest").as_deref(),
+            Some(d.digest.as_str()),
+            "HEAD {path}"
+        );
+        assert_eq!(
+            head.header("docker-distribution-api-version").as_deref(),
+            Some("registry/2.0")
+        );
+        assert!(head.body.is_empty());
+    }
 }
 
 #[test]
