@@ -538,7 +538,7 @@ fn tls_with_a_test_ca_push_and_pull() {
     fs::create_dir_all(&cert_dir).expect("trust dir");
     fs::copy(&tls.ca, cert_dir.join("ca.crt")).expect("ca.crt");
 
-    let g = Gantry::start_tls(&work.path().join("root"), &tls);
+    let mut g = Gantry::start_tls(&work.path().join("root"), &tls);
     let (src, _) = single_image_layout(&work.path().join("src"), 9);
     let dest = format!("docker://{}/secure/app:v1", g.host());
     let trust = cert_dir.to_str().expect("utf-8");
@@ -591,6 +591,8 @@ fn tls_with_a_test_ca_push_and_pull() {
             .send()
             .is_err()
     );
+    // Graceful shutdown works over TLS too.
+    g.stop();
 }
 
 fn config_check(file: &Path) -> std::process::Output {
