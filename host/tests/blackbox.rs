@@ -727,7 +727,6 @@ fn every_shipped_config_file_parses() {
 
 #[test]
 fn healthz_and_readyz() {
-    use std::os::unix::fs::PermissionsExt;
     let work = tempfile::tempdir().expect("tempdir");
     let root = work.path().join("root");
     let g = Gantry::start(&root);
@@ -749,7 +748,9 @@ fn healthz_and_readyz() {
         200
     );
 
-    // Make the whole store read-only.
+    // Make the whole store read-only: permission bits, and for root (whom
+    // permission bits do not stop) the immutable attribute where the
+    // filesystem and capabilities allow it.
     let dirs = [
         root.clone(),
         root.join("tmp"),
@@ -757,15 +758,7 @@ fn healthz_and_readyz() {
         root.join("repositories"),
         root.join("uploads"),
     ];
-    let set = |mode| {
-        for d in &dirs {
-            fs::set_permissions(d, fs::Permissions::from_mode(mode)).expect("chmod");
-        }
-    };
-    set(0o555);
-    let probe = root.join("tmp").join("probe");
-    let chmod_binds = fs::write(&probe, b"x").is_err();
-    let _ = fs::remove_file(&probe);
+    let guard = ReadOnly::apply(&dirs);
     let readyz = client
         .get(g.url("/readyz"))
         .send()
@@ -776,12 +769,13 @@ fn healthz_and_readyz() {
         .send()
         .expect("healthz")
         .status();
-    set(0o755);
-    if chmod_binds {
+    let observable = guard.effective;
+    drop(guard);
+    if observable {
         assert_eq!(readyz, 503, "a read-only store must not be ready");
     } else {
         eprintln!(
-            "running as root: permission bits do not stop writes, so the 503 case is not observable here"
+            "neither permission bits nor the immutable attribute stop writes here: the 503 case is not observable"
         );
     }
     assert_eq!(healthz, 200, "liveness does not depend on storage");
@@ -793,4 +787,58 @@ fn healthz_and_readyz() {
             .status(),
         200
     );
+}
+
+/// Makes directories read-only for the lifetime of the guard, and restores
+/// them on drop (also when the test fails, so the temporary directory can
+/// be removed).
+struct ReadOnly {
+    dirs: Vec<std::path::PathBuf>,
+    immutable: bool,
+    /// Whether writing into them really fails now.
+    effective: bool,
+}
+
+impl ReadOnly {
+    fn apply(dirs: &[std::path::PathBuf]) -> ReadOnly {
+        use std::os::unix::fs::PermissionsExt;
+        for d in dirs {
+            fs::set_permissions(d, fs::Permissions::from_mode(0o555)).expect("chmod");
+        }
+        let mut guard = ReadOnly {
+            dirs: dirs.to_vec(),
+            immutable: false,
+            effective: false,
+        };
+        guard.effective = !Self::writable(&dirs[1]);
+        if !guard.effective {
+            // Root: try `chattr +i` (ext4 and friends, CAP_LINUX_IMMUTABLE).
+            guard.immutable = Command::new("chattr")
+                .arg("+i")
+                .args(dirs)
+                .output()
+                .is_ok_and(|o| o.status.success());
+            guard.effective = guard.immutable && !Self::writable(&dirs[1]);
+        }
+        guard
+    }
+
+    fn writable(dir: &Path) -> bool {
+        let probe = dir.join("write-probe");
+        let ok = fs::write(&probe, b"x").is_ok();
+        let _ = fs::remove_file(&probe);
+        ok
+    }
+}
+
+impl Drop for ReadOnly {
+    fn drop(&mut self) {
+        use std::os::unix::fs::PermissionsExt;
+        if self.immutable {
+            let _ = Command::new("chattr").arg("-i").args(&self.dirs).output();
+        }
+        for d in &self.dirs {
+            let _ = fs::set_permissions(d, fs::Permissions::from_mode(0o755));
+        }
+    }
 }
