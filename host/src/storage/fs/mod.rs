@@ -110,12 +110,12 @@ impl FsStorage {
         &self,
         body: ByteStream,
         algorithm: crate::oci::Algorithm,
-    ) -> Result<(PathBuf, u64, Digest), StorageError> {
-        let tmp = atomic::temp_path(&self.tmp_dir());
+    ) -> Result<(TempFile, u64, Digest), StorageError> {
+        let tmp = TempFile(Some(atomic::temp_path(&self.tmp_dir())));
         let mut file = tokio::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
-            .open(&tmp)
+            .open(tmp.path())
             .await
             .map_err(StorageError::io("creating a temporary file"))?;
         let mut hasher = algorithm.hasher();
@@ -126,32 +126,16 @@ impl FsStorage {
         }
         .await;
         drop(file);
-        match result {
-            Ok(n) => Ok((tmp, n, hasher.finish())),
-            Err(e) => {
-                let _ = tokio::fs::remove_file(&tmp).await;
-                Err(e)
-            }
-        }
+        // On error the guard removes the file.
+        result.map(|n| (tmp, n, hasher.finish()))
     }
 
     /// Moves a verified temporary file into the blob store (or drops it if
     /// the blob is already there) and links the blob into `repo`.
-    async fn commit_blob(&self, repo: &RepoName, tmp: PathBuf, digest: &Digest) -> Result<(), StorageError> {
-        let dest = self.blob_path(digest);
-        let link = self.layer_link(repo, digest);
-        let tmp_dir = self.tmp_dir();
-        run_blocking("storing a blob", move || {
-            if dest.exists() {
-                std::fs::remove_file(&tmp)?;
-            } else {
-                atomic::publish(&tmp, &dest)?;
-            }
-            // The link is written after the blob is durable, so a visible
-            // link always points at a complete blob.
-            atomic::write_file(&tmp_dir, &link, b"")
-        })
-        .await
+    /// What publishing `digest` into `repo` needs, for use inside one
+    /// blocking task.
+    fn blob_commit(&self, repo: &RepoName, digest: &Digest) -> BlobCommit {
+        BlobCommit { dest: self.blob_path(digest), link: self.layer_link(repo, digest), tmp_dir: self.tmp_dir() }
     }
 
     async fn manifest_from_disk(&self, repo: &RepoName, reference: &Reference) -> Result<Option<StoredManifest>, StorageError> {
@@ -172,6 +156,51 @@ impl FsStorage {
         })
         .await?;
         Ok(found.map(|(media_type, bytes)| StoredManifest { digest, media_type, bytes: Bytes::from(bytes) }))
+    }
+}
+
+/// Publishing a verified temporary file as a blob linked into a repository.
+struct BlobCommit {
+    dest: PathBuf,
+    link: PathBuf,
+    tmp_dir: PathBuf,
+}
+
+impl BlobCommit {
+    /// Blocking: moves `tmp` into the blob store (or drops it when the blob
+    /// is already there), then links it.
+    fn run(&self, tmp: &Path) -> io::Result<()> {
+        if self.dest.exists() {
+            std::fs::remove_file(tmp)?;
+        } else {
+            atomic::publish(tmp, &self.dest)?;
+        }
+        // The link is written after the blob is durable, so a visible link
+        // always points at a complete blob.
+        atomic::write_file(&self.tmp_dir, &self.link, b"")
+    }
+}
+
+/// A temporary file removed when dropped unless kept: a request dropped
+/// mid-upload (client gone, server shutting down) leaves nothing behind.
+struct TempFile(Option<PathBuf>);
+
+impl TempFile {
+    fn path(&self) -> &Path {
+        self.0.as_deref().unwrap_or(Path::new(""))
+    }
+
+    fn keep(mut self) -> PathBuf {
+        self.0.take().unwrap_or_default()
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            // One unlink of a file we created: cheap enough for any thread.
+            let _ = std::fs::remove_file(p);
+        }
     }
 }
 
@@ -269,11 +298,18 @@ impl Storage for FsStorage {
                 Err(StorageError::DigestMismatch { expected: digest.clone(), actual })
             }
         });
-        if let Err(e) = verdict {
-            let _ = tokio::fs::remove_file(&tmp).await;
-            return Err(e);
-        }
-        self.commit_blob(repo, tmp, digest).await?;
+        verdict?;
+        // From here the commit runs to completion even if the request is dropped.
+        let commit = self.blob_commit(repo, digest);
+        let tmp = tmp.keep();
+        run_blocking("storing a blob", move || {
+            let result = commit.run(&tmp);
+            if result.is_err() {
+                let _ = std::fs::remove_file(&tmp);
+            }
+            result
+        })
+        .await?;
         Ok(n)
     }
 

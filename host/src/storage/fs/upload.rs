@@ -221,7 +221,11 @@ pub async fn complete(
     // store only ever receives a file from tmp (same filesystem, atomic).
     let staged = atomic::temp_path(&s.tmp_dir());
     let data = d.join("data");
-    let staged_clone = staged.clone();
+    let commit = s.blob_commit(repo, digest);
+    let session_dir = d.clone();
+    // One blocking task from the data file to the published blob: once it
+    // starts it finishes even if the request is dropped, so a session is
+    // never left half-finished (data moved out, blob not published).
     run_blocking("finishing an upload", move || {
         // `data` can hold bytes past the acknowledged offset: a chunk whose
         // request was cut off (its future dropped, the process killed) after
@@ -233,13 +237,16 @@ pub async fn complete(
             file.sync_all()?;
         }
         drop(file);
-        std::fs::rename(&data, &staged_clone)
+        std::fs::rename(&data, &staged)?;
+        if let Err(e) = commit.run(&staged) {
+            // Put the data back so the session stays usable.
+            let _ = std::fs::rename(&staged, &data);
+            return Err(e);
+        }
+        std::fs::remove_dir_all(&session_dir)
     })
     .await?;
-    s.commit_blob(repo, staged, digest).await?;
     state.closed = true;
-    let d2 = d.clone();
-    run_blocking("removing an upload session", move || std::fs::remove_dir_all(&d2)).await?;
     lock_map(s).live.remove(&id);
     Ok(size)
 }
