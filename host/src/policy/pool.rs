@@ -58,6 +58,8 @@ struct PolicyInner {
     engine: Arc<EngineInner>,
     module: Arc<CompiledModule>,
     owner: Arc<str>,
+    source: ModuleSource,
+    /// `source` as text, for errors and logs.
     module_name: String,
     settings: String,
     limits: Limits,
@@ -68,13 +70,6 @@ struct PolicyInner {
     permits: tokio::sync::Semaphore,
     created: AtomicU64,
     discarded: AtomicU64,
-    module_display: ModuleSource,
-}
-
-impl fmt::Debug for PolicyInner {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.module_name)
-    }
 }
 
 /// One initialised guest: its own store (memory, tables, WASI context).
@@ -99,7 +94,7 @@ impl LoadedPolicy {
             module,
             owner: Arc::from(owner),
             module_name: source.to_string(),
-            module_display: source.clone(),
+            source: source.clone(),
             settings,
             limits,
             report: report.clone(),
@@ -151,7 +146,7 @@ impl LoadedPolicy {
             }
         }
         if let Err(e) = &result {
-            tracing::warn!(issuer = &*inner.owner, module = %inner.module_display, error = %e, "claim policy evaluation failed; instance discarded");
+            tracing::warn!(issuer = &*inner.owner, module = %inner.source, error = %e, "claim policy evaluation failed; instance discarded");
         }
         result
     }
@@ -163,7 +158,7 @@ impl LoadedPolicy {
 
     /// The module, as named in config.
     pub fn module(&self) -> &ModuleSource {
-        &self.inner.module_display
+        &self.inner.source
     }
 
     /// How the module was loaded: digest, artifact origin, timings.
