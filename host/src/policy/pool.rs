@@ -114,7 +114,9 @@ impl LoadedPolicy {
     }
 
     /// Runs `evaluate(claims)` on an idle instance (or a fresh one). Waits
-    /// while `pool_size` evaluations of this policy are running.
+    /// while `pool_size` evaluations of this policy are running. Must run
+    /// inside a tokio runtime with timers enabled (the time budget's
+    /// backstop is a `tokio::time::timeout`).
     pub async fn evaluate(&self, claims: &serde_json::Value) -> Result<Decision, PolicyError> {
         let inner = &*self.inner;
         // `Value`'s `Display` is its compact JSON and cannot fail.
