@@ -76,16 +76,25 @@ fn rsa_material(slot: usize) -> &'static RsaMaterial {
         use rsa::pkcs1::{EncodeRsaPrivateKey as _, EncodeRsaPublicKey as _};
         use rsa::pkcs8::{EncodePublicKey as _, LineEnding};
         use rsa::traits::PublicKeyParts as _;
-        let private = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).expect("RSA key generation");
+        let private =
+            rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).expect("RSA key generation");
         let public = private.to_public_key();
         RsaMaterial {
-            pkcs1_der: private.to_pkcs1_der().expect("PKCS#1 DER").as_bytes().to_vec(),
+            pkcs1_der: private
+                .to_pkcs1_der()
+                .expect("PKCS#1 DER")
+                .as_bytes()
+                .to_vec(),
             n: public.n().to_bytes_be(),
             e: public.e().to_bytes_be(),
             public: RsaPublicForms {
                 spki_pem: public.to_public_key_pem(LineEnding::LF).expect("SPKI PEM"),
                 pkcs1_pem: public.to_pkcs1_pem(LineEnding::LF).expect("PKCS#1 PEM"),
-                spki_der: public.to_public_key_der().expect("SPKI DER").as_bytes().to_vec(),
+                spki_der: public
+                    .to_public_key_der()
+                    .expect("SPKI DER")
+                    .as_bytes()
+                    .to_vec(),
                 modulus: public.n().to_bytes_be(),
             },
         }
@@ -125,8 +134,10 @@ impl TestKey {
             other => panic!("not an EC algorithm: {other:?}"),
         };
         let rng = SystemRandom::new();
-        let pkcs8 = ring_sig::EcdsaKeyPair::generate_pkcs8(signing, &rng).expect("EC key generation");
-        let pair = ring_sig::EcdsaKeyPair::from_pkcs8(signing, pkcs8.as_ref(), &rng).expect("EC key");
+        let pkcs8 =
+            ring_sig::EcdsaKeyPair::generate_pkcs8(signing, &rng).expect("EC key generation");
+        let pair =
+            ring_sig::EcdsaKeyPair::from_pkcs8(signing, pkcs8.as_ref(), &rng).expect("EC key");
         let point = pair.public_key().as_ref(); // 0x04 || x || y
         let (x, y) = point[1..].split_at(len);
         TestKey {
@@ -163,11 +174,23 @@ impl TestKey {
 
     /// Signs `claims` with `alg` under exactly `header` (its `alg` is
     /// overwritten with `alg`'s name unless `header` already has one).
-    pub fn sign_with_header(&self, alg: Algorithm, header: &Map<String, Value>, claims: &Value) -> String {
+    pub fn sign_with_header(
+        &self,
+        alg: Algorithm,
+        header: &Map<String, Value>,
+        claims: &Value,
+    ) -> String {
         let mut header = header.clone();
-        header.entry("alg").or_insert_with(|| Value::String(alg_name(alg)));
-        let input = format!("{}.{}", b64(Value::Object(header).to_string()), b64(claims.to_string()));
-        let signature = jsonwebtoken::crypto::sign(input.as_bytes(), &self.encoding, alg).expect("signing");
+        header
+            .entry("alg")
+            .or_insert_with(|| Value::String(alg_name(alg)));
+        let input = format!(
+            "{}.{}",
+            b64(Value::Object(header).to_string()),
+            b64(claims.to_string())
+        );
+        let signature =
+            jsonwebtoken::crypto::sign(input.as_bytes(), &self.encoding, alg).expect("signing");
         format!("{input}.{signature}")
     }
 }
@@ -196,7 +219,11 @@ impl KeySet {
     }
 
     pub fn key(&self, kid: &str) -> Arc<TestKey> {
-        self.keys.iter().find(|k| k.kid == kid).cloned().unwrap_or_else(|| panic!("no key {kid}"))
+        self.keys
+            .iter()
+            .find(|k| k.kid == kid)
+            .cloned()
+            .unwrap_or_else(|| panic!("no key {kid}"))
     }
 
     /// The default key for `alg`: RSA for RS*/PS*, else the matching EC/Ed key.
@@ -237,13 +264,22 @@ pub struct SignOpts {
 
 impl Default for SignOpts {
     fn default() -> Self {
-        SignOpts { alg: Algorithm::RS256, kid: None, omit_kid: false, typ: Some("JWT".into()), extra_header: Map::new() }
+        SignOpts {
+            alg: Algorithm::RS256,
+            kid: None,
+            omit_kid: false,
+            typ: Some("JWT".into()),
+            extra_header: Map::new(),
+        }
     }
 }
 
 impl SignOpts {
     pub fn alg(alg: Algorithm) -> SignOpts {
-        SignOpts { alg, ..SignOpts::default() }
+        SignOpts {
+            alg,
+            ..SignOpts::default()
+        }
     }
     pub fn kid(mut self, kid: &str) -> SignOpts {
         self.kid = Some(kid.into());
@@ -282,12 +318,19 @@ impl SignOpts {
 // Forged tokens
 
 pub fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
 }
 
 /// `b64(header).b64(claims).signature` with no signing at all.
 pub fn forge(header: &Value, claims: &Value, signature: &str) -> String {
-    format!("{}.{}.{signature}", b64(header.to_string()), b64(claims.to_string()))
+    format!(
+        "{}.{}.{signature}",
+        b64(header.to_string()),
+        b64(claims.to_string())
+    )
 }
 
 /// An `alg` (e.g. `none`) token with an empty signature.
@@ -302,8 +345,12 @@ pub fn hs256_token(secret: &[u8], kid: Option<&str>, claims: &Value) -> String {
         header["kid"] = json!(kid);
     }
     let input = format!("{}.{}", b64(header.to_string()), b64(claims.to_string()));
-    let sig = jsonwebtoken::crypto::sign(input.as_bytes(), &EncodingKey::from_secret(secret), Algorithm::HS256)
-        .expect("HMAC");
+    let sig = jsonwebtoken::crypto::sign(
+        input.as_bytes(),
+        &EncodingKey::from_secret(secret),
+        Algorithm::HS256,
+    )
+    .expect("HMAC");
     format!("{input}.{sig}")
 }
 
@@ -365,7 +412,8 @@ impl TestIssuer {
     }
 
     pub async fn start_with(opts: IssuerOptions) -> TestIssuer {
-        let listener = std::net::TcpListener::bind(("127.0.0.1", opts.port)).expect("bind test issuer");
+        let listener =
+            std::net::TcpListener::bind(("127.0.0.1", opts.port)).expect("bind test issuer");
         let addr = listener.local_addr().expect("local addr");
         let scheme = if opts.tls { "https" } else { "http" };
         let base_url = format!("{scheme}://127.0.0.1:{}", addr.port());
@@ -384,7 +432,12 @@ impl TestIssuer {
             all_hits: AtomicUsize::new(0),
         });
         let tls = opts.tls.then(generate_tls);
-        let issuer = TestIssuer { addr, shared, tls, server: Mutex::new(None) };
+        let issuer = TestIssuer {
+            addr,
+            shared,
+            tls,
+            server: Mutex::new(None),
+        };
         issuer.serve(listener);
         issuer
     }
@@ -470,13 +523,18 @@ impl TestIssuer {
 
     pub fn key(&self, kid: &str) -> Arc<TestKey> {
         let keys = self.shared.keys.lock().expect("lock");
-        keys.iter().find(|k| k.kid == kid).cloned().unwrap_or_else(|| panic!("no key {kid}"))
+        keys.iter()
+            .find(|k| k.kid == kid)
+            .cloned()
+            .unwrap_or_else(|| panic!("no key {kid}"))
     }
 
     /// Signs `claims` with the key `opts.kid` (default: this issuer's key for
     /// `opts.alg`), published or not.
     pub fn sign(&self, claims: Value, opts: SignOpts) -> String {
-        let set = KeySet { keys: self.shared.keys.lock().expect("lock").clone() };
+        let set = KeySet {
+            keys: self.shared.keys.lock().expect("lock").clone(),
+        };
         set.sign(&claims, &opts)
     }
 
@@ -492,7 +550,11 @@ impl TestIssuer {
     }
 
     pub fn publish_key(&self, kid: &str) {
-        self.shared.published.lock().expect("lock").insert(kid.into());
+        self.shared
+            .published
+            .lock()
+            .expect("lock")
+            .insert(kid.into());
     }
 
     pub fn unpublish_key(&self, kid: &str) {
@@ -523,7 +585,9 @@ impl TestIssuer {
 
     /// Delay every response (to make concurrent requests overlap).
     pub fn set_delay(&self, delay: Duration) {
-        self.shared.delay_ms.store(delay.as_millis() as u64, Ordering::SeqCst);
+        self.shared
+            .delay_ms
+            .store(delay.as_millis() as u64, Ordering::SeqCst);
     }
 
     /// JWKS requests so far (answered or not).
@@ -600,7 +664,10 @@ async fn enter(shared: &Shared) -> Option<Response> {
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;
     }
-    shared.down.load(Ordering::SeqCst).then(|| (StatusCode::SERVICE_UNAVAILABLE, "down").into_response())
+    shared
+        .down
+        .load(Ordering::SeqCst)
+        .then(|| (StatusCode::SERVICE_UNAVAILABLE, "down").into_response())
 }
 
 async fn discovery(State(shared): State<Arc<Shared>>) -> Response {
@@ -641,15 +708,25 @@ fn generate_tls() -> Tls {
     let ca_key = rcgen::KeyPair::generate().expect("CA key");
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "Gantry test CA");
-    ca_params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Gantry test CA");
+    ca_params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+    ];
     let ca = ca_params.self_signed(&ca_key).expect("CA certificate");
 
     let leaf_key = rcgen::KeyPair::generate().expect("leaf key");
     let mut leaf_params =
-        rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).expect("leaf params");
-    leaf_params.distinguished_name.push(rcgen::DnType::CommonName, "127.0.0.1");
-    let leaf = leaf_params.signed_by(&leaf_key, &ca, &ca_key).expect("leaf certificate");
+        rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+            .expect("leaf params");
+    leaf_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "127.0.0.1");
+    let leaf = leaf_params
+        .signed_by(&leaf_key, &ca, &ca_key)
+        .expect("leaf certificate");
 
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let server = rustls::ServerConfig::builder_with_provider(provider)
@@ -661,5 +738,8 @@ fn generate_tls() -> Tls {
             PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der())),
         )
         .expect("server certificate");
-    Tls { ca_pem: ca.pem(), server: Arc::new(server) }
+    Tls {
+        ca_pem: ca.pem(),
+        server: Arc::new(server),
+    }
 }

@@ -77,7 +77,10 @@ impl IssuerConfig {
     pub fn effective_discovery_url(&self) -> String {
         match &self.discovery_url {
             Some(url) => url.clone(),
-            None => format!("{}/.well-known/openid-configuration", self.issuer.trim_end_matches('/')),
+            None => format!(
+                "{}/.well-known/openid-configuration",
+                self.issuer.trim_end_matches('/')
+            ),
         }
     }
 }
@@ -114,8 +117,14 @@ impl Default for FetchOptions {
 
 /// Where an issuer's keys come from, once validated.
 pub(crate) enum SourceConfig {
-    Http { discovery_url: String, client: reqwest::Client },
-    File { path: PathBuf, initial: ParsedJwks },
+    Http {
+        discovery_url: String,
+        client: reqwest::Client,
+    },
+    File {
+        path: PathBuf,
+        initial: ParsedJwks,
+    },
 }
 
 /// A validated issuer.
@@ -139,7 +148,11 @@ pub(crate) fn validate(
     for cfg in issuers {
         let before = problems.len();
         if !seen.insert(cfg.issuer.clone()) {
-            problems.push(IssuerProblem::new(&cfg.issuer, "issuer", "configured more than once"));
+            problems.push(IssuerProblem::new(
+                &cfg.issuer,
+                "issuer",
+                "configured more than once",
+            ));
         }
         if let Some(v) = validate_one(cfg, opts, &mut problems)
             && problems.len() == before
@@ -147,12 +160,21 @@ pub(crate) fn validate(
             valid.push(v);
         }
     }
-    if problems.is_empty() { Ok(valid) } else { Err(problems) }
+    if problems.is_empty() {
+        Ok(valid)
+    } else {
+        Err(problems)
+    }
 }
 
-fn validate_one(cfg: IssuerConfig, opts: &FetchOptions, problems: &mut Vec<IssuerProblem>) -> Option<ValidIssuer> {
+fn validate_one(
+    cfg: IssuerConfig,
+    opts: &FetchOptions,
+    problems: &mut Vec<IssuerProblem>,
+) -> Option<ValidIssuer> {
     let iss = cfg.issuer.as_str();
-    let mut problem = |field: &str, reason: String| problems.push(IssuerProblem::new(iss, field, reason));
+    let mut problem =
+        |field: &str, reason: String| problems.push(IssuerProblem::new(iss, field, reason));
 
     if let Err(why) = check_url(iss) {
         problem("issuer", why);
@@ -169,17 +191,26 @@ fn validate_one(cfg: IssuerConfig, opts: &FetchOptions, problems: &mut Vec<Issue
     for alg in cfg.algorithms.iter().filter(|a| !is_asymmetric(**a)) {
         problem(
             "algorithms",
-            format!("{alg:?} is not allowed: only asymmetric algorithms (RS*, PS*, ES256, ES384, EdDSA)"),
+            format!(
+                "{alg:?} is not allowed: only asymmetric algorithms (RS*, PS*, ES256, ES384, EdDSA)"
+            ),
         );
     }
     if cfg.leeway > MAX_LEEWAY {
         problem(
             "leeway_seconds",
-            format!("{} s is more than the maximum {} s", cfg.leeway.as_secs(), MAX_LEEWAY.as_secs()),
+            format!(
+                "{} s is more than the maximum {} s",
+                cfg.leeway.as_secs(),
+                MAX_LEEWAY.as_secs()
+            ),
         );
     }
     if cfg.max_token_lifetime.is_some_and(|d| d.as_secs() == 0) {
-        problem("max_token_lifetime_seconds", "must be at least 1 second".into());
+        problem(
+            "max_token_lifetime_seconds",
+            "must be at least 1 second".into(),
+        );
     }
     if let Some(url) = &cfg.discovery_url
         && let Err(why) = check_url(url)
@@ -190,13 +221,22 @@ fn validate_one(cfg: IssuerConfig, opts: &FetchOptions, problems: &mut Vec<Issue
     let source = match &cfg.jwks_file {
         Some(path) => {
             if cfg.discovery_url.is_some() {
-                problem("discovery_url", "cannot be combined with jwks_file (a static JWKS needs no discovery)".into());
+                problem(
+                    "discovery_url",
+                    "cannot be combined with jwks_file (a static JWKS needs no discovery)".into(),
+                );
             }
             if cfg.ca_file.is_some() {
-                problem("ca_file", "cannot be combined with jwks_file (a static JWKS needs no HTTPS)".into());
+                problem(
+                    "ca_file",
+                    "cannot be combined with jwks_file (a static JWKS needs no HTTPS)".into(),
+                );
             }
             match load_jwks_file(path, &cfg.algorithms, opts.max_response_bytes) {
-                Ok(initial) => Some(SourceConfig::File { path: path.clone(), initial }),
+                Ok(initial) => Some(SourceConfig::File {
+                    path: path.clone(),
+                    initial,
+                }),
                 Err(why) => {
                     problem("jwks_file", why);
                     None
@@ -215,7 +255,10 @@ fn validate_one(cfg: IssuerConfig, opts: &FetchOptions, problems: &mut Vec<Issue
                 None => Vec::new(),
             };
             match super::fetch::build_client(roots, opts) {
-                Ok(client) => Some(SourceConfig::Http { discovery_url: cfg.effective_discovery_url(), client }),
+                Ok(client) => Some(SourceConfig::Http {
+                    discovery_url: cfg.effective_discovery_url(),
+                    client,
+                }),
                 Err(why) => {
                     problem("ca_file", why);
                     None
@@ -250,7 +293,9 @@ pub(crate) fn check_url(raw: &str) -> Result<(), String> {
     match url.scheme() {
         "https" => Ok(()),
         "http" if is_loopback(&url) => Ok(()),
-        "http" => Err(format!("{raw:?} must use https (plain http only on 127.0.0.1, [::1] or localhost)")),
+        "http" => Err(format!(
+            "{raw:?} must use https (plain http only on 127.0.0.1, [::1] or localhost)"
+        )),
         other => Err(format!("{raw:?}: scheme {other:?} is not https")),
     }
 }
@@ -268,7 +313,9 @@ fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, String> {
     use std::io::Read as _;
     let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut bytes = Vec::new();
-    file.take(max + 1).read_to_end(&mut bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    file.take(max + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     if bytes.len() as u64 > max {
         return Err(format!("{}: larger than {max} bytes", path.display()));
     }
@@ -276,7 +323,11 @@ fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, String> {
 }
 
 /// Reads and parses a static JWKS file.
-pub(crate) fn load_jwks_file(path: &Path, allowed: &[Algorithm], max: usize) -> Result<ParsedJwks, String> {
+pub(crate) fn load_jwks_file(
+    path: &Path,
+    allowed: &[Algorithm],
+    max: usize,
+) -> Result<ParsedJwks, String> {
     let bytes = read_bounded(path, max as u64)?;
     jwks::parse_jwks(&bytes, allowed).map_err(|e| format!("{}: {e}", path.display()))
 }
@@ -293,11 +344,15 @@ fn load_ca_file(path: &Path) -> Result<Vec<reqwest::Certificate>, String> {
     let mut store = rustls::RootCertStore::empty();
     let mut certs = Vec::with_capacity(ders.len());
     for (i, der) in ders.into_iter().enumerate() {
-        store
-            .add(der.clone())
-            .map_err(|e| format!("{}: certificate {i} is not a usable CA certificate: {e}", path.display()))?;
+        store.add(der.clone()).map_err(|e| {
+            format!(
+                "{}: certificate {i} is not a usable CA certificate: {e}",
+                path.display()
+            )
+        })?;
         certs.push(
-            reqwest::Certificate::from_der(&der).map_err(|e| format!("{}: certificate {i}: {e}", path.display()))?,
+            reqwest::Certificate::from_der(&der)
+                .map_err(|e| format!("{}: certificate {i}: {e}", path.display()))?,
         );
     }
     Ok(certs)
@@ -338,7 +393,10 @@ mod tests {
     #[test]
     fn discovery_default_has_one_slash() {
         let cfg = IssuerConfig::new("https://i.example/", vec!["a".into()]);
-        assert_eq!(cfg.effective_discovery_url(), "https://i.example/.well-known/openid-configuration");
+        assert_eq!(
+            cfg.effective_discovery_url(),
+            "https://i.example/.well-known/openid-configuration"
+        );
     }
 
     #[test]
@@ -346,9 +404,17 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let empty = dir.path().join("empty.pem");
         std::fs::write(&empty, "no certificates here\n").expect("write");
-        assert!(load_ca_file(&empty).expect_err("no cert").contains("no PEM certificate"));
+        assert!(
+            load_ca_file(&empty)
+                .expect_err("no cert")
+                .contains("no PEM certificate")
+        );
         let garbage = dir.path().join("garbage.pem");
-        std::fs::write(&garbage, "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n").expect("write");
+        std::fs::write(
+            &garbage,
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        )
+        .expect("write");
         assert!(load_ca_file(&garbage).is_err());
         assert!(load_ca_file(&dir.path().join("missing.pem")).is_err());
     }

@@ -39,28 +39,63 @@ pub enum VerifyError {
     AlgorithmNotAllowed { issuer: Option<String>, alg: String },
     #[error("token type {0:?} is not accepted (absent, \"JWT\" or \"at+jwt\" only)")]
     BadType(String),
-    #[error("no signing keys loaded yet for issuer {issuer:?} (discovery/JWKS not fetched successfully)")]
+    #[error(
+        "no signing keys loaded yet for issuer {issuer:?} (discovery/JWKS not fetched successfully)"
+    )]
     KeysUnavailable { issuer: String },
     #[error("issuer {issuer:?} has no {alg} key{}", kid_suffix(kid))]
-    UnknownKey { issuer: String, kid: Option<String>, alg: String },
-    #[error("signature does not verify with issuer {issuer:?}'s key{}", kid_suffix(kid))]
+    UnknownKey {
+        issuer: String,
+        kid: Option<String>,
+        alg: String,
+    },
+    #[error(
+        "signature does not verify with issuer {issuer:?}'s key{}",
+        kid_suffix(kid)
+    )]
     BadSignature { issuer: String, kid: Option<String> },
     #[error("issuer {issuer:?}: audience {got:?} contains none of the configured {expected:?}")]
-    WrongAudience { issuer: String, got: Vec<String>, expected: Vec<String> },
+    WrongAudience {
+        issuer: String,
+        got: Vec<String>,
+        expected: Vec<String>,
+    },
     #[error("issuer {issuer:?}: token expired at {exp} (now {now}, leeway {leeway}s)")]
-    Expired { issuer: String, exp: u64, now: u64, leeway: u64 },
+    Expired {
+        issuer: String,
+        exp: u64,
+        now: u64,
+        leeway: u64,
+    },
     #[error("issuer {issuer:?}: token not valid before {nbf} (now {now}, leeway {leeway}s)")]
-    NotYetValid { issuer: String, nbf: u64, now: u64, leeway: u64 },
+    NotYetValid {
+        issuer: String,
+        nbf: u64,
+        now: u64,
+        leeway: u64,
+    },
     #[error("issuer {issuer:?}: token issued in the future at {iat} (now {now}, leeway {leeway}s)")]
-    IssuedInFuture { issuer: String, iat: u64, now: u64, leeway: u64 },
+    IssuedInFuture {
+        issuer: String,
+        iat: u64,
+        now: u64,
+        leeway: u64,
+    },
     #[error("issuer {issuer:?}: token lifetime {lifetime}s exceeds the maximum {max}s")]
-    LifetimeTooLong { issuer: String, lifetime: u64, max: u64 },
+    LifetimeTooLong {
+        issuer: String,
+        lifetime: u64,
+        max: u64,
+    },
     #[error("token has no {0:?} claim")]
     MissingClaim(&'static str),
 }
 
 fn issuer_suffix(issuer: &Option<String>) -> String {
-    issuer.as_ref().map(|i| format!(" for issuer {i:?}")).unwrap_or_default()
+    issuer
+        .as_ref()
+        .map(|i| format!(" for issuer {i:?}"))
+        .unwrap_or_default()
 }
 
 fn kid_suffix(kid: &Option<String>) -> String {
@@ -87,7 +122,10 @@ impl VerifyError {
     /// (the issuer's keys could not be fetched): such a refusal must not be
     /// cached as a decision.
     pub fn is_transient(&self) -> bool {
-        matches!(self, VerifyError::KeysUnavailable { .. } | VerifyError::UnknownKey { .. })
+        matches!(
+            self,
+            VerifyError::KeysUnavailable { .. } | VerifyError::UnknownKey { .. }
+        )
     }
 }
 
@@ -103,13 +141,21 @@ pub struct IssuerProblem {
 
 impl IssuerProblem {
     pub(crate) fn new(issuer: &str, field: &str, reason: impl Into<String>) -> Self {
-        IssuerProblem { issuer: issuer.to_owned(), field: field.to_owned(), reason: reason.into() }
+        IssuerProblem {
+            issuer: issuer.to_owned(),
+            field: field.to_owned(),
+            reason: reason.into(),
+        }
     }
 }
 
 impl fmt::Display for IssuerProblem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "OIDC issuer {:?}: {}: {}", self.issuer, self.field, self.reason)
+        write!(
+            f,
+            "OIDC issuer {:?}: {}: {}",
+            self.issuer, self.field, self.reason
+        )
     }
 }
 

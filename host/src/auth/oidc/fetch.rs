@@ -20,7 +20,10 @@ const MAX_REDIRECTS: usize = 3;
 
 /// Builds one issuer's client: its extra CA roots, timeouts, a strict
 /// redirect policy.
-pub(crate) fn build_client(roots: Vec<reqwest::Certificate>, opts: &FetchOptions) -> Result<reqwest::Client, String> {
+pub(crate) fn build_client(
+    roots: Vec<reqwest::Certificate>,
+    opts: &FetchOptions,
+) -> Result<reqwest::Client, String> {
     let redirects = reqwest::redirect::Policy::custom(|attempt| {
         if attempt.previous().len() > MAX_REDIRECTS {
             attempt.error("too many redirects")
@@ -38,7 +41,9 @@ pub(crate) fn build_client(roots: Vec<reqwest::Certificate>, opts: &FetchOptions
     for root in roots {
         builder = builder.add_root_certificate(root);
     }
-    builder.build().map_err(|e| format!("cannot build the HTTPS client: {}", error_chain(&e)))
+    builder
+        .build()
+        .map_err(|e| format!("cannot build the HTTPS client: {}", error_chain(&e)))
 }
 
 /// `error: cause: cause` — reqwest's own `Display` hides the useful part
@@ -58,7 +63,11 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 /// GET `url`, expecting 200 and at most `max` bytes of body.
-pub(crate) async fn get_bounded(client: &reqwest::Client, url: &str, max: usize) -> Result<Vec<u8>, String> {
+pub(crate) async fn get_bounded(
+    client: &reqwest::Client,
+    url: &str,
+    max: usize,
+) -> Result<Vec<u8>, String> {
     let mut response = client
         .get(url)
         .header(reqwest::header::ACCEPT, "application/json")
@@ -69,11 +78,18 @@ pub(crate) async fn get_bounded(client: &reqwest::Client, url: &str, max: usize)
     if status != reqwest::StatusCode::OK {
         return Err(format!("GET {url}: HTTP {status}"));
     }
-    if response.content_length().is_some_and(|len| len > max as u64) {
+    if response
+        .content_length()
+        .is_some_and(|len| len > max as u64)
+    {
         return Err(format!("GET {url}: response larger than {max} bytes"));
     }
     let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| format!("GET {url}: {}", error_chain(&e)))? {
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| format!("GET {url}: {}", error_chain(&e)))?
+    {
         if body.len() + chunk.len() > max {
             return Err(format!("GET {url}: response larger than {max} bytes"));
         }
@@ -93,8 +109,19 @@ pub(crate) struct HttpSource {
 }
 
 impl HttpSource {
-    pub fn new(issuer: String, discovery_url: String, client: reqwest::Client, max_bytes: usize) -> Self {
-        HttpSource { issuer, discovery_url, client, max_bytes, jwks_uri: Mutex::new(None) }
+    pub fn new(
+        issuer: String,
+        discovery_url: String,
+        client: reqwest::Client,
+        max_bytes: usize,
+    ) -> Self {
+        HttpSource {
+            issuer,
+            discovery_url,
+            client,
+            max_bytes,
+            jwks_uri: Mutex::new(None),
+        }
     }
 
     pub fn describe(&self) -> String {
@@ -104,7 +131,11 @@ impl HttpSource {
     /// Fetches the JWKS bytes; `rediscover` re-reads the discovery document
     /// first (background refreshes do, kid-miss refreshes reuse the last one).
     pub async fn fetch(&self, rediscover: bool) -> Result<Vec<u8>, String> {
-        let cached = if rediscover { None } else { self.cached_jwks_uri() };
+        let cached = if rediscover {
+            None
+        } else {
+            self.cached_jwks_uri()
+        };
         let jwks_uri = match cached {
             Some(uri) => uri,
             None => {
@@ -122,7 +153,10 @@ impl HttpSource {
     }
 
     fn cached_jwks_uri(&self) -> Option<String> {
-        self.jwks_uri.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.jwks_uri
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     async fn discover(&self) -> Result<String, String> {
@@ -134,7 +168,8 @@ impl HttpSource {
 /// Extracts `jwks_uri` from a discovery document, checking that the document
 /// names the configured issuer (OpenID Connect Discovery §4.3).
 pub(crate) fn parse_discovery(body: &[u8], issuer: &str) -> Result<String, String> {
-    let doc: Value = serde_json::from_slice(body).map_err(|e| format!("discovery document is not JSON: {e}"))?;
+    let doc: Value =
+        serde_json::from_slice(body).map_err(|e| format!("discovery document is not JSON: {e}"))?;
     match doc.get("issuer") {
         Some(Value::String(named)) if named == issuer => {}
         Some(Value::String(named)) => {
@@ -155,7 +190,9 @@ pub(crate) fn parse_discovery(body: &[u8], issuer: &str) -> Result<String, Strin
 /// Delay before retry number `failures` (1-based): `min · 2^(failures-1)`,
 /// capped at `max`.
 pub(crate) fn backoff(failures: u32, min: Duration, max: Duration) -> Duration {
-    let factor = 1u32.checked_shl(failures.saturating_sub(1).min(31)).unwrap_or(u32::MAX);
+    let factor = 1u32
+        .checked_shl(failures.saturating_sub(1).min(31))
+        .unwrap_or(u32::MAX);
     min.checked_mul(factor).unwrap_or(max).min(max)
 }
 
@@ -166,11 +203,16 @@ mod tests {
     #[test]
     fn discovery_must_name_the_issuer_and_a_safe_jwks_uri() {
         let ok = br#"{"issuer":"https://i.example","jwks_uri":"https://i.example/keys"}"#;
-        assert_eq!(parse_discovery(ok, "https://i.example").as_deref(), Ok("https://i.example/keys"));
+        assert_eq!(
+            parse_discovery(ok, "https://i.example").as_deref(),
+            Ok("https://i.example/keys")
+        );
         assert!(parse_discovery(ok, "https://other.example").is_err());
         let http = br#"{"issuer":"https://i.example","jwks_uri":"http://evil.example/keys"}"#;
         assert!(parse_discovery(http, "https://i.example").is_err());
-        assert!(parse_discovery(br#"{"issuer":"https://i.example"}"#, "https://i.example").is_err());
+        assert!(
+            parse_discovery(br#"{"issuer":"https://i.example"}"#, "https://i.example").is_err()
+        );
         assert!(parse_discovery(b"<html>", "https://i.example").is_err());
     }
 

@@ -103,7 +103,10 @@ pub(crate) fn parse_jwks(bytes: &[u8], allowed: &[Algorithm]) -> Result<ParsedJw
         return Err("JWKS has no \"keys\" array".into());
     };
     if entries.len() > MAX_KEYS {
-        return Err(format!("JWKS has {} keys, more than the {MAX_KEYS} accepted", entries.len()));
+        return Err(format!(
+            "JWKS has {} keys, more than the {MAX_KEYS} accepted",
+            entries.len()
+        ));
     }
     let mut keys = Vec::new();
     let mut skipped = Vec::new();
@@ -117,13 +120,19 @@ pub(crate) fn parse_jwks(bytes: &[u8], allowed: &[Algorithm]) -> Result<ParsedJw
             Ok(key) => skipped.push(format!(
                 "{label}: {:?} key{} usable with none of the allowed algorithms",
                 key.kind,
-                key.alg.map(|a| format!(" pinned to {a:?}")).unwrap_or_default()
+                key.alg
+                    .map(|a| format!(" pinned to {a:?}"))
+                    .unwrap_or_default()
             )),
             Err(why) => skipped.push(format!("{label}: {why}")),
         }
     }
     if keys.is_empty() {
-        let why = if skipped.is_empty() { "it is empty".to_owned() } else { skipped.join("; ") };
+        let why = if skipped.is_empty() {
+            "it is empty".to_owned()
+        } else {
+            skipped.join("; ")
+        };
         return Err(format!("JWKS has no usable signing key: {why}"));
     }
     Ok(ParsedJwks { keys, skipped })
@@ -139,7 +148,9 @@ fn parse_jwk(entry: &Value) -> Result<VerifyingKey, String> {
         Some(other) => return Err(format!("\"use\" is {other}, not \"sig\"")),
     }
     if let Some(ops) = jwk.get("key_ops") {
-        let verifies = ops.as_array().is_some_and(|ops| ops.iter().any(|op| op == "verify"));
+        let verifies = ops
+            .as_array()
+            .is_some_and(|ops| ops.iter().any(|op| op == "verify"));
         if !verifies {
             return Err("\"key_ops\" does not include \"verify\"".into());
         }
@@ -148,7 +159,12 @@ fn parse_jwk(entry: &Value) -> Result<VerifyingKey, String> {
         None => None,
         Some(Value::String(name)) => match asymmetric_algorithm(name) {
             Some(alg) => Some(alg),
-            None => return Err(format!("\"alg\" {:?} is not an asymmetric signature algorithm", super::error::echo(name))),
+            None => {
+                return Err(format!(
+                    "\"alg\" {:?} is not an asymmetric signature algorithm",
+                    super::error::echo(name)
+                ));
+            }
         },
         Some(_) => return Err("\"alg\" is not a string".into()),
     };
@@ -179,7 +195,12 @@ fn parse_jwk(entry: &Value) -> Result<VerifyingKey, String> {
             let (kind, len) = match field_str(jwk, "crv")? {
                 "P-256" => (KeyKind::EcP256, 32),
                 "P-384" => (KeyKind::EcP384, 48),
-                other => return Err(format!("unsupported EC curve {:?}", super::error::echo(other))),
+                other => {
+                    return Err(format!(
+                        "unsupported EC curve {:?}",
+                        super::error::echo(other)
+                    ));
+                }
             };
             let x = field_bytes(jwk, "x")?;
             let y = field_bytes(jwk, "y")?;
@@ -187,13 +208,19 @@ fn parse_jwk(entry: &Value) -> Result<VerifyingKey, String> {
                 return Err(format!("EC coordinates must be {len} bytes"));
             }
             let (x, y) = (field_str(jwk, "x")?, field_str(jwk, "y")?);
-            let key = DecodingKey::from_ec_components(x, y).map_err(|e| format!("bad EC key: {e}"))?;
+            let key =
+                DecodingKey::from_ec_components(x, y).map_err(|e| format!("bad EC key: {e}"))?;
             (kind, key)
         }
         "OKP" => {
             match field_str(jwk, "crv")? {
                 "Ed25519" => {}
-                other => return Err(format!("unsupported OKP curve {:?}", super::error::echo(other))),
+                other => {
+                    return Err(format!(
+                        "unsupported OKP curve {:?}",
+                        super::error::echo(other)
+                    ));
+                }
             }
             if field_bytes(jwk, "x")?.len() != 32 {
                 return Err("Ed25519 public key must be 32 bytes".into());
@@ -210,7 +237,12 @@ fn parse_jwk(entry: &Value) -> Result<VerifyingKey, String> {
     {
         return Err(format!("\"alg\" {alg:?} does not match a {kind:?} key"));
     }
-    Ok(VerifyingKey { kid, kind, alg, key })
+    Ok(VerifyingKey {
+        kid,
+        kind,
+        alg,
+        key,
+    })
 }
 
 fn field_str<'a>(jwk: &'a Map<String, Value>, name: &str) -> Result<&'a str, String> {
@@ -222,7 +254,9 @@ fn field_str<'a>(jwk: &'a Map<String, Value>, name: &str) -> Result<&'a str, Str
 }
 
 fn field_bytes(jwk: &Map<String, Value>, name: &str) -> Result<Vec<u8>, String> {
-    URL_SAFE_NO_PAD.decode(field_str(jwk, name)?).map_err(|e| format!("{name:?} is not base64url: {e}"))
+    URL_SAFE_NO_PAD
+        .decode(field_str(jwk, name)?)
+        .map_err(|e| format!("{name:?} is not base64url: {e}"))
 }
 
 fn strip_leading_zeros(bytes: &[u8]) -> &[u8] {
@@ -273,7 +307,11 @@ mod tests {
             "not an object",
         ]});
         let parsed = parse(doc).expect("usable");
-        let kids: Vec<_> = parsed.keys.iter().filter_map(|k| k.kid.as_deref()).collect();
+        let kids: Vec<_> = parsed
+            .keys
+            .iter()
+            .filter_map(|k| k.kid.as_deref())
+            .collect();
         assert_eq!(kids, ["r", "e", "d"]);
         assert_eq!(parsed.skipped.len(), 10, "{:#?}", parsed.skipped);
         assert!(parsed.skipped.iter().any(|s| s.contains("oct")));
@@ -310,11 +348,26 @@ mod tests {
         assert!(parse(json!({"keys": []})).is_err());
         assert!(parse(json!({"keys": [{"kty": "oct", "k": "AA"}]})).is_err());
         let many: Vec<Value> = (0..=MAX_KEYS).map(|_| ec_jwk()).collect();
-        assert!(parse(json!({"keys": many})).expect_err("too many").contains("more than"));
+        assert!(
+            parse(json!({"keys": many}))
+                .expect_err("too many")
+                .contains("more than")
+        );
         // Only ES256 allowed: the RSA key is skipped, the document still usable.
-        let parsed = parse_jwks(json!({"keys": [rsa_jwk(2048), ec_jwk()]}).to_string().as_bytes(), &[Algorithm::ES256])
-            .expect("usable");
+        let parsed = parse_jwks(
+            json!({"keys": [rsa_jwk(2048), ec_jwk()]})
+                .to_string()
+                .as_bytes(),
+            &[Algorithm::ES256],
+        )
+        .expect("usable");
         assert_eq!(parsed.keys.len(), 1);
-        assert!(parse_jwks(json!({"keys": [rsa_jwk(2048)]}).to_string().as_bytes(), &[Algorithm::ES256]).is_err());
+        assert!(
+            parse_jwks(
+                json!({"keys": [rsa_jwk(2048)]}).to_string().as_bytes(),
+                &[Algorithm::ES256]
+            )
+            .is_err()
+        );
     }
 }

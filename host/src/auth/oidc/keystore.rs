@@ -82,11 +82,24 @@ pub(crate) struct KeyStore {
 }
 
 impl KeyStore {
-    pub fn new(issuer: &str, algorithms: &[Algorithm], source: SourceConfig, opts: &FetchOptions) -> Self {
+    pub fn new(
+        issuer: &str,
+        algorithms: &[Algorithm],
+        source: SourceConfig,
+        opts: &FetchOptions,
+    ) -> Self {
         let mut state = State::default();
         let (source, keys) = match source {
-            SourceConfig::Http { discovery_url, client } => (
-                Source::Http(HttpSource::new(issuer.to_owned(), discovery_url, client, opts.max_response_bytes)),
+            SourceConfig::Http {
+                discovery_url,
+                client,
+            } => (
+                Source::Http(HttpSource::new(
+                    issuer.to_owned(),
+                    discovery_url,
+                    client,
+                    opts.max_response_bytes,
+                )),
                 Vec::new(),
             ),
             SourceConfig::File { path, initial } => {
@@ -130,7 +143,10 @@ impl KeyStore {
                 return self.state().consecutive_failures == 0;
             }
             let mut state = self.state();
-            if state.last_miss_refresh.is_some_and(|t| t.elapsed() < self.cooldown) {
+            if state
+                .last_miss_refresh
+                .is_some_and(|t| t.elapsed() < self.cooldown)
+            {
                 tracing::debug!(issuer = %self.issuer, "unknown key: JWKS refresh skipped (cool-down)");
                 return false;
             }
@@ -234,7 +250,9 @@ pub(crate) async fn run(store: std::sync::Weak<KeyStore>, opts: FetchOptions, sk
 
 async fn read_file_bounded(path: &PathBuf, max: usize) -> Result<Vec<u8>, String> {
     use tokio::io::AsyncReadExt as _;
-    let file = tokio::fs::File::open(path).await.map_err(|e| format!("{}: {e}", path.display()))?;
+    let file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     let mut bytes = Vec::new();
     file.take(max as u64 + 1)
         .read_to_end(&mut bytes)
@@ -253,5 +271,7 @@ fn log_skipped(issuer: &str, parsed: &ParsedJwks) {
 }
 
 fn unix(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }

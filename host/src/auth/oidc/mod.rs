@@ -85,7 +85,12 @@ struct Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         // A replaced configuration must not leave its fetch loops running.
-        for task in self.tasks.get_mut().unwrap_or_else(|p| p.into_inner()).drain(..) {
+        for task in self
+            .tasks
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
             task.abort();
         }
     }
@@ -102,13 +107,28 @@ impl OidcVerifier {
         let mut map = HashMap::with_capacity(valid.len());
         let mut order = Vec::with_capacity(valid.len());
         for v in valid {
-            let ValidIssuer { issuer, audiences, algorithms, leeway, max_token_lifetime, source } = v;
+            let ValidIssuer {
+                issuer,
+                audiences,
+                algorithms,
+                leeway,
+                max_token_lifetime,
+                source,
+            } = v;
             let from_file = matches!(source, config::SourceConfig::File { .. });
             let store = Arc::new(KeyStore::new(&issuer, &algorithms, source, &opts));
             order.push(issuer.clone());
             map.insert(
                 issuer.clone(),
-                Issuer { issuer, audiences, algorithms, leeway, max_token_lifetime, store, from_file },
+                Issuer {
+                    issuer,
+                    audiences,
+                    algorithms,
+                    leeway,
+                    max_token_lifetime,
+                    store,
+                    from_file,
+                },
             );
         }
         Ok(OidcVerifier {
@@ -130,7 +150,9 @@ impl OidcVerifier {
     /// the last clone of the verifier is dropped.
     pub fn start(&self) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            tracing::error!("OidcVerifier::start called outside a tokio runtime; keys are fetched on demand only");
+            tracing::error!(
+                "OidcVerifier::start called outside a tokio runtime; keys are fetched on demand only"
+            );
             return;
         };
         if self.inner.started.swap(true, Ordering::AcqRel) {
@@ -138,7 +160,9 @@ impl OidcVerifier {
         }
         let mut tasks = self.inner.tasks.lock().unwrap_or_else(|p| p.into_inner());
         for name in &self.inner.order {
-            let Some(issuer) = self.inner.issuers.get(name) else { continue };
+            let Some(issuer) = self.inner.issuers.get(name) else {
+                continue;
+            };
             let task = runtime.spawn(keystore::run(
                 Arc::downgrade(&issuer.store),
                 self.inner.opts.clone(),
@@ -173,25 +197,34 @@ impl OidcVerifier {
         let t = token::parse(token)?;
         let alg_name = t.alg()?;
         let Some(alg) = token::asymmetric_algorithm(alg_name) else {
-            return Err(VerifyError::AlgorithmNotAllowed { issuer: None, alg: error::echo(alg_name) });
+            return Err(VerifyError::AlgorithmNotAllowed {
+                issuer: None,
+                alg: error::echo(alg_name),
+            });
         };
         if t.header.contains_key("crit") {
             // RFC 7515 §4.1.11: extensions we do not implement must be refused.
-            return Err(VerifyError::Malformed("header \"crit\" names extensions we do not support".into()));
+            return Err(VerifyError::Malformed(
+                "header \"crit\" names extensions we do not support".into(),
+            ));
         }
         let iss = t.issuer()?;
         let Some(issuer) = self.inner.issuers.get(iss) else {
             return Err(VerifyError::UnknownIssuer(error::echo(iss)));
         };
         if !issuer.algorithms.contains(&alg) {
-            return Err(VerifyError::AlgorithmNotAllowed { issuer: Some(issuer.issuer.clone()), alg: alg_name.into() });
+            return Err(VerifyError::AlgorithmNotAllowed {
+                issuer: Some(issuer.issuer.clone()),
+                alg: alg_name.into(),
+            });
         }
         token::check_type(&t.header)?;
         let kid = t.kid()?;
         // Decoded only to refuse bad base64 as malformed, not as a bad signature.
         token::decode_signature(t.signature)?;
 
-        self.check_signature(issuer, alg, kid, t.signature, t.signing_input.as_bytes()).await?;
+        self.check_signature(issuer, alg, kid, t.signature, t.signing_input.as_bytes())
+            .await?;
 
         let rules = claims::ClaimRules {
             issuer: &issuer.issuer,
@@ -200,8 +233,17 @@ impl OidcVerifier {
             max_lifetime: issuer.max_token_lifetime,
         };
         let expires_at = claims::check(&t.claims, &rules, now())?;
-        let subject = t.claims.get("sub").and_then(Value::as_str).map(str::to_owned);
-        Ok(VerifiedToken { issuer: issuer.issuer.clone(), claims: t.claims, subject, expires_at })
+        let subject = t
+            .claims
+            .get("sub")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        Ok(VerifiedToken {
+            issuer: issuer.issuer.clone(),
+            claims: t.claims,
+            subject,
+            expires_at,
+        })
     }
 
     async fn check_signature(
@@ -215,8 +257,10 @@ impl OidcVerifier {
         let mut refreshed = false;
         loop {
             let keys = issuer.store.keys();
-            let candidates: Vec<_> =
-                keys.iter().filter(|k| k.accepts(alg) && (kid.is_none() || k.kid.as_deref() == kid)).collect();
+            let candidates: Vec<_> = keys
+                .iter()
+                .filter(|k| k.accepts(alg) && (kid.is_none() || k.kid.as_deref() == kid))
+                .collect();
             if candidates.is_empty() {
                 if !refreshed {
                     // Rotation (or keys never fetched): one shared, rate-limited refresh.
@@ -226,7 +270,9 @@ impl OidcVerifier {
                     continue;
                 }
                 if keys.is_empty() {
-                    return Err(VerifyError::KeysUnavailable { issuer: issuer.issuer.clone() });
+                    return Err(VerifyError::KeysUnavailable {
+                        issuer: issuer.issuer.clone(),
+                    });
                 }
                 return Err(VerifyError::UnknownKey {
                     issuer: issuer.issuer.clone(),
@@ -236,20 +282,31 @@ impl OidcVerifier {
             }
             // With a kid this is (almost always) one key; without one, every
             // key of the right family is tried (bounded by MAX_KEYS).
-            if candidates.iter().any(|key| key.verify(alg, signature, message)) {
+            if candidates
+                .iter()
+                .any(|key| key.verify(alg, signature, message))
+            {
                 return Ok(());
             }
-            return Err(VerifyError::BadSignature { issuer: issuer.issuer.clone(), kid: kid.map(error::echo) });
+            return Err(VerifyError::BadSignature {
+                issuer: issuer.issuer.clone(),
+                kid: kid.map(error::echo),
+            });
         }
     }
 }
 
 impl std::fmt::Debug for OidcVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OidcVerifier").field("issuers", &self.inner.order).finish_non_exhaustive()
+        f.debug_struct("OidcVerifier")
+            .field("issuers", &self.inner.order)
+            .finish_non_exhaustive()
     }
 }
 
 fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }

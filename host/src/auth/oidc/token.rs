@@ -34,7 +34,9 @@ impl UnverifiedToken<'_> {
     pub fn issuer(&self) -> Result<&str, VerifyError> {
         match self.claims.get("iss") {
             Some(Value::String(iss)) => Ok(iss),
-            Some(_) => Err(VerifyError::Malformed("claim \"iss\" is not a string".into())),
+            Some(_) => Err(VerifyError::Malformed(
+                "claim \"iss\" is not a string".into(),
+            )),
             None => Err(VerifyError::MissingClaim("iss")),
         }
     }
@@ -43,7 +45,9 @@ impl UnverifiedToken<'_> {
     pub fn alg(&self) -> Result<&str, VerifyError> {
         match self.header.get("alg") {
             Some(Value::String(alg)) => Ok(alg),
-            Some(_) => Err(VerifyError::Malformed("header \"alg\" is not a string".into())),
+            Some(_) => Err(VerifyError::Malformed(
+                "header \"alg\" is not a string".into(),
+            )),
             None => Err(VerifyError::Malformed("header has no \"alg\"".into())),
         }
     }
@@ -53,7 +57,9 @@ impl UnverifiedToken<'_> {
         match self.header.get("kid") {
             None => Ok(None),
             Some(Value::String(kid)) => Ok(Some(kid)),
-            Some(_) => Err(VerifyError::Malformed("header \"kid\" is not a string".into())),
+            Some(_) => Err(VerifyError::Malformed(
+                "header \"kid\" is not a string".into(),
+            )),
         }
     }
 }
@@ -68,12 +74,19 @@ pub(crate) fn parse(token: &str) -> Result<UnverifiedToken<'_>, VerifyError> {
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         // JWE (5 parts) and anything else is refused here.
-        return Err(VerifyError::Malformed("not a compact JWS (expected 3 dot-separated parts)".into()));
+        return Err(VerifyError::Malformed(
+            "not a compact JWS (expected 3 dot-separated parts)".into(),
+        ));
     };
     let header = decode_object(header, "header")?;
     let claims = decode_object(payload, "payload")?;
     let signing_input = &token[..token.len() - signature.len() - 1];
-    Ok(UnverifiedToken { header, claims, signing_input, signature })
+    Ok(UnverifiedToken {
+        header,
+        claims,
+        signing_input,
+        signature,
+    })
 }
 
 fn decode_object(part: &str, what: &str) -> Result<Map<String, Value>, VerifyError> {
@@ -85,7 +98,9 @@ fn decode_object(part: &str, what: &str) -> Result<Map<String, Value>, VerifyErr
         .map_err(|e| VerifyError::Malformed(format!("{what} is not base64url: {e}")))?;
     match serde_json::from_slice::<Value>(&bytes) {
         Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err(VerifyError::Malformed(format!("{what} is not a JSON object"))),
+        Ok(_) => Err(VerifyError::Malformed(format!(
+            "{what} is not a JSON object"
+        ))),
         Err(e) => Err(VerifyError::Malformed(format!("{what} is not JSON: {e}"))),
     }
 }
@@ -158,7 +173,11 @@ mod tests {
 
     #[test]
     fn splits_and_keeps_signing_input() {
-        let token = format!("{}.{}.c2ln", b64(r#"{"alg":"RS256"}"#), b64(r#"{"iss":"https://i"}"#));
+        let token = format!(
+            "{}.{}.c2ln",
+            b64(r#"{"alg":"RS256"}"#),
+            b64(r#"{"iss":"https://i"}"#)
+        );
         let t = parse(&token).expect("parses");
         assert_eq!(t.signing_input, &token[..token.rfind('.').expect("dot")]);
         assert_eq!(t.signature, "c2ln");
@@ -174,13 +193,16 @@ mod tests {
             String::new(),
             "a.b".into(),
             format!("{h}.{p}.s.x.y"),
-            format!("{h}.{p}=.sig"),  // padding
-            format!("{h}.{p}+.sig"),  // not url-safe alphabet
-            format!(".{p}.sig"),      // empty header
-            format!("{h}.{}.sig", b64("[1,2]")), // not an object
+            format!("{h}.{p}=.sig"),                 // padding
+            format!("{h}.{p}+.sig"),                 // not url-safe alphabet
+            format!(".{p}.sig"),                     // empty header
+            format!("{h}.{}.sig", b64("[1,2]")),     // not an object
             format!("{h}.{}.sig", b64("{\"iss\":")), // truncated JSON
         ] {
-            assert!(matches!(parse(&token), Err(VerifyError::Malformed(_))), "{token:?}");
+            assert!(
+                matches!(parse(&token), Err(VerifyError::Malformed(_))),
+                "{token:?}"
+            );
         }
         let big = "a".repeat(MAX_TOKEN_BYTES + 1);
         assert!(matches!(parse(&big), Err(VerifyError::TooLarge)));
@@ -190,17 +212,27 @@ mod tests {
     fn issuer_must_be_a_string() {
         let h = b64(r#"{"alg":"RS256"}"#);
         let token = format!("{h}.{}.s", b64(r#"{"iss":7}"#));
-        assert!(matches!(unverified_issuer(&token), Err(VerifyError::Malformed(_))));
+        assert!(matches!(
+            unverified_issuer(&token),
+            Err(VerifyError::Malformed(_))
+        ));
         let token = format!("{h}.{}.s", b64(r#"{"sub":"x"}"#));
-        assert_eq!(unverified_issuer(&token), Err(VerifyError::MissingClaim("iss")));
+        assert_eq!(
+            unverified_issuer(&token),
+            Err(VerifyError::MissingClaim("iss"))
+        );
     }
 
     #[test]
     fn only_asymmetric_algorithms_have_names() {
-        for name in ["none", "None", "HS256", "HS384", "HS512", "rs256", "", "ES512"] {
+        for name in [
+            "none", "None", "HS256", "HS384", "HS512", "rs256", "", "ES512",
+        ] {
             assert_eq!(asymmetric_algorithm(name), None, "{name}");
         }
-        for name in ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"] {
+        for name in [
+            "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
+        ] {
             let alg = asymmetric_algorithm(name).expect(name);
             assert!(is_asymmetric(alg));
         }
@@ -214,12 +246,28 @@ mod tests {
             check_type(&m)
         };
         assert!(check_type(&Map::new()).is_ok());
-        for ok in ["JWT", "jwt", "at+jwt", "AT+JWT", "application/at+jwt", "application/jwt"] {
+        for ok in [
+            "JWT",
+            "jwt",
+            "at+jwt",
+            "AT+JWT",
+            "application/at+jwt",
+            "application/jwt",
+        ] {
             assert!(with(Value::String(ok.into())).is_ok(), "{ok}");
         }
         for bad in ["JOSE", "dpop+jwt", "logout+jwt", "", "secevent+jwt"] {
-            assert!(matches!(with(Value::String(bad.into())), Err(VerifyError::BadType(_))), "{bad}");
+            assert!(
+                matches!(
+                    with(Value::String(bad.into())),
+                    Err(VerifyError::BadType(_))
+                ),
+                "{bad}"
+            );
         }
-        assert!(matches!(with(Value::Bool(true)), Err(VerifyError::BadType(_))));
+        assert!(matches!(
+            with(Value::Bool(true)),
+            Err(VerifyError::BadType(_))
+        ));
     }
 }
