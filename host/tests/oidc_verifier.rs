@@ -1013,7 +1013,7 @@ async fn dropping_the_verifier_stops_its_background_loop() {
     })
     .await;
     drop(v);
-    tokio::time::sleep(Duration::from_millis(100)).await; // let an in-flight attempt end
+    tokio::time::sleep(Duration::from_millis(300)).await; // let an in-flight attempt end
     let hits = issuer.hit_count();
     tokio::time::sleep(Duration::from_millis(600)).await; // > 2 × max_backoff
     assert_eq!(

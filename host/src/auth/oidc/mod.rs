@@ -193,6 +193,13 @@ impl OidcVerifier {
     /// before the issuer is chosen by `iss`; then the issuer's allow-list,
     /// `typ`, its key by `kid` (an unknown `kid` causes at most one shared,
     /// rate-limited JWKS refresh), the signature, and only then the claims.
+    ///
+    /// Latency: with keys cached this is CPU only (one signature check).
+    /// Only a token whose key is missing (unknown `kid`, or no keys yet)
+    /// waits on the network, at most once per `kid_miss_cooldown` per issuer
+    /// and for at most `timeout`; tokens arriving meanwhile share that wait.
+    /// This is what lets an issuer that was down serve tokens as soon as it
+    /// answers instead of at the next backoff tick.
     pub async fn verify(&self, token: &str) -> Result<VerifiedToken, VerifyError> {
         let t = token::parse(token)?;
         let alg_name = t.alg()?;
