@@ -69,6 +69,8 @@ impl Fixture {
             // Each test compiles the CEL component once; share the artifacts.
             .arg("--cache-dir")
             .arg(shared_cache())
+            // A debug build on two busy cores: room beyond the 100 ms default.
+            .args(["--timeout-ms", "5000"])
             .args(extra);
         cmd.output()
             .unwrap_or_else(|e| panic!("running gantry: {e}"))

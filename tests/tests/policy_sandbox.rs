@@ -24,6 +24,16 @@ fn engine() -> PolicyEngine {
         .clone()
 }
 
+/// Limits for tests that do not test time: the production default budget
+/// (100 ms) with room for a debug build of wasmtime on two busy cores, where
+/// instantiating and flooding the log (`chatty`) can take longer.
+fn limits() -> Limits {
+    Limits {
+        timeout: Duration::from_secs(5),
+        ..Limits::default()
+    }
+}
+
 fn guest(path: &str) -> ModuleSource {
     ModuleSource::Path(PathBuf::from(path))
 }
@@ -42,10 +52,7 @@ async fn load(owner: &str, source: &ModuleSource, settings: Value, limits: Limit
 }
 
 async fn load_err(owner: &str, source: &ModuleSource, settings: Value) -> PolicyError {
-    match engine()
-        .load(owner, source, &settings, Limits::default())
-        .await
-    {
+    match engine().load(owner, source, &settings, limits()).await {
         Ok(p) => panic!("loading {source} should fail, got {p:?}"),
         Err(e) => e,
     }
@@ -67,7 +74,7 @@ fn k8s_claims() -> Value {
 }
 
 async fn allow_all(owner: &str) -> LoadedPolicy {
-    load(owner, &guest!("ALLOW_ALL"), json!({}), Limits::default()).await
+    load(owner, &guest!("ALLOW_ALL"), json!({}), limits()).await
 }
 
 async fn assert_allows(policy: &LoadedPolicy) {
@@ -91,7 +98,7 @@ async fn allow_all_allows_and_deny_all_denies() {
         "https://deny.example",
         &guest!("DENY_ALL"),
         json!({}),
-        Limits::default(),
+        limits(),
     )
     .await;
     match deny.evaluate(&k8s_claims()).await {
@@ -103,7 +110,7 @@ async fn allow_all_allows_and_deny_all_denies() {
 #[tokio::test]
 async fn trap_fails_the_call_then_a_fresh_instance_serves_the_next() {
     let owner = "https://trap.example";
-    let policy = load(owner, &guest!("TRAP"), json!({}), Limits::default()).await;
+    let policy = load(owner, &guest!("TRAP"), json!({}), limits()).await;
     let neighbour = allow_all("https://neighbour.example").await;
     for round in 1..=2 {
         match policy.evaluate(&k8s_claims()).await {
@@ -135,7 +142,7 @@ async fn trap_fails_the_call_then_a_fresh_instance_serves_the_next() {
 #[tokio::test]
 async fn panic_fails_the_call_with_the_panic_message() {
     let owner = "https://panic.example";
-    let policy = load(owner, &guest!("PANIC"), json!({}), Limits::default()).await;
+    let policy = load(owner, &guest!("PANIC"), json!({}), limits()).await;
     for _ in 0..2 {
         match policy.evaluate(&k8s_claims()).await {
             Err(e @ PolicyError::Trap { .. }) => {
@@ -162,7 +169,7 @@ async fn infinite_loop_times_out_without_blocking_the_runtime() {
         json!({}),
         Limits {
             timeout: budget,
-            ..Limits::default()
+            ..limits()
         },
     )
     .await;
@@ -215,7 +222,7 @@ async fn unbounded_alloc_hits_the_memory_limit() {
         json!({}),
         Limits {
             memory_limit_bytes: 16 << 20,
-            ..Limits::default()
+            ..limits()
         },
     )
     .await;
@@ -324,7 +331,7 @@ async fn sandbox_probe_finds_nothing() {
         "https://probe.example",
         &guest!("SANDBOX_PROBE"),
         json!({}),
-        Limits::default(),
+        limits(),
     )
     .await;
     let report = match policy.evaluate(&k8s_claims()).await {
@@ -357,7 +364,7 @@ async fn echo_claims_receives_the_claims_intact() {
         "https://echo.example",
         &guest!("ECHO_CLAIMS"),
         json!({}),
-        Limits::default(),
+        limits(),
     )
     .await;
     let claims = json!({
@@ -380,7 +387,7 @@ async fn input_larger_than_the_limits_is_refused() {
     let limits = Limits {
         max_claims_bytes: 1024,
         max_settings_bytes: 1024,
-        ..Limits::default()
+        ..limits()
     };
     let policy = load(
         "https://small.example",
@@ -445,7 +452,7 @@ async fn chatty_output_is_capped_and_does_not_hang() {
         json!({}),
         Limits {
             max_output_bytes: cap,
-            ..Limits::default()
+            ..limits()
         },
     )
     .await;
@@ -491,7 +498,7 @@ async fn fifty_parallel_evaluations_on_a_pool_of_two() {
         json!({}),
         Limits {
             pool_size: 2,
-            ..Limits::default()
+            ..limits()
         },
     )
     .await;
@@ -530,14 +537,14 @@ async fn instances_are_never_shared_between_owners() {
         "https://a.example",
         &source,
         json!({"username": "a"}),
-        Limits::default(),
+        limits(),
     )
     .await;
     let b = load(
         "https://b.example",
         &source,
         json!({"username": "b"}),
-        Limits::default(),
+        limits(),
     )
     .await;
     let tasks: Vec<_> = (0..40)
@@ -569,22 +576,12 @@ async fn artifact_cache_skips_the_compile_on_restart() {
 
     let first = PolicyEngine::new(opts.clone()).unwrap_or_else(|e| panic!("{e}"));
     let policy = first
-        .load(
-            "https://cache.example",
-            &source,
-            &json!({}),
-            Limits::default(),
-        )
+        .load("https://cache.example", &source, &json!({}), limits())
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(policy.report().origin, ArtifactOrigin::Compiled);
     let again = first
-        .load(
-            "https://other.example",
-            &source,
-            &json!({}),
-            Limits::default(),
-        )
+        .load("https://other.example", &source, &json!({}), limits())
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(again.report().origin, ArtifactOrigin::InProcess);
@@ -594,12 +591,7 @@ async fn artifact_cache_skips_the_compile_on_restart() {
     // A "restart": a new engine with the same cache directory.
     let second = PolicyEngine::new(opts).unwrap_or_else(|e| panic!("{e}"));
     let policy = second
-        .load(
-            "https://cache.example",
-            &source,
-            &json!({}),
-            Limits::default(),
-        )
+        .load("https://cache.example", &source, &json!({}), limits())
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(policy.report().origin, ArtifactOrigin::ArtifactCache);
@@ -618,7 +610,7 @@ async fn builtin_cel_policy_loads_and_decides() {
         "https://kubernetes.default.svc",
         &"builtin:cel".parse().unwrap_or_else(|e| panic!("{e}")),
         settings,
-        Limits::default(),
+        limits(),
     )
     .await;
     match policy.evaluate(&k8s_claims()).await {

@@ -28,6 +28,10 @@ const MAX_INSTANCES: usize = 32;
 const MAX_TABLES: usize = 32;
 const MAX_MEMORIES: usize = 8;
 const MAX_TABLE_ELEMENTS: usize = 1 << 20;
+/// Most WASI resources (streams, pollables, ...) an instance may hold at
+/// once: they live in host memory, which the memory cap does not see. A
+/// policy needs a handful.
+const MAX_WASI_RESOURCES: usize = 1024;
 
 /// How much of the guest's stderr tail a trap error quotes (a Rust panic
 /// message lands there just before the trap).
@@ -49,7 +53,11 @@ impl HostState {
         HostState {
             owner,
             wasi: deny_all_wasi(&output),
-            table: ResourceTable::new(),
+            table: {
+                let mut table = ResourceTable::new();
+                table.set_max_capacity(MAX_WASI_RESOURCES);
+                table
+            },
             limiter: MemoryCap::new(memory_limit_bytes),
             budget: Budget::default(),
             output,
