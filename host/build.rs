@@ -15,9 +15,6 @@ fn main() {
 
     let built = guest_build::build(&["cel-policy".to_owned()]);
     for guest in built {
-        println!(
-            "cargo:rustc-env=GANTRY_CEL_POLICY_WASM={}",
-            guest.wasm.display()
-        );
+        println!("cargo:rustc-env=GANTRY_CEL_POLICY_WASM={}", guest.display());
     }
 }

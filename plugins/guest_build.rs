@@ -21,14 +21,6 @@ use std::process::{Command, Stdio};
 /// The target every guest is built for.
 pub const TARGET: &str = "wasm32-wasip2";
 
-/// One built guest.
-pub struct Built {
-    /// Its crate name, e.g. `test-infinite-loop`.
-    pub package: String,
-    /// Absolute path of the component.
-    pub wasm: PathBuf,
-}
-
 /// The repository root: the parent of the crate whose build script runs.
 pub fn repo_root() -> PathBuf {
     let manifest_dir = env::var_os("CARGO_MANIFEST_DIR")
@@ -41,9 +33,9 @@ pub fn repo_root() -> PathBuf {
 }
 
 /// Builds `packages` of the `plugins/` workspace in one cargo invocation and
-/// returns their components, in the same order. Emits `rerun-if-changed` for
-/// what they are built from.
-pub fn build(packages: &[String]) -> Vec<Built> {
+/// returns the absolute paths of their components, in the same order. Emits
+/// `rerun-if-changed` for what they are built from.
+pub fn build(packages: &[String]) -> Vec<PathBuf> {
     let root = repo_root();
     let plugins = root.join("plugins");
     let target_dir = root.join("target").join("plugins");
@@ -99,10 +91,7 @@ pub fn build(packages: &[String]) -> Vec<Built> {
             if !wasm.is_file() {
                 panic!("cargo built {package} but {} is missing", wasm.display());
             }
-            Built {
-                package: package.clone(),
-                wasm,
-            }
+            wasm
         })
         .collect()
 }

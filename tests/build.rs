@@ -46,7 +46,7 @@ fn main() {
             "GANTRY_TEST_GUEST_{}",
             name.to_uppercase().replace('-', "_")
         );
-        println!("cargo:rustc-env={var}={}", guest.wasm.display());
+        println!("cargo:rustc-env={var}={}", guest.display());
         // Tests spell it `env!("GANTRY_TEST_GUEST_X")` or, through a macro,
         // `guest!("X")`: look for the bare suffix too.
         let suffix = &var["GANTRY_TEST_GUEST_".len()..];
@@ -59,7 +59,7 @@ fn main() {
     if let Some(cel_policy) = built.last() {
         println!(
             "cargo:rustc-env=GANTRY_CEL_POLICY_WASM={}",
-            cel_policy.wasm.display()
+            cel_policy.display()
         );
     }
 

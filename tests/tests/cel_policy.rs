@@ -32,7 +32,29 @@ fn cel() -> ModuleSource {
         .unwrap_or_else(|e| panic!("builtin:cel: {e}"))
 }
 
+/// Keeps one CEL policy loaded for the whole test binary. The engine keeps a
+/// compiled module only while some policy uses it, and these tests run in
+/// parallel, each on its own runtime: without a keeper, a test starting when
+/// none happens to hold the module would compile the component again.
+async fn keep_compiled() {
+    static KEEPER: tokio::sync::OnceCell<LoadedPolicy> = tokio::sync::OnceCell::const_new();
+    KEEPER
+        .get_or_init(|| async {
+            engine()
+                .load(
+                    "https://keeper.example",
+                    &cel(),
+                    &json!({}),
+                    Limits::default(),
+                )
+                .await
+                .unwrap_or_else(|e| panic!("loading builtin:cel: {e}"))
+        })
+        .await;
+}
+
 async fn load(owner: &str, settings: Value) -> LoadedPolicy {
+    keep_compiled().await;
     engine()
         .load(owner, &cel(), &settings, Limits::default())
         .await
@@ -41,6 +63,7 @@ async fn load(owner: &str, settings: Value) -> LoadedPolicy {
 
 /// The message of a load that must fail because `init` refused the settings.
 async fn refused(owner: &str, settings: Value) -> String {
+    keep_compiled().await;
     match engine()
         .load(owner, &cel(), &settings, Limits::default())
         .await
@@ -277,6 +300,7 @@ async fn every_example_settings_file_loads_and_allows_its_fixture() {
         );
         let owner = format!("https://{stem}.example");
         let settings = settings_file(&file);
+        keep_compiled().await;
         let policy = engine()
             .load(&owner, &cel(), &settings, Limits::default())
             .await
