@@ -24,23 +24,27 @@ wait_http() { # URL
 sha() { echo "sha256:$(sha256sum "$1" | cut -d' ' -f1)"; }
 
 push_blob() { # REGISTRY REPO FILE
-    curl -fsS -o /dev/null -X POST --data-binary "@$3" "$1/v2/$2/blobs/uploads/?digest=$(sha "$3")" ||
-        { # docker-registry 2.x has no monolithic POST: session + PUT
-            loc=$(curl -fsS -D - -o /dev/null -X POST "$1/v2/$2/blobs/uploads/" | tr -d '\r' | awk -F': ' 'tolower($1)=="location"{print $2}')
-            case "$loc" in http*) ;; *) loc="$1$loc";; esac
-            sep='?'; case "$loc" in *\?*) sep='&';; esac
-            curl -fsS -o /dev/null -X PUT --data-binary "@$3" -H 'Content-Type: application/octet-stream' "$loc${sep}digest=$(sha "$3")"
-        }
+    # Session + PUT: the flow every registry supports (docker-registry 2.x
+    # answers a monolithic POST ?digest= by opening a session instead).
+    local loc sep
+    loc=$(curl -fsS -D - -o /dev/null -X POST "$1/v2/$2/blobs/uploads/" | tr -d '\r' | awk -F': ' 'tolower($1)=="location"{print $2}')
+    case "$loc" in http*) ;; *) loc="$1$loc";; esac
+    sep='?'; case "$loc" in *\?*) sep='&';; esac
+    curl -fsS -o /dev/null -X PUT --data-binary "@$3" -H 'Content-Type: application/octet-stream' "$loc${sep}digest=$(sha "$3")"
 }
 
-# Builds a small image (config + 2 layers) in $WORK and pushes it as REPO:TAG.
-push_image() { # REGISTRY REPO TAG
+# Builds a small image (config + 2 layers) in $WORK, once.
+make_image() {
     head -c 2048 /dev/urandom > "$WORK/l1"; head -c 4096 /dev/urandom > "$WORK/l2"
     echo '{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}' > "$WORK/cfg"
-    for f in cfg l1 l2; do push_blob "$1" "$2" "$WORK/$f"; done
     cat > "$WORK/manifest.json" <<JSON
 {"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"$(sha "$WORK/cfg")","size":$(stat -c %s "$WORK/cfg")},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"$(sha "$WORK/l1")","size":2048},{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"$(sha "$WORK/l2")","size":4096}]}
 JSON
+}
+
+# Pushes the image made by make_image as REPO:TAG.
+push_image() { # REGISTRY REPO TAG
+    for f in cfg l1 l2; do push_blob "$1" "$2" "$WORK/$f"; done
     curl -fsS -o /dev/null -X PUT -H 'Content-Type: application/vnd.oci.image.manifest.v1+json' \
         --data-binary "@$WORK/manifest.json" "$1/v2/$2/manifests/$3"
 }

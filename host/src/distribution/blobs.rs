@@ -52,7 +52,7 @@ pub async fn get(s: &dyn Storage, repo: &RepoName, digest: &Digest, headers: &He
     let mut builder = Response::builder()
         .header(header::CONTENT_TYPE, "application/octet-stream")
         .header(header::ACCEPT_RANGES, "bytes")
-        .header("docker-content-digest", digest_text.clone())
+        .header(super::CONTENT_DIGEST, digest_text.clone())
         .header(header::ETAG, header_value(&format!("\"{digest}\"")));
     let len = match range {
         Some(r) => {
@@ -78,7 +78,7 @@ fn created_blob(repo: &RepoName, digest: &Digest) -> Response {
         StatusCode::CREATED,
         [
             (header::LOCATION, header_value(&format!("/v2/{repo}/blobs/{digest}"))),
-            (header::HeaderName::from_static("docker-content-digest"), header_value(&digest.to_string())),
+            (super::CONTENT_DIGEST, header_value(&digest.to_string())),
             (header::CONTENT_LENGTH, header_value("0")),
         ],
     )

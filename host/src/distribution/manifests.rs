@@ -30,7 +30,7 @@ pub async fn get(s: &dyn Storage, repo: &RepoName, reference: &Reference, head: 
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, header_value(&m.media_type));
     h.insert(header::CONTENT_LENGTH, m.bytes.len().into());
-    h.insert("docker-content-digest", header_value(&m.digest.to_string()));
+    h.insert(super::CONTENT_DIGEST, header_value(&m.digest.to_string()));
     h.insert(header::ETAG, header_value(&format!("\"{}\"", m.digest)));
     Ok(resp)
 }
@@ -105,7 +105,7 @@ pub async fn put(
         StatusCode::CREATED,
         [
             (header::LOCATION, header_value(&format!("/v2/{repo}/manifests/{digest}"))),
-            (header::HeaderName::from_static("docker-content-digest"), header_value(&digest.to_string())),
+            (super::CONTENT_DIGEST, header_value(&digest.to_string())),
             (header::CONTENT_LENGTH, header_value("0")),
         ],
     )

@@ -20,7 +20,7 @@ use std::time::Instant;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
@@ -72,18 +72,21 @@ async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 /// The API version header every `/v2` response carries.
-const API_VERSION: (&str, &str) = ("docker-distribution-api-version", "registry/2.0");
+const API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");
+/// `Docker-Content-Digest`, on every response that is about one object.
+pub(crate) const CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
 
 /// Logs each request (debug; warn/error for failures with their internal
 /// cause) and stamps the API version header on `/v2` responses.
 async fn log_and_stamp(req: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = req.method().clone();
-    let is_v2 = req.uri().path().starts_with("/v2");
-    let path = req.uri().path().to_string();
+    // A cheap clone (shared bytes): the hot path allocates no path string.
+    let uri = req.uri().clone();
+    let path = uri.path();
     let mut resp = next.run(req).await;
-    if is_v2 {
-        resp.headers_mut().insert(API_VERSION.0, HeaderValue::from_static(API_VERSION.1));
+    if path.starts_with("/v2") {
+        resp.headers_mut().insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
     }
     let status = resp.status().as_u16();
     let latency_us = started.elapsed().as_micros() as u64;
