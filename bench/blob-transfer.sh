@@ -27,7 +27,7 @@ digest=$(sha "$WORK/blob")
 mibps() { awk -v s="$SIZE_MIB" -v t="$1" 'BEGIN{printf "%.0f", s/t}'; }
 
 t0=$(date +%s.%N)
-curl -fsS -o /dev/null -X POST -H 'Content-Type: application/octet-stream' -T "$WORK/blob" "http://$G/v2/bench/big/blobs/uploads/?digest=$digest"
+curl -fsS -o /dev/null -X POST -H "Content-Type: application/octet-stream" -T "$WORK/blob" "http://$G/v2/bench/big/blobs/uploads?digest=$digest"
 t1=$(date +%s.%N)
 push_s=$(echo "$t1 - $t0" | bc -l)
 echo "monolithic push: ${SIZE_MIB} MiB in ${push_s}s = $(mibps "$push_s") MiB/s; peak RSS so far $(rss) MiB"
