@@ -49,8 +49,20 @@ push_image() { # REGISTRY REPO TAG
         --data-binary "@$WORK/manifest.json" "$1/v2/$2/manifests/$3"
 }
 
-# wrk's requests/sec for URL with 16 connections.
-load() { # URL [extra wrk args...]
-    local url="$1"; shift
-    wrk -t2 -c16 -d"${DURATION:-10}s" "$@" "$url" | awk '/Requests\/sec/{print $2}'
+# CPU time (user + system) a process has used, in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+# Runs wrk (16 connections) against URL served by process PID and prints
+# "<requests/s> <server CPU µs per request>". The second figure is what the
+# server spent, so it is far less sensitive than throughput to other load
+# on a shared machine.
+load() { # PID URL [extra wrk args...]
+    local pid="$1" url="$2"; shift 2
+    local before after out
+    before=$(cpu_ticks "$pid")
+    out=$(wrk -t2 -c16 -d"${DURATION:-10}s" "$@" "$url")
+    after=$(cpu_ticks "$pid")
+    echo "$out" | awk -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" '
+        /requests in/ {n=$1} /Requests\/sec/ {rps=$2}
+        END {printf "%.0f %.1f\n", rps, (t / hz) * 1e6 / n}'
 }

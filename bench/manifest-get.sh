@@ -20,7 +20,7 @@ root = "$WORK/gantry-data"
 [log]
 level = "warn"
 TOML
-"$ROOT/target/release/gantry" serve --config "$WORK/gantry.toml" 2>"$WORK/gantry.log" & PIDS+=($!)
+"$ROOT/target/release/gantry" serve --config "$WORK/gantry.toml" 2>"$WORK/gantry.log" & GPID=$!; PIDS+=($GPID)
 
 cat > "$WORK/registry.yml" <<YAML
 version: 0.1
@@ -30,13 +30,13 @@ storage:
   cache: { blobdescriptor: inmemory }
 http: { addr: $R }
 YAML
-docker-registry serve "$WORK/registry.yml" >"$WORK/registry.log" 2>&1 & PIDS+=($!)
+docker-registry serve "$WORK/registry.yml" >"$WORK/registry.log" 2>&1 & RPID=$!; PIDS+=($RPID)
 
 wait_http "http://$G/v2/"; wait_http "http://$R/v2/"
 make_image
 push_image "http://$G" bench/app v1
 push_image "http://$R" bench/app v1
-"$ROOT/target/release/examples/floor" "$F" "$WORK/manifest.json" application/vnd.oci.image.manifest.v1+json & PIDS+=($!)
+"$ROOT/target/release/examples/floor" "$F" "$WORK/manifest.json" application/vnd.oci.image.manifest.v1+json & FPID=$!; PIDS+=($FPID)
 wait_http "http://$F/"
 
 ACCEPT=(-H 'Accept: application/vnd.oci.image.manifest.v1+json')
@@ -44,16 +44,24 @@ path=/v2/bench/app/manifests/v1
 cmp <(curl -fsS "${ACCEPT[@]}" "http://$G$path") "$WORK/manifest.json" || { echo "gantry served other bytes"; curl -s "http://$G$path"; exit 1; }
 cmp <(curl -fsS "${ACCEPT[@]}" "http://$R$path") "$WORK/manifest.json"
 
-# Interleaved rounds, so background noise on this shared machine hits
-# every server alike; the figures are means over the rounds.
+# Interleaved rounds, so background noise on this shared machine hits every
+# server alike. Throughput is the mean over rounds; server CPU per request is
+# the median-free mean too, and is the steadier figure of the two.
 ROUNDS="${ROUNDS:-3}"
-f_sum=0; g_sum=0; r_sum=0
+: > "$WORK/results"
 for i in $(seq 1 "$ROUNDS"); do
-    f=$(load "http://$F$path" "${ACCEPT[@]}"); g=$(load "http://$G$path" "${ACCEPT[@]}"); r=$(load "http://$R$path" "${ACCEPT[@]}")
-    echo "round $i: floor $f  gantry $g  docker-registry $r"
-    f_sum=$(echo "$f_sum + $f" | bc -l); g_sum=$(echo "$g_sum + $g" | bc -l); r_sum=$(echo "$r_sum + $r" | bc -l)
+    read -r f fc < <(load "$FPID" "http://$F$path" "${ACCEPT[@]}")
+    read -r g gc < <(load "$GPID" "http://$G$path" "${ACCEPT[@]}")
+    read -r r rc < <(load "$RPID" "http://$R$path" "${ACCEPT[@]}")
+    echo "round $i: floor $f req/s ($fc µs CPU/req)  gantry $g ($gc)  docker-registry $r ($rc)"
+    echo "$f $fc $g $gc $r $rc" >> "$WORK/results"
 done
-floor=$(echo "$f_sum / $ROUNDS" | bc -l); gantry=$(echo "$g_sum / $ROUNDS" | bc -l); registry=$(echo "$r_sum / $ROUNDS" | bc -l)
 echo "manifest GET, 16 connections, ${DURATION:-10}s per run, $ROUNDS rounds, $(nproc) cores"
-printf '%-16s %12.0f req/s\n' floor "$floor" gantry "$gantry" docker-registry "$registry"
-awk -v g="$gantry" -v f="$floor" -v r="$registry" 'BEGIN{printf "gantry/floor = %.2f   gantry/docker-registry = %.1f\n", g/f, g/r}'
+awk '{f+=$1; fc+=$2; g+=$3; gc+=$4; r+=$5; rc+=$6; n++}
+    END {
+        printf "%-16s %9.0f req/s  %6.1f µs server CPU/req\n", "floor", f/n, fc/n
+        printf "%-16s %9.0f req/s  %6.1f µs server CPU/req\n", "gantry", g/n, gc/n
+        printf "%-16s %9.0f req/s  %6.1f µs server CPU/req\n", "docker-registry", r/n, rc/n
+        printf "gantry/floor: throughput %.2f, CPU-per-request efficiency %.2f\n", g/f, fc/gc
+        printf "gantry/docker-registry: throughput %.1f, CPU-per-request efficiency %.1f\n", g/r, rc/gc
+    }' "$WORK/results"

@@ -121,11 +121,27 @@ impl Grant {
     }
 }
 
+/// How a pattern is matched: `**` (the common catch-all) without a regex.
+#[derive(Debug, Clone)]
+enum Matcher {
+    Everything,
+    Glob(GlobMatcher),
+}
+
+impl Matcher {
+    fn is_match(&self, name: &str) -> bool {
+        match self {
+            Matcher::Everything => true,
+            Matcher::Glob(g) => g.is_match(name),
+        }
+    }
+}
+
 /// The rules for the repositories one pattern matches.
 #[derive(Debug, Clone)]
 pub struct RepoRules {
     pub pattern: String,
-    matcher: GlobMatcher,
+    matcher: Matcher,
     pub policies: Vec<Grant>,
     pub default_policy: ActionSet,
     pub anonymous_policy: ActionSet,
@@ -182,7 +198,8 @@ impl RepoRules {
             .literal_separator(true)
             .build()
             .map_err(|e| format!("invalid repository pattern `{pattern}`: {}", e.kind()))?;
-        Ok(RepoRules { pattern: pattern.to_string(), matcher: glob.compile_matcher(), policies, default_policy, anonymous_policy })
+        let matcher = if pattern == "**" { Matcher::Everything } else { Matcher::Glob(glob.compile_matcher()) };
+        Ok(RepoRules { pattern: pattern.to_string(), matcher, policies, default_policy, anonymous_policy })
     }
 }
 

@@ -115,7 +115,7 @@ pub async fn token(State(auth): State<Arc<Auth>>, req: Request) -> Response {
             }
         }
     }
-    let identity = caller.identity.as_ref();
+    let identity = caller.identity();
     match auth.mint(identity, access, not_after) {
         Ok((token, iat, exp)) => axum::Json(serde_json::json!({
             "token": token,
@@ -139,7 +139,7 @@ fn grant(auth: &Auth, caller: &Caller, scope: &str) -> Option<AccessEntry> {
         "repository" => {
             let repo: RepoName = name.parse().ok()?;
             let requested = actions.split(',').map(scope_actions).fold(Default::default(), |a: super::ActionSet, b| a.union(b));
-            let granted = requested.intersect(auth.grantable(caller.identity.as_ref(), &repo));
+            let granted = requested.intersect(auth.grantable(caller.identity(), &repo));
             let words = scope_words(granted);
             (!words.is_empty()).then(|| AccessEntry { kind: kind.into(), name: name.into(), actions: words })
         }

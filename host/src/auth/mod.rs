@@ -43,8 +43,9 @@ use crate::policy::{Decision, Identity, LoadedPolicy, PolicyEngine};
 /// Who is making a request, once authenticated.
 #[derive(Debug, Clone)]
 pub struct Caller {
-    /// `None`: anonymous.
-    pub identity: Option<Identity>,
+    /// `None`: anonymous. Shared, so a cached decision is cloned without
+    /// copying names on the hot path.
+    pub identity: Option<Arc<Identity>>,
     /// Set when the caller presented a Gantry token: its scope is a ceiling.
     pub token: Option<Arc<GantryToken>>,
 }
@@ -52,6 +53,10 @@ pub struct Caller {
 impl Caller {
     pub fn anonymous() -> Caller {
         Caller { identity: None, token: None }
+    }
+
+    pub fn identity(&self) -> Option<&Identity> {
+        self.identity.as_deref()
     }
 }
 
@@ -198,7 +203,7 @@ impl Auth {
     /// What `caller` may do to `repo` now: access control, capped by the
     /// scope of a Gantry token.
     pub fn allowed(&self, caller: &Caller, repo: &RepoName) -> ActionSet {
-        let set = self.access.allowed(caller.identity.as_ref(), repo);
+        let set = self.access.allowed(caller.identity(), repo);
         match &caller.token {
             Some(t) => set.intersect(t.ceiling(repo)),
             None => set,
@@ -248,7 +253,7 @@ impl Auth {
             audit_static(user, ok, started);
             return if ok {
                 let identity = Identity { username: user.to_string(), groups: Vec::new() };
-                Ok((Caller { identity: Some(identity), token: None }, None))
+                Ok((Caller { identity: Some(Arc::new(identity)), token: None }, None))
             } else {
                 Err(AuthFailure::BadPassword)
             };
@@ -290,7 +295,7 @@ impl Auth {
             issuer: &issuer,
             subject: subject.as_deref(),
             fingerprint: &fingerprint(token),
-            identity: caller.as_ref().ok().and_then(|c| c.identity.as_ref()),
+            identity: caller.as_ref().ok().and_then(|c| c.identity()),
             reason: &reason,
             started,
         });
@@ -303,7 +308,7 @@ impl Auth {
         let t = self.tokens.verify(token).map_err(|e| (AuthFailure::Token(e.to_string()), None))?;
         let exp = t.expires_at;
         let subject = t.identity.as_ref().map(|i| i.username.clone());
-        Ok((Caller { identity: t.identity.clone(), token: Some(Arc::new(t)) }, exp, subject))
+        Ok((Caller { identity: t.identity.clone().map(Arc::new), token: Some(Arc::new(t)) }, exp, subject))
     }
 
     async fn oidc_token(&self, token: &str, issuer: &str) -> Result<(Caller, u64, Option<String>), (AuthFailure, Option<String>)> {
@@ -321,7 +326,7 @@ impl Auth {
                     username: format!("{}{}", rt.username_prefix, id.username),
                     groups: id.groups.iter().map(|g| format!("{}{g}", rt.groups_prefix)).collect(),
                 };
-                Ok((Caller { identity: Some(identity), token: None }, verified.expires_at, subject))
+                Ok((Caller { identity: Some(Arc::new(identity)), token: None }, verified.expires_at, subject))
             }
             Ok(Decision::Deny(reason)) => Err((AuthFailure::PolicyDenied { issuer: verified.issuer, reason }, subject)),
             Err(e) => Err((AuthFailure::PolicyFailed { issuer: verified.issuer, reason: e.to_string() }, subject)),
