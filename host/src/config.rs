@@ -221,6 +221,63 @@ fn read_log(mut s: Section<'_>) -> LogConfig {
     LogConfig { level, format }
 }
 
+thread_local! {
+    /// While [`known_keys`] runs: every key path a `Section` was asked for.
+    static KNOWN: std::cell::RefCell<Option<std::collections::BTreeSet<String>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Every key the loader knows, as dotted paths with array indices and
+/// repository patterns generalised (`auth.oidc[].policy.timeout_ms`,
+/// `access_control.repositories."<glob>".policies[].users`). The
+/// configuration reference is checked against this list by a test, so a
+/// key cannot be added without being documented.
+pub fn known_keys() -> Vec<String> {
+    // Every table present (with one array entry each) and no leaves, so the
+    // loader visits every key it knows.
+    const SKELETON: &str = r#"
+        [server]
+        [storage]
+        [log]
+        [auth]
+        [auth.token]
+        [[auth.oidc]]
+        [auth.oidc.policy]
+        [access_control.admin_policy]
+        [access_control.repositories."GLOB"]
+        [[access_control.repositories."GLOB".policies]]
+    "#;
+    KNOWN.with(|k| *k.borrow_mut() = Some(Default::default()));
+    let _ = Config::from_toml_str(SKELETON, "skeleton", Path::new(""));
+    let set = KNOWN.with(|k| k.borrow_mut().take()).unwrap_or_default();
+    let mut keys: Vec<String> = set
+        .into_iter()
+        .map(|k| {
+            let k = k.replace(".GLOB", ".\"<glob>\"");
+            // `oidc[0]` → `oidc[]`
+            let mut out = String::with_capacity(k.len());
+            let mut in_index = false;
+            for c in k.chars() {
+                match c {
+                    '[' => {
+                        in_index = true;
+                        out.push('[');
+                    }
+                    ']' => {
+                        in_index = false;
+                        out.push(']');
+                    }
+                    c if in_index && c.is_ascii_digit() => {}
+                    c => out.push(c),
+                }
+            }
+            out
+        })
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
 /// A TOML table being read: each `get` removes its key, `finish` reports
 /// whatever is left as unknown. Problems accumulate in the shared list.
 pub struct Section<'p> {
@@ -246,6 +303,15 @@ impl<'p> Section<'p> {
         }
     }
 
+    /// Notes that `key` is one the loader knows (see [`known_keys`]).
+    fn record(&self, key: &str) {
+        KNOWN.with(|k| {
+            if let Some(set) = k.borrow_mut().as_mut() {
+                set.insert(self.key_path(key));
+            }
+        });
+    }
+
     /// Records a problem at a dotted sub-path written out already (`oidc[1].issuer`).
     pub fn problem_raw(&mut self, sub_path: &str, reason: String) {
         let path = if self.path.is_empty() { sub_path.to_string() } else { format!("{}.{sub_path}", self.path) };
@@ -266,6 +332,7 @@ impl<'p> Section<'p> {
 
     /// Takes an array of tables (`[[key]]`); anything else is a problem.
     pub fn array_of_tables(&mut self, key: &str) -> Vec<toml::Table> {
+        self.record(key);
         match self.table.remove(key) {
             None => Vec::new(),
             Some(toml::Value::Array(items)) => {
@@ -296,6 +363,7 @@ impl<'p> Section<'p> {
 
     /// Takes a value as raw TOML (for settings handed on as JSON).
     pub fn take_raw(&mut self, key: &str) -> Option<toml::Value> {
+        self.record(key);
         self.table.remove(key)
     }
 
@@ -308,6 +376,7 @@ impl<'p> Section<'p> {
     /// Takes `key`, or the default when absent; a value of the wrong type is
     /// a problem (and the default stands in so reading can go on).
     pub fn get<T: DeserializeOwned>(&mut self, key: &str, default: impl FnOnce() -> T) -> T {
+        self.record(key);
         match self.table.remove(key) {
             None => default(),
             Some(value) => match value.try_into::<T>() {
@@ -322,6 +391,7 @@ impl<'p> Section<'p> {
 
     /// A nested table (`[server]` inside the root, say); absent means empty.
     pub fn section(&mut self, key: &str) -> Section<'_> {
+        self.record(key);
         let path = self.key_path(key);
         let table = match self.table.remove(key) {
             None => toml::Table::new(),
@@ -403,6 +473,55 @@ mod tests {
             "{err}"
         );
         assert!(err.to_string().contains("7 problems"), "{err}");
+    }
+
+    #[test]
+    fn known_keys_cover_every_section() {
+        let keys = known_keys();
+        for expected in [
+            "server.listen",
+            "storage.root",
+            "log.format",
+            "auth.token.ttl_seconds",
+            "auth.oidc[].policy.settings",
+            "auth.oidc[].username_prefix",
+            "access_control.admin_policy.actions",
+            "access_control.repositories.\"<glob>\".policies[].groups",
+        ] {
+            assert!(keys.iter().any(|k| k == expected), "{expected} missing from {keys:#?}");
+        }
+    }
+
+    /// The configuration reference documents every key the loader knows:
+    /// each appears in backticks, either as its full path, as a dotted
+    /// suffix of it (`admin_policy.users`), or as its bare name under its
+    /// section's heading.
+    #[test]
+    fn configuration_reference_documents_every_key() {
+        let doc = include_str!("../../docs/configuration.md");
+        let keys = known_keys();
+        let sections: Vec<&String> =
+            keys.iter().filter(|k| keys.iter().any(|o| o.starts_with(&format!("{k}.")) || o.starts_with(&format!("{k}[")))).collect();
+        let mut missing = Vec::new();
+        for key in keys.iter().filter(|k| !sections.contains(k)) {
+            let parts: Vec<&str> = key.split('.').collect();
+            let documented = (0..parts.len()).any(|i| {
+                let suffix = parts[i..].join(".");
+                if !doc.contains(&format!("`{suffix}`")) {
+                    return false;
+                }
+                if i + 1 < parts.len() || i == 0 {
+                    return true;
+                }
+                // A bare name needs its section's heading.
+                let section = parts[..i].join(".").replace("[]", "");
+                doc.contains(&format!("`[{section}]`")) || doc.contains(&format!("`[[{section}]]`"))
+            });
+            if !documented {
+                missing.push(key.clone());
+            }
+        }
+        assert!(missing.is_empty(), "docs/configuration.md does not document: {missing:#?}");
     }
 
     #[test]
