@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Runs every test of the workspace. This is the test command README.md gives
+# and the one CI runs (after .ci/run installs Debian's packages).
+#
+# It first brings in the project-local tools the tests build with, each
+# pinned by a lock file in this repository, so a fresh clone needs nothing
+# else than Rust 1.95.0, Node 20 + npm, Python 3.11 + pip, and Debian's
+# skopeo and openssl (see README.md).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# The policy components and test guests are built for this target.
+rustup target add wasm32-wasip2 --toolchain 1.95.0
+
+# The example policies in Python and JavaScript (examples/policies/):
+# tests/build.rs builds them with these pinned tools, and fails without them.
+python3 -m pip install --quiet --root-user-action=ignore -r examples/policies/kubernetes-python/requirements.txt
+npm ci --prefix examples/policies/kubernetes-js --no-audit --no-fund
+
+# The end-to-end tests' real OpenID provider (npm oidc-provider).
+npm ci --prefix examples/e2e/provider --no-audit --no-fund
+
+cargo test --workspace
