@@ -126,8 +126,9 @@ fn ensure_target_installed() {
 /// profile, features, a clippy or coverage wrapper) so the nested build
 /// reads only `plugins/Cargo.toml`. Kept: where cargo's home and registries
 /// are, network settings, and the jobserver, so both builds share the same
-/// CPU budget instead of each taking every core.
-fn scrub_outer_build_env(cmd: &mut Command) {
+/// CPU budget instead of each taking every core. Public for a build of
+/// another workspace (`tests/build.rs`'s Rust example policy).
+pub fn scrub_outer_build_env(cmd: &mut Command) {
     const KEEP_EXACT: &[&str] = &["CARGO_HOME", "CARGO_MAKEFLAGS"];
     const KEEP_PREFIX: &[&str] = &[
         "CARGO_NET_",

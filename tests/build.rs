@@ -64,6 +64,7 @@ fn main() {
     }
 
     example_policies::build(&root);
+    example_rust::build(&root);
 }
 
 /// The text of every test file, to check each guest is used; the files are
@@ -373,5 +374,72 @@ mod example_policies {
                 self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
             }
         }
+    }
+}
+
+/// The example policy written in Rust, `examples/policies/github-actions`,
+/// handed to the tests as `GANTRY_EXAMPLE_GITHUB_ACTIONS_WASM`. It is its own
+/// cargo workspace with its own `Cargo.lock` (an example is meant to be
+/// copied out of the repo), so it is built by a nested cargo of its own, like
+/// the guests of `plugins/` (release, `--locked`, the outer build's settings
+/// scrubbed), into `<root>/target/examples/github-actions`. Cargo's
+/// fingerprints keep it cached: when nothing changed the nested build is a
+/// no-op, and this script reruns only when the crate or the WIT changed.
+mod example_rust {
+    use super::guest_build;
+    use std::path::Path;
+    use std::process::{Command, Stdio};
+
+    pub fn build(root: &Path) {
+        let dir = root
+            .join("examples")
+            .join("policies")
+            .join("github-actions");
+        for source in ["Cargo.toml", "Cargo.lock", "src"] {
+            guest_build::rerun_if_changed(&dir.join(source));
+        }
+        let target_dir = root.join("target").join("examples").join("github-actions");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.current_dir(&dir)
+            .args([
+                "build",
+                "--release",
+                "--locked",
+                "--target",
+                guest_build::TARGET,
+            ])
+            .arg("--manifest-path")
+            .arg(dir.join("Cargo.toml"));
+        guest_build::scrub_outer_build_env(&mut cmd);
+        cmd.env("CARGO_TARGET_DIR", &target_dir)
+            .stdin(Stdio::null())
+            // Cargo reads `cargo:` directives from this script's stdout.
+            .stdout(Stdio::from(std::io::stderr()));
+        let status = cmd
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run {cmd:?} to build the Rust example policy: {e}"));
+        if !status.success() {
+            panic!(
+                "building the example policy examples/policies/github-actions failed ({status}); \
+                 cargo's output is above. If it says the lock file needs to be updated, run \
+                 `cargo update --manifest-path examples/policies/github-actions/Cargo.toml --workspace` \
+                 and commit its Cargo.lock."
+            );
+        }
+        let wasm = target_dir
+            .join(guest_build::TARGET)
+            .join("release")
+            .join("github_actions_policy.wasm");
+        if !wasm.is_file() {
+            panic!(
+                "cargo built examples/policies/github-actions but {} is missing",
+                wasm.display()
+            );
+        }
+        println!(
+            "cargo:rustc-env=GANTRY_EXAMPLE_GITHUB_ACTIONS_WASM={}",
+            wasm.display()
+        );
     }
 }
