@@ -445,7 +445,8 @@ fn matches_patterns_are_compiled_at_init() {
     );
     assert!(err.contains("`[a-` is not a valid regex"), "{err}");
 
-    // regex-lite has no Unicode classes: refused at load, never silently false.
+    // Unicode general categories are not compiled in: refused at load, never
+    // silently false.
     let err = init_error(json!({ "username": "matches(claims.sub, '\\\\p{L}') ? 'a' : 'b'" }));
     assert!(
         err.starts_with("username: ") && err.contains("is not a valid regex"),
