@@ -6,11 +6,12 @@
 
 use crate::check::{self, CLAIMS, VARS};
 use crate::claims;
+use crate::explain::{Explained, Explanation, Recorder};
 use crate::regex;
 use crate::settings::Settings;
 use cel::common::types::{CelBool, CelMap, CelMapKey, CelString, Kind};
 use cel::common::value::{CowVal, Val};
-use cel::{Context, Env, Program, Value};
+use cel::{Context, Env, ExecutionError, Program, Value};
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -38,6 +39,31 @@ pub struct Policy {
     validations: Vec<(Compiled, String)>,
     username: Compiled,
     groups: Option<Compiled>,
+}
+
+/// One expression of the settings, as an evaluation runs it: what
+/// [`Policy::explain`] reports a result for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// `variables[i]`.
+    Variable(usize),
+    /// `validations[i]`.
+    Validation(usize),
+    /// `username`.
+    Username,
+    /// `groups`.
+    Groups,
+}
+
+/// Sees each expression an evaluation runs and what it yielded, in order.
+/// `evaluate` passes `()`, which does nothing and compiles away.
+pub(crate) trait Observer {
+    fn ran(&mut self, step: Step, result: Result<&dyn Val, &ExecutionError>);
+}
+
+impl Observer for () {
+    #[inline(always)]
+    fn ran(&mut self, _: Step, _: Result<&dyn Val, &ExecutionError>) {}
 }
 
 /// One compiled expression and where it came from, for messages.
@@ -123,7 +149,50 @@ impl Policy {
 
     /// Decides who the bearer of `claims_json` (a JSON object) is.
     pub fn evaluate(&self, claims_json: &str) -> Decision {
-        match self.try_evaluate(claims_json) {
+        self.evaluate_observed(claims_json, &mut ())
+    }
+
+    /// Decides exactly as [`Policy::evaluate`] does (the same code runs),
+    /// and reports what each expression yielded along the way: for
+    /// `gantry policy test --explain`.
+    pub fn explain(&self, claims_json: &str) -> Explanation {
+        let mut recorder = Recorder::default();
+        let decision = self.evaluate_observed(claims_json, &mut recorder);
+        let explained = |step: Step, label: &str, compiled: &Compiled| Explained {
+            field: compiled.field.clone(),
+            label: label.to_owned(),
+            expression: compiled.source.clone(),
+            outcome: recorder.outcome(step),
+        };
+        Explanation {
+            variables: self
+                .variables
+                .iter()
+                .enumerate()
+                .map(|(i, (name, c))| explained(Step::Variable(i), name, c))
+                .collect(),
+            validations: self
+                .validations
+                .iter()
+                .enumerate()
+                .map(|(i, (c, message))| explained(Step::Validation(i), message, c))
+                .collect(),
+            username: explained(Step::Username, "username", &self.username),
+            groups: self
+                .groups
+                .as_ref()
+                .map(|c| explained(Step::Groups, "groups", c)),
+            // Evaluation stops at what denies: the last expression it ran.
+            deciding: match decision {
+                Decision::Deny(_) => recorder.last(),
+                Decision::Allow { .. } => None,
+            },
+            decision,
+        }
+    }
+
+    fn evaluate_observed<O: Observer>(&self, claims_json: &str, observer: &mut O) -> Decision {
+        match self.try_evaluate(claims_json, observer) {
             Ok(decision) => decision,
             Err(mut reason) => {
                 truncate(&mut reason, MAX_DENY_MESSAGE);
@@ -132,7 +201,11 @@ impl Policy {
         }
     }
 
-    fn try_evaluate(&self, claims_json: &str) -> Result<Decision, String> {
+    fn try_evaluate<O: Observer>(
+        &self,
+        claims_json: &str,
+        observer: &mut O,
+    ) -> Result<Decision, String> {
         let mut ctx = Context::with_env(Arc::clone(&self.env));
         ctx.add_variable_as_val(CLAIMS, claims::parse(claims_json)?);
 
@@ -141,19 +214,21 @@ impl Policy {
         let mut values: Vec<(&str, Box<dyn Val + '_>)> = Vec::with_capacity(self.variables.len());
         let mut bound = None;
 
-        for (name, compiled) in &self.variables {
+        for (i, (name, compiled)) in self.variables.iter().enumerate() {
             if compiled.uses_vars {
                 bind_vars(&mut ctx, &values, &mut bound);
             }
-            let value = compiled.run(&ctx)?.into_owned();
+            let value = compiled
+                .run(&ctx, Step::Variable(i), observer)?
+                .into_owned();
             values.push((name, value));
         }
 
-        for (compiled, message) in &self.validations {
+        for (i, (compiled, message)) in self.validations.iter().enumerate() {
             if compiled.uses_vars {
                 bind_vars(&mut ctx, &values, &mut bound);
             }
-            let value = compiled.run(&ctx)?;
+            let value = compiled.run(&ctx, Step::Validation(i), observer)?;
             match value.downcast_ref::<CelBool>() {
                 Some(b) if *b.inner() => {}
                 Some(_) => return Ok(Decision::Deny(message.clone())),
@@ -164,7 +239,7 @@ impl Policy {
         if self.username.uses_vars {
             bind_vars(&mut ctx, &values, &mut bound);
         }
-        let value = self.username.run(&ctx)?;
+        let value = self.username.run(&ctx, Step::Username, observer)?;
         let username = match value.downcast_ref::<CelString>() {
             Some(s) if s.inner().is_empty() => {
                 return Err(format!(
@@ -182,7 +257,7 @@ impl Policy {
                 if compiled.uses_vars {
                     bind_vars(&mut ctx, &values, &mut bound);
                 }
-                let value = compiled.run(&ctx)?;
+                let value = compiled.run(&ctx, Step::Groups, observer)?;
                 let items = match value.as_iterable() {
                     Some(items) if value.get_type().kind() == Kind::List => items,
                     _ => return Err(compiled.wrong_type("a list of strings", value.as_ref())),
@@ -217,11 +292,18 @@ impl Policy {
 }
 
 impl Compiled {
-    /// Runs the expression; an error denies, naming the expression. The
-    /// result borrows from `ctx` where it can (a claim handed back as is).
-    fn run<'e, 'v>(&'e self, ctx: &'e Context<'_, 'v>) -> Result<CowVal<'e, 'v>, String> {
-        Value::resolve_val(self.program.expression(), ctx)
-            .map_err(|e| format!("{} failed: {e}", self.describe()))
+    /// Runs the expression, showing `observer` the outcome as `step`; an
+    /// error denies, naming the expression. The result borrows from `ctx`
+    /// where it can (a claim handed back as is).
+    fn run<'e, 'v, O: Observer>(
+        &'e self,
+        ctx: &'e Context<'_, 'v>,
+        step: Step,
+        observer: &mut O,
+    ) -> Result<CowVal<'e, 'v>, String> {
+        let result = Value::resolve_val(self.program.expression(), ctx);
+        observer.ran(step, result.as_deref());
+        result.map_err(|e| format!("{} failed: {e}", self.describe()))
     }
 
     fn describe(&self) -> String {
