@@ -9,10 +9,12 @@
 //! `claims`) is left to evaluation, which denies on error.
 //!
 //! The walk also collects the literal patterns of `matches`, so that `init`
-//! can compile them once and refuse an invalid one.
+//! can compile them once and refuse an invalid one, and which top-level
+//! claims the expression reads, so that an evaluation converts only those.
 
 use cel::Program;
 use cel::common::ast::{EntryExpr, Expr, IdedExpr, LiteralValue};
+use std::collections::BTreeSet;
 
 /// The variable holding the verified claims.
 pub const CLAIMS: &str = "claims";
@@ -53,23 +55,60 @@ pub struct RegexLiteral {
     pub pattern: String,
 }
 
+/// Which top-level claims an expression reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimUse {
+    /// Only these, each named literally: `claims.sub`, `claims['kubernetes.io']`.
+    Fields(BTreeSet<String>),
+    /// Possibly any: `claims` is used as a whole (`claims.exists(...)`,
+    /// `size(claims)`, `claims[vars.key]`, ...).
+    All,
+}
+
+impl ClaimUse {
+    /// What a set of expressions reads together.
+    pub fn union<'a>(uses: impl IntoIterator<Item = &'a ClaimUse>) -> ClaimUse {
+        let mut all = BTreeSet::new();
+        for used in uses {
+            match used {
+                ClaimUse::Fields(fields) => all.extend(fields.iter().cloned()),
+                ClaimUse::All => return ClaimUse::All,
+            }
+        }
+        ClaimUse::Fields(all)
+    }
+}
+
+/// What [`check_names`] learnt about an expression that passed.
+#[derive(Debug)]
+pub struct Names {
+    /// The literal patterns it passes to `matches`.
+    pub regexes: Vec<RegexLiteral>,
+    /// The claims it reads.
+    pub claims: ClaimUse,
+}
+
 /// Checks the names `program` uses, `defined` being the variables an
-/// expression at its place may refer to as `vars.<name>`; returns the
-/// literal regex patterns it passes to `matches`.
-pub fn check_names(program: &Program, defined: &[&str]) -> Result<Vec<RegexLiteral>, Problem> {
+/// expression at its place may refer to as `vars.<name>`.
+pub fn check_names(program: &Program, defined: &[&str]) -> Result<Names, Problem> {
     let mut walker = Walker {
         program,
         defined,
         regexes: Vec::new(),
+        claims: ClaimUse::Fields(BTreeSet::new()),
     };
     walker.walk(program.expression(), &mut Vec::new())?;
-    Ok(walker.regexes)
+    Ok(Names {
+        regexes: walker.regexes,
+        claims: walker.claims,
+    })
 }
 
 struct Walker<'a> {
     program: &'a Program,
     defined: &'a [&'a str],
     regexes: Vec<RegexLiteral>,
+    claims: ClaimUse,
 }
 
 impl Walker<'_> {
@@ -92,6 +131,11 @@ impl Walker<'_> {
     fn walk<'e>(&mut self, e: &'e IdedExpr, bound: &mut Vec<&'e str>) -> Result<(), Problem> {
         match &e.expr {
             Expr::Ident(name) => {
+                // Reached only where `claims` is not selected from by a
+                // literal name (those are handled by their parent below).
+                if self.is_free(e, CLAIMS, bound) {
+                    self.claims = ClaimUse::All;
+                }
                 let known = bound.contains(&name.as_str())
                     || name == CLAIMS
                     || name == VARS
@@ -111,8 +155,12 @@ impl Walker<'_> {
                 }
             }
             Expr::Select(select) => {
-                if self.is_free_vars(&select.operand, bound) {
+                if self.is_free(&select.operand, VARS, bound) {
                     self.check_var(&select.operand, &select.field)?;
+                }
+                if self.is_free(&select.operand, CLAIMS, bound) {
+                    self.read_claim(&select.field);
+                    return Ok(());
                 }
                 self.walk(&select.operand, bound)
             }
@@ -120,10 +168,16 @@ impl Walker<'_> {
                 // `vars['name']` is the index operator applied to `vars`.
                 if call.func_name == "_[_]"
                     && let [operand, key] = call.args.as_slice()
-                    && self.is_free_vars(operand, bound)
                     && let Expr::Literal(LiteralValue::String(name)) = &key.expr
                 {
-                    self.check_var(operand, name.as_ref())?;
+                    if self.is_free(operand, VARS, bound) {
+                        self.check_var(operand, name.as_ref())?;
+                    }
+                    // `claims['kubernetes.io']`.
+                    if self.is_free(operand, CLAIMS, bound) {
+                        self.read_claim(name.as_ref());
+                        return Ok(());
+                    }
                 }
                 // `s.matches('re')` or `matches(s, 're')`.
                 if call.func_name == "matches"
@@ -191,8 +245,16 @@ impl Walker<'_> {
         }
     }
 
-    fn is_free_vars(&self, e: &IdedExpr, bound: &[&str]) -> bool {
-        matches!(&e.expr, Expr::Ident(name) if name == VARS && !bound.contains(&VARS))
+    /// Whether `e` is the identifier `name`, not shadowed by a macro's
+    /// variable.
+    fn is_free(&self, e: &IdedExpr, name: &str, bound: &[&str]) -> bool {
+        matches!(&e.expr, Expr::Ident(ident) if ident == name && !bound.contains(&name))
+    }
+
+    fn read_claim(&mut self, name: &str) {
+        if let ClaimUse::Fields(fields) = &mut self.claims {
+            fields.insert(name.to_owned());
+        }
     }
 
     fn check_var(&self, at: &IdedExpr, name: &str) -> Result<(), Problem> {

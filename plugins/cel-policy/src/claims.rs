@@ -10,32 +10,40 @@ use cel::common::types::{
     CelBool, CelDouble, CelInt, CelList, CelMap, CelMapKey, CelNull, CelString, CelUInt,
 };
 use cel::common::value::Val;
-use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 
-/// Parses `json`, which must be an object, into a CEL map.
+/// Parses `json`, which must be an object, into a CEL map. With `only`, the
+/// top-level claims not in it are skipped (still checked to be valid JSON):
+/// a policy reads a handful of a token's thirty-odd claims.
 ///
 /// Integers become `int` (`uint` only past `i64::MAX`), as they do for
 /// Kubernetes' CEL over JSON: operators compare `claims.exp > 1700000000`
 /// with `int` literals, and CEL has no `int + uint` overload. Nesting is
 /// bounded by serde_json's recursion limit (128).
-pub fn parse(json: &str) -> Result<Box<dyn Val + '_>, String> {
+pub fn parse<'de>(
+    json: &'de str,
+    only: Option<&BTreeSet<String>>,
+) -> Result<Box<dyn Val + 'de>, String> {
     if !json.trim_start().starts_with('{') {
         return Err("claims must be a JSON object".to_owned());
     }
     let invalid = |e: serde_json::Error| format!("claims are not valid JSON: {e}");
     let mut de = serde_json::Deserializer::from_str(json);
-    let claims = de.deserialize_map(CelVisitor).map_err(invalid)?;
+    let claims = de.deserialize_map(CelVisitor { only }).map_err(invalid)?;
     de.end().map_err(invalid)?;
     Ok(claims)
 }
 
-/// Builds the CEL value of any JSON value, borrowing from the input (`'de`).
-struct CelVisitor;
+/// Builds the CEL value of any JSON value, borrowing from the input (`'de`);
+/// for an object, only the keys in `only`, if set.
+struct CelVisitor<'a> {
+    only: Option<&'a BTreeSet<String>>,
+}
 
-impl<'de> Visitor<'de> for CelVisitor {
+impl<'de> Visitor<'de> for CelVisitor<'_> {
     type Value = Box<dyn Val + 'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -90,6 +98,10 @@ impl<'de> Visitor<'de> for CelVisitor {
         // serde_json cannot tell how many entries an object has.
         let mut entries = Vec::new();
         while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            if self.only.is_some_and(|only| !only.contains(key.as_ref())) {
+                map.next_value::<IgnoredAny>()?;
+                continue;
+            }
             let key = match key {
                 Cow::Borrowed(key) => CelMapKey::from(key),
                 Cow::Owned(key) => CelMapKey::from(key),
@@ -111,7 +123,7 @@ impl<'de> de::DeserializeSeed<'de> for Seed {
     type Value = Box<dyn Val + 'de>;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
-        deserializer.deserialize_any(CelVisitor)
+        deserializer.deserialize_any(CelVisitor { only: None })
     }
 }
 
@@ -124,7 +136,7 @@ mod tests {
     fn eval(claims: &str, expr: &str) -> Value {
         let env = Arc::new(Env::stdlib());
         let mut ctx = Context::with_env(Arc::clone(&env));
-        ctx.add_variable_as_val("claims", parse(claims).expect("claims parse"));
+        ctx.add_variable_as_val("claims", parse(claims, None).expect("claims parse"));
         let program = env.compile(expr).expect("compiles");
         program.execute(&ctx).expect("evaluates")
     }
@@ -160,7 +172,7 @@ mod tests {
             ("{", "claims are not valid JSON"),
             ("{} x", "claims are not valid JSON"),
         ] {
-            let err = parse(bad)
+            let err = parse(bad, None)
                 .err()
                 .unwrap_or_else(|| panic!("{bad:?} accepted"));
             assert!(err.starts_with(problem), "{bad:?}: {err}");
@@ -175,6 +187,22 @@ mod tests {
     #[test]
     fn deep_nesting_is_refused_not_a_stack_overflow() {
         let deep = format!("{{\"a\":{}1{}}}", "[".repeat(10_000), "]".repeat(10_000));
-        assert!(parse(&deep).is_err());
+        assert!(parse(&deep, None).is_err());
+    }
+
+    #[test]
+    fn only_the_claims_asked_for_are_converted() {
+        let only: BTreeSet<String> = ["sub".to_owned(), "missing".to_owned()].into();
+        let claims = r#"{"sub": "x", "aud": ["a"], "nested": {"deep": [1, {"k": null}]}}"#;
+        let val = parse(claims, Some(&only)).expect("parses");
+        let env = Arc::new(Env::stdlib());
+        let mut ctx = Context::with_env(Arc::clone(&env));
+        ctx.add_variable_as_val("claims", val);
+        let run = |expr| env.compile(expr).expect("compiles").execute(&ctx);
+        assert_eq!(run("claims.sub"), Ok(Value::from("x")));
+        assert_eq!(run("size(claims)"), Ok(Value::Int(1)));
+        assert_eq!(run("has(claims.missing)"), Ok(Value::Bool(false)));
+        // Skipped claims are still parsed: invalid JSON is refused as ever.
+        assert!(parse(r#"{"sub": "x", "aud": [1,]}"#, Some(&only)).is_err());
     }
 }

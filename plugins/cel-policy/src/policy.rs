@@ -4,7 +4,7 @@
 //! Evaluation never allows by accident: an expression that fails (a missing
 //! key, a type error) or yields the wrong type denies, naming the expression.
 
-use crate::check::{self, CLAIMS, VARS};
+use crate::check::{self, CLAIMS, ClaimUse, VARS};
 use crate::claims;
 use crate::explain::{Explained, Explanation, Recorder};
 use crate::regex;
@@ -12,7 +12,7 @@ use crate::settings::Settings;
 use cel::common::types::{CelBool, CelMap, CelMapKey, CelString, Kind};
 use cel::common::value::{CowVal, Val};
 use cel::{Context, Env, ExecutionError, Program, Value};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::sync::Arc;
 
@@ -39,6 +39,9 @@ pub struct Policy {
     validations: Vec<(Compiled, String)>,
     username: Compiled,
     groups: Option<Compiled>,
+    /// The top-level claims the expressions read, when known: the others are
+    /// skipped when the claims are parsed.
+    claims_used: Option<BTreeSet<String>>,
 }
 
 /// One expression of the settings, as an evaluation runs it: what
@@ -74,6 +77,8 @@ struct Compiled {
     program: Program,
     /// Whether it mentions `vars`: only then is the `vars` map bound.
     uses_vars: bool,
+    /// The claims it reads.
+    claims: ClaimUse,
 }
 
 impl Policy {
@@ -123,12 +128,26 @@ impl Policy {
             .map(|source| compile(&env, "groups".to_owned(), source, &names))
             .transpose()?;
 
+        let claims_used = match ClaimUse::union(
+            variables
+                .iter()
+                .map(|(_, c)| c)
+                .chain(validations.iter().map(|(c, _)| c))
+                .chain([&username])
+                .chain(groups.iter())
+                .map(|c| &c.claims),
+        ) {
+            ClaimUse::Fields(fields) => Some(fields),
+            ClaimUse::All => None,
+        };
+
         Ok(Policy {
             env,
             variables,
             validations,
             username,
             groups,
+            claims_used,
         })
     }
 
@@ -207,7 +226,10 @@ impl Policy {
         observer: &mut O,
     ) -> Result<Decision, String> {
         let mut ctx = Context::with_env(Arc::clone(&self.env));
-        ctx.add_variable_as_val(CLAIMS, claims::parse(claims_json)?);
+        ctx.add_variable_as_val(
+            CLAIMS,
+            claims::parse(claims_json, self.claims_used.as_ref())?,
+        );
 
         // Each variable sees the ones before it: `vars` is rebound only when
         // the next expression reads it and a value was added since.
@@ -354,14 +376,14 @@ fn compile(env: &Env, field: String, source: &str, defined: &[&str]) -> Result<C
             })
             .unwrap_or_default()
     };
-    let regexes = check::check_names(&program, defined).map_err(|problem| {
+    let names = check::check_names(&program, defined).map_err(|problem| {
         format!(
             "{field}: `{source}`{}: {}",
             position(problem.offset),
             problem.message
         )
     })?;
-    for literal in regexes {
+    for literal in names.regexes {
         regex::precompile(&literal.pattern).map_err(|e| {
             format!(
                 "{field}: `{source}`{}: `{}` is not a valid regex: {e}",
@@ -376,6 +398,7 @@ fn compile(env: &Env, field: String, source: &str, defined: &[&str]) -> Result<C
         source: source.to_owned(),
         program,
         uses_vars,
+        claims: names.claims,
     })
 }
 

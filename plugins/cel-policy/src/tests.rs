@@ -473,3 +473,32 @@ fn a_pattern_built_at_evaluation_works_and_an_invalid_one_denies() {
     let reason = deny_reason(p.evaluate(&claims));
     assert!(reason.contains("`(` is not a valid regex"), "{reason}");
 }
+
+/// The claims are converted only as far as the expressions read them; what
+/// they decide must not change.
+#[test]
+fn reading_only_some_claims_changes_no_decision() {
+    // `size(claims)` reads the whole map.
+    let p =
+        policy(json!({ "validations": [{ "expression": "size(claims) == 30", "message": "m" }] }));
+    assert!(matches!(p.evaluate(GITHUB), Decision::Allow { .. }));
+    // A key computed at evaluation.
+    let p = policy(json!({
+        "variables": [{ "name": "k", "expression": "'repository'" }],
+        "username": "claims[vars.k]",
+    }));
+    assert_eq!(p.evaluate(GITHUB), allow("octo-org/payments-api", &[]));
+    // A macro variable named `claims` shadows the claims.
+    let p = policy(json!({
+        "validations": [{ "expression": "[{'sub': 1}].all(claims, claims.sub == 1)", "message": "m" }],
+        "username": "claims.repository",
+    }));
+    assert_eq!(p.evaluate(GITHUB), allow("octo-org/payments-api", &[]));
+    // A claim read by one expression is there for all of them.
+    let p = policy(json!({
+        "validations": [{ "expression": "has(claims.environment) || claims.ref_type == 'tag'", "message": "m" }],
+        "username": "claims['repository_owner']",
+        "groups": "[claims.actor]",
+    }));
+    assert_eq!(p.evaluate(GITHUB), allow("octo-org", &["octocat"]));
+}
