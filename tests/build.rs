@@ -127,7 +127,12 @@ mod example_policies {
         dir: "kubernetes-js",
         wasm: "kubernetes_js.wasm",
         var: "GANTRY_EXAMPLE_KUBERNETES_JS_WASM",
-        sources: &["policy.js", "build.mjs", "package.json", "package-lock.json"],
+        sources: &[
+            "policy.js",
+            "build.mjs",
+            "package.json",
+            "package-lock.json",
+        ],
     };
 
     pub fn build(root: &Path) {
@@ -149,11 +154,18 @@ mod example_policies {
         // The two builds are mostly single-threaded: run them side by side.
         let (python, js) = std::thread::scope(|scope| {
             let python = scope.spawn(|| {
-                build_one(root, &examples, &out_dir, &PYTHON, &python_tool, |dir, out| {
-                    let mut cmd = Command::new("bash");
-                    cmd.arg(dir.join("build.sh")).arg(out);
-                    cmd
-                })
+                build_one(
+                    root,
+                    &examples,
+                    &out_dir,
+                    &PYTHON,
+                    &python_tool,
+                    |dir, out| {
+                        let mut cmd = Command::new("bash");
+                        cmd.arg(dir.join("build.sh")).arg(out);
+                        cmd
+                    },
+                )
             });
             let js = scope.spawn(|| {
                 build_one(root, &examples, &out_dir, &JS, &js_tool, |dir, out| {
@@ -178,10 +190,7 @@ mod example_policies {
     /// `requirements.txt`.
     fn componentize_py_version(root: &Path, dir: &Path) -> String {
         let requirements = dir.join("requirements.txt");
-        let fix = format!(
-            "pip install -r {}",
-            relative(root, &requirements).display()
-        );
+        let fix = format!("pip install -r {}", relative(root, &requirements).display());
         let text = fs::read_to_string(&requirements)
             .unwrap_or_else(|e| panic!("cannot read {}: {e}", requirements.display()));
         let pinned = text
@@ -199,7 +208,9 @@ mod example_policies {
             .stdin(Stdio::null())
             .output();
         let version = match output {
-            Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+            Ok(out) if out.status.success() => {
+                String::from_utf8_lossy(&out.stdout).trim().to_owned()
+            }
             Ok(out) => panic!(
                 "\n\n`componentize-py --version` failed ({}): {}\n\
                  componentize-py builds the Python example policy that the tests load.\n\
@@ -238,8 +249,13 @@ mod example_policies {
             ),
         }
         let package = "node_modules/@bytecodealliance/componentize-js";
-        let locked = package_version(&dir.join("package-lock.json"), Some(package))
-            .unwrap_or_else(|| panic!("{}/package-lock.json does not lock {package}", dir.display()));
+        let locked =
+            package_version(&dir.join("package-lock.json"), Some(package)).unwrap_or_else(|| {
+                panic!(
+                    "{}/package-lock.json does not lock {package}",
+                    dir.display()
+                )
+            });
         let installed = package_version(&dir.join(package).join("package.json"), None);
         match installed {
             Some(installed) if installed == locked => format!("componentize-js {installed}"),
@@ -285,8 +301,8 @@ mod example_policies {
         let wasm = out_dir.join(example.wasm);
         let stamp = out_dir.join(format!("{}.fingerprint", example.wasm));
         let fingerprint = fingerprint(root, &dir, example, tool);
-        let fresh = wasm.is_file()
-            && fs::read_to_string(&stamp).is_ok_and(|old| old == fingerprint);
+        let fresh =
+            wasm.is_file() && fs::read_to_string(&stamp).is_ok_and(|old| old == fingerprint);
         if fresh {
             return wasm;
         }
@@ -309,9 +325,8 @@ mod example_policies {
                 example.dir
             );
         }
-        fs::rename(&tmp, &wasm).unwrap_or_else(|e| {
-            panic!("cannot move {} to {}: {e}", tmp.display(), wasm.display())
-        });
+        fs::rename(&tmp, &wasm)
+            .unwrap_or_else(|e| panic!("cannot move {} to {}: {e}", tmp.display(), wasm.display()));
         fs::write(&stamp, &fingerprint)
             .unwrap_or_else(|e| panic!("cannot write {}: {e}", stamp.display()));
         eprintln!(
@@ -330,8 +345,8 @@ mod example_policies {
         let mut hash = Fnv::default();
         hash.write(tool.as_bytes());
         for file in &files {
-            let bytes = fs::read(file)
-                .unwrap_or_else(|e| panic!("cannot read {}: {e}", file.display()));
+            let bytes =
+                fs::read(file).unwrap_or_else(|e| panic!("cannot read {}: {e}", file.display()));
             hash.write(relative(root, file).to_string_lossy().as_bytes());
             hash.write(&(bytes.len() as u64).to_le_bytes());
             hash.write(&bytes);
