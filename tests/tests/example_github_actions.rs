@@ -87,8 +87,8 @@ fn example_dir() -> PathBuf {
 }
 
 fn toml_file(path: &Path) -> Value {
-    let text = std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
     toml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
@@ -113,7 +113,9 @@ fn fixtures(file: &str) -> Vec<Case> {
         bad("not a table")
     };
     if let Some(key) = top.keys().find(|k| *k != "case") {
-        bad(&format!("unknown top-level key `{key}`; cases are [[case]]"));
+        bad(&format!(
+            "unknown top-level key `{key}`; cases are [[case]]"
+        ));
     }
     let Some(Value::Array(cases)) = top.get("case") else {
         bad("no [[case]] array")
@@ -125,7 +127,14 @@ fn fixtures(file: &str) -> Vec<Case> {
             let Value::Object(case) = case else {
                 bad(&format!("case {i} is not a table"))
             };
-            let known = ["name", "claims", "expect", "username", "groups", "reason_contains"];
+            let known = [
+                "name",
+                "claims",
+                "expect",
+                "username",
+                "groups",
+                "reason_contains",
+            ];
             if let Some(key) = case.keys().find(|k| !known.contains(&k.as_str())) {
                 bad(&format!("case {i}: unknown key `{key}`"));
             }
@@ -135,7 +144,9 @@ fn fixtures(file: &str) -> Vec<Case> {
                 Some(Value::String(json)) => serde_json::from_str(json)
                     .unwrap_or_else(|e| bad(&format!("case {name:?}: claims: {e}"))),
                 Some(table @ Value::Object(_)) => table.clone(),
-                _ => bad(&format!("case {name:?}: claims must be a table or a JSON string")),
+                _ => bad(&format!(
+                    "case {name:?}: claims must be a table or a JSON string"
+                )),
             };
             if !claims.is_object() {
                 bad(&format!("case {name:?}: claims must be a JSON object"));
@@ -201,7 +212,11 @@ async fn run_fixtures(settings_file: &str, fixture_file: &str) -> usize {
     let mut names = BTreeSet::new();
     let mut failures = Vec::new();
     for case in &cases {
-        assert!(names.insert(&case.name), "two cases are named {:?}", case.name);
+        assert!(
+            names.insert(&case.name),
+            "two cases are named {:?}",
+            case.name
+        );
         match case.expect.as_str() {
             "allow" => assert!(
                 case.username.is_some() && case.groups.is_some() && case.reason_contains.is_none(),
@@ -213,7 +228,10 @@ async fn run_fixtures(settings_file: &str, fixture_file: &str) -> usize {
                 "deny case {:?} names no identity, and the reason it expects",
                 case.name
             ),
-            other => panic!("case {:?}: expect = {other:?}, not allow or deny", case.name),
+            other => panic!(
+                "case {:?}: expect = {other:?}, not allow or deny",
+                case.name
+            ),
         }
         let decision = policy
             .evaluate(&case.claims)
@@ -247,7 +265,10 @@ async fn every_fixture_meets_its_expectation() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_pull_request_fixture_meets_its_expectation() {
     let cases = run_fixtures("settings.pull-requests.toml", "fixtures.pull-requests.toml").await;
-    assert!(cases >= 4, "fixtures.pull-requests.toml has only {cases} cases");
+    assert!(
+        cases >= 4,
+        "fixtures.pull-requests.toml has only {cases} cases"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -313,7 +334,10 @@ async fn bad_settings_are_refused_naming_the_key() {
             json!({"allowed_refs": ["refs/heads/main"]}),
             "settings.allowed_owner_ids: required",
         ),
-        (json!({"allowed_owner_ids": []}), "settings.allowed_owner_ids: is empty"),
+        (
+            json!({"allowed_owner_ids": []}),
+            "settings.allowed_owner_ids: is empty",
+        ),
         (
             json!({"allowed_owner_ids": ["65432109", "octo-org"]}),
             "settings.allowed_owner_ids[1]: \"octo-org\" is not an owner id",
@@ -347,7 +371,9 @@ async fn bad_settings_are_refused_naming_the_key() {
     for (settings, expected) in cases {
         let message = refused(settings.clone()).await;
         if !message.starts_with(expected) {
-            failures.push(format!("{settings}:\n  got      {message}\n  expected {expected}..."));
+            failures.push(format!(
+                "{settings}:\n  got      {message}\n  expected {expected}..."
+            ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -394,7 +420,10 @@ async fn defaults_allow_main_only_and_no_pull_requests() {
     }
     match decide(token("refs/pull/1/merge", "pull_request")).await {
         Decision::Deny(reason) => {
-            assert!(reason.starts_with("pull-request workflows are not allowed"), "{reason}")
+            assert!(
+                reason.starts_with("pull-request workflows are not allowed"),
+                "{reason}"
+            )
         }
         other => panic!("a pull request by default: {other:?}"),
     }
@@ -402,48 +431,101 @@ async fn defaults_allow_main_only_and_no_pull_requests() {
 
 // --- What it costs -----------------------------------------------------------
 
+/// The claims of `tests/fixtures/claims/github-actions.json`, which
+/// `settings.toml` allows.
+fn release_tag_claims() -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/claims/github-actions.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Small, loads under the default limits, and what loading and evaluating
+/// cost (`--nocapture` shows it; timings of a debug build under a parallel
+/// test run prove nothing, the README gives release numbers).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn component_is_small_and_loads_with_default_memory() {
+async fn component_is_small_and_cheap() {
     let size = std::fs::metadata(WASM)
         .unwrap_or_else(|e| panic!("{WASM}: {e}"))
         .len();
     // A Rust policy is its logic, serde_json and the bindings: a few hundred
-    // KiB at most (an interpreter-based one is tens of MiB).
+    // KiB at most (an interpreter-based one is tens of MB).
     assert!(size < 512 << 10, "{WASM} is {size} bytes");
 
     // A fresh engine, so the compile is measured.
     let engine = PolicyEngine::new(EngineOptions::default()).unwrap_or_else(|e| panic!("{e}"));
     let settings = toml_file(&example_dir().join("settings.toml"));
-    let started = Instant::now();
     let policy = engine
         .load("https://cost.example.com", &module(), &settings, limits())
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let load = started.elapsed();
-    let claims: Value = serde_json::from_str(
-        &std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/claims/github-actions.json"),
-        )
-        .unwrap_or_else(|e| panic!("{e}")),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    let rounds = 200;
+    let claims = release_tag_claims();
+    let allows = |decision: &Result<Decision, PolicyError>| matches!(decision, Ok(Decision::Allow(identity)) if identity.username == "octo-org/payments-api");
     let started = Instant::now();
-    for _ in 0..rounds {
-        match policy.evaluate(&claims).await {
-            Ok(Decision::Allow(identity)) => assert_eq!(identity.username, "octo-org/payments-api"),
-            other => panic!("{other:?}"),
-        }
+    let first = policy.evaluate(&claims).await;
+    let first_eval = started.elapsed();
+    assert!(allows(&first), "{first:?}");
+    let mut warm = Vec::new();
+    for _ in 0..200 {
+        let started = Instant::now();
+        let decision = policy.evaluate(&claims).await;
+        warm.push(started.elapsed());
+        assert!(allows(&decision), "{decision:?}");
     }
-    let eval = started.elapsed() / rounds;
+    warm.sort();
     let report = policy.report();
     println!(
-        "github-actions policy: {size} bytes; load {:.1} ms (compile {:.1} ms, init {:.2} ms); \
-         warm evaluate {:.1} µs (this build of the host: {})",
-        load.as_secs_f64() * 1e3,
+        "github-actions: {size} bytes; compiled in {:.0} ms; instantiate+init {:.2} ms; \
+         first evaluate {:.3} ms; warm evaluate p50 {:.1} µs, max {:.1} µs ({} build)",
         report.compile_time.as_secs_f64() * 1e3,
         report.init_time.as_secs_f64() * 1e3,
-        eval.as_secs_f64() * 1e6,
-        if cfg!(debug_assertions) { "debug" } else { "release" },
+        first_eval.as_secs_f64() * 1e3,
+        warm[warm.len() / 2].as_secs_f64() * 1e6,
+        warm[warm.len() - 1].as_secs_f64() * 1e6,
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        },
     );
+    assert_eq!(policy.stats().discarded, 0);
+}
+
+/// The smallest memory cap (in MiB) the component loads and evaluates
+/// under, found and printed; it is far below the default.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_needed_is_a_fraction_of_the_default_cap() {
+    keep_compiled().await;
+    let settings = toml_file(&example_dir().join("settings.toml"));
+    let claims = release_tag_claims();
+    let mut needed = None;
+    for mib in 1..=16 {
+        let capped = Limits {
+            memory_limit_bytes: mib << 20,
+            pool_size: 1,
+            ..limits()
+        };
+        let owner = format!("https://cap-{mib}.example.com");
+        match engine().load(&owner, &module(), &settings, capped).await {
+            Ok(policy) => {
+                let mut fits = true;
+                for _ in 0..20 {
+                    match policy.evaluate(&claims).await {
+                        Ok(Decision::Allow(_)) => {}
+                        Err(PolicyError::MemoryLimit { .. }) => fits = false,
+                        other => panic!("in {mib} MiB: {other:?}"),
+                    }
+                }
+                if fits {
+                    needed = Some(mib);
+                    break;
+                }
+            }
+            Err(PolicyError::MemoryLimit { .. }) => {}
+            Err(other) => panic!("in {mib} MiB: expected a memory-limit error, got {other}"),
+        }
+    }
+    let default_mib = Limits::default().memory_limit_bytes >> 20;
+    let needed = needed.unwrap_or_else(|| panic!("does not fit in 16 MiB"));
+    println!("github-actions: loads and evaluates in {needed} MiB (default cap {default_mib} MiB)");
+    assert!(needed * 8 <= default_mib, "needs {needed} MiB");
 }
