@@ -2,7 +2,7 @@
 //! must not have (files, directory listing, environment, arguments, working
 //! directory, stdin, network, clock) and denies with a report of what every
 //! attempt got, e.g. `fs=denied(NotFound) dir=denied(NotFound) env=none
-//! args=[] cwd=/ stdin=empty net=denied(Unsupported) clock=0s`.
+//! args=[] cwd=none stdin=empty net=denied(Unsupported) clock=0s`.
 //!
 //! Whatever leaks is quoted in the report (paths, variables, bytes), so a
 //! host test can assert on the report alone.
@@ -70,8 +70,8 @@ fn probe_args() -> String {
 
 fn probe_cwd() -> String {
     match std::env::current_dir() {
-        // wasi-libc's own default when the host gave no working directory.
-        Ok(dir) if dir.as_os_str() == "/" => "/".to_owned(),
+        // wasi-libc answers "/" when the host set no working directory.
+        Ok(dir) if dir.as_os_str() == "/" => "none".to_owned(),
         Ok(dir) => format!("LEAK({})", dir.display()),
         Err(_) => "none".to_owned(),
     }
