@@ -131,9 +131,7 @@ pub async fn token(State(auth): State<Arc<Auth>>, req: Request) -> Response {
 /// Narrows one requested scope (`repository:NAME:pull,push`) to what the
 /// caller may do; `None` when nothing of it is granted or it is malformed.
 fn grant(auth: &Auth, caller: &Caller, scope: &str) -> Option<AccessEntry> {
-    let mut parts = scope.rsplitn(2, ':');
-    let actions = parts.next()?;
-    let rest = parts.next()?;
+    let (rest, actions) = scope.rsplit_once(':')?;
     let (kind, name) = rest.split_once(':')?;
     match kind {
         "repository" => {
