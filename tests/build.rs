@@ -114,6 +114,8 @@ mod example_policies {
         var: &'static str,
         /// Files of `dir` it is built from.
         sources: &'static [&'static str],
+        /// What installs its tool, for messages.
+        install: &'static str,
     }
 
     const PYTHON: Example = Example {
@@ -121,6 +123,7 @@ mod example_policies {
         wasm: "kubernetes_python.wasm",
         var: "GANTRY_EXAMPLE_KUBERNETES_PYTHON_WASM",
         sources: &["app.py", "build.sh", "requirements.txt"],
+        install: "pip install -r examples/policies/kubernetes-python/requirements.txt",
     };
 
     const JS: Example = Example {
@@ -133,6 +136,7 @@ mod example_policies {
             "package.json",
             "package-lock.json",
         ],
+        install: "npm ci --prefix examples/policies/kubernetes-js",
     };
 
     pub fn build(root: &Path) {
@@ -248,28 +252,56 @@ mod example_policies {
                  the tests load.\nFix: apt-get install -y nodejs npm && {fix}\n\n"
             ),
         }
-        let package = "node_modules/@bytecodealliance/componentize-js";
-        let locked =
-            package_version(&dir.join("package-lock.json"), Some(package)).unwrap_or_else(|| {
-                panic!(
-                    "{}/package-lock.json does not lock {package}",
-                    dir.display()
-                )
-            });
-        let installed = package_version(&dir.join(package).join("package.json"), None);
-        match installed {
-            Some(installed) if installed == locked => format!("componentize-js {installed}"),
-            Some(installed) => panic!(
-                "\n\n{package} {installed} is installed in {}, but package-lock.json locks {locked}.\n\
-                 Fix: {fix}\n\n",
-                relative(root, dir).display()
-            ),
-            None => panic!(
-                "\n\n{package} is not installed in {}; it builds the JavaScript example policy \
-                 that the tests load.\nFix: {fix}\n\n",
-                relative(root, dir).display()
-            ),
+        // Every package the example's package.json names directly, at the
+        // version package-lock.json locks: an install that predates a change
+        // of the lock fails here, with the fix, not halfway through a build.
+        let manifest = dir.join("package.json");
+        let names = dev_dependencies(&manifest)
+            .unwrap_or_else(|| panic!("{} has no devDependencies", manifest.display()));
+        let mut tool = String::new();
+        for name in names {
+            let package = format!("node_modules/{name}");
+            let locked = package_version(&dir.join("package-lock.json"), Some(&package))
+                .unwrap_or_else(|| {
+                    panic!("{}/package-lock.json does not lock {name}", dir.display())
+                });
+            match package_version(&dir.join(&package).join("package.json"), None) {
+                Some(installed) if installed == locked => {}
+                Some(installed) => panic!(
+                    "\n\n{name} {installed} is installed in {}, but package-lock.json locks {locked}.\n\
+                     Fix: {fix}\n\n",
+                    relative(root, dir).display()
+                ),
+                None => panic!(
+                    "\n\n{name} is not installed in {}; it builds the JavaScript example policy \
+                     that the tests load.\nFix: {fix}\n\n",
+                    relative(root, dir).display()
+                ),
+            }
+            if !tool.is_empty() {
+                tool.push_str(", ");
+            }
+            tool.push_str(&format!("{name} {locked}"));
         }
+        tool
+    }
+
+    /// The package names under `"devDependencies"` of a package.json (same
+    /// small scan as `package_version`).
+    fn dev_dependencies(path: &Path) -> Option<Vec<String>> {
+        let text = fs::read_to_string(path).ok()?;
+        let from = text.find("\"devDependencies\"")?;
+        let body = &text[from..];
+        let body = &body[body.find('{')? + 1..];
+        let body = &body[..body.find('}')?];
+        let names: Vec<String> = body
+            .split(',')
+            .filter_map(|entry| {
+                let entry = entry.trim().strip_prefix('"')?;
+                Some(entry[..entry.find('"')?].to_owned())
+            })
+            .collect();
+        (!names.is_empty()).then_some(names)
     }
 
     /// The `"version"` of a package.json, or of `packages[key]` of a
@@ -320,9 +352,9 @@ mod example_policies {
         if !status.success() || !tmp.is_file() {
             let _ = fs::remove_file(&tmp);
             panic!(
-                "building the example policy examples/policies/{} failed ({status}): {cmd:?}; \
-                 its output is above",
-                example.dir
+                "\n\nbuilding the example policy examples/policies/{} failed ({status}): {cmd:?}; \
+                 its output is above.\nIf it says a module or package is missing: {}\n\n",
+                example.dir, example.install
             );
         }
         fs::rename(&tmp, &wasm)
