@@ -100,6 +100,17 @@ pub struct Auth {
     cache: DecisionCache,
 }
 
+/// The identity the registry uses for a policy's decision: the policy's
+/// names behind its issuer's `username_prefix` and `groups_prefix`. The host
+/// has the last word on names: the prefixes keep one tenant's policy from
+/// minting another's. `gantry policy test --issuer` shows the same names.
+pub fn apply_prefixes(username_prefix: &str, groups_prefix: &str, policy_identity: &Identity) -> Identity {
+    Identity {
+        username: format!("{username_prefix}{}", policy_identity.username),
+        groups: policy_identity.groups.iter().map(|g| format!("{groups_prefix}{g}")).collect(),
+    }
+}
+
 fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
@@ -320,12 +331,7 @@ impl Auth {
         let claims = serde_json::Value::Object(verified.claims);
         match rt.policy.evaluate(&claims).await {
             Ok(Decision::Allow(id)) => {
-                // The host has the last word on names: the issuer's prefixes
-                // keep one tenant's policy from minting another's names.
-                let identity = Identity {
-                    username: format!("{}{}", rt.username_prefix, id.username),
-                    groups: id.groups.iter().map(|g| format!("{}{g}", rt.groups_prefix)).collect(),
-                };
+                let identity = apply_prefixes(&rt.username_prefix, &rt.groups_prefix, &id);
                 Ok((Caller { identity: Some(Arc::new(identity)), token: None }, verified.expires_at, subject))
             }
             Ok(Decision::Deny(reason)) => Err((AuthFailure::PolicyDenied { issuer: verified.issuer, reason }, subject)),

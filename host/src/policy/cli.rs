@@ -1,60 +1,138 @@
 //! `gantry policy ...`: tools for policy authors.
 //!
-//! Owns: `gantry policy test`, which loads a module with a settings file,
-//! evaluates a claims file, prints the decision and checks expectations.
-//! Must not: start the registry, touch its config or storage, or print a
-//! stack trace for a user mistake: every failure is one message naming the
-//! file and the problem. Exit codes: 0 success, 1 an expectation failed, 2 a
-//! usage, file, load or evaluation error.
+//! Owns: `gantry policy test`, the policy author's loop: load a module with
+//! its settings (from flags, or from an issuer of a gantry config, prefixes
+//! included), evaluate one claims file or every case of a fixture file,
+//! print the decisions and check expectations; `--explain` shows what each
+//! expression of `builtin:cel` settings yielded.
+//! Must not: start the registry, touch its storage, print timings unless
+//! asked (`--verbose`; the default output is stable enough to golden-test),
+//! or print a stack trace for a user mistake: every failure is one message
+//! naming the file and the problem. Exit codes: 0 success, 1 an expectation
+//! failed (or `--explain` disagreed with the component), 2 a usage, file,
+//! load or (single-claims) evaluation error.
+//!
+//! Layout: this file (flags, loading, output), `fixtures` (cases and
+//! expectations), `explain` (rendering the CEL explanation).
+
+mod explain;
+mod fixtures;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
-use super::{Decision, EngineOptions, Limits, LoadedPolicy, ModuleSource, PolicyEngine};
+use self::fixtures::{Case, Expectation, Mismatch};
+use super::{
+    BuiltinModule, Decision, EngineOptions, Identity, Limits, LoadedPolicy, ModuleSource,
+    PolicyEngine,
+};
 
 /// `gantry policy` subcommands.
 #[derive(Debug, clap::Subcommand)]
 pub enum PolicyCommand {
-    /// Evaluate a claims file against a policy module and print the decision.
+    /// Evaluate claims against a policy module: one claims file, or every
+    /// case of a fixture file; check expectations; explain CEL decisions.
     ///
-    /// Example: gantry policy test --module builtin:cel --settings team-a.toml
-    /// --claims k8s-token.json --expect allow --username system:serviceaccount:ns:sa
-    Test(TestArgs),
+    /// One claims file:
+    ///   gantry policy test --module builtin:cel --settings team-a.toml
+    ///     --claims k8s-token.json --expect allow --username team-a:pusher
+    ///
+    /// A fixture file (prints a PASS/FAIL table, exits 1 if any case fails):
+    ///   gantry policy test --module policy.wasm --settings s.toml --fixtures cases.toml
+    ///
+    /// Why did builtin:cel decide that (every variable's value, every
+    /// validation's result, the username and groups):
+    ///   gantry policy test --module builtin:cel --settings s.toml --claims c.json --explain
+    ///
+    /// As the server would, with an issuer's module, settings, limits and
+    /// username/groups prefixes from the registry's config (final names):
+    ///   gantry policy test --config gantry.toml --issuer https://k8s.example.com
+    ///     --fixtures cases.toml
+    ///
+    /// A fixture file (TOML or JSON) is a list of cases: `[[case]]` tables
+    /// in TOML, `{"case": [...]}` or a bare list in JSON. Each case has
+    /// `name`, `claims` (a table, or a string holding a JSON object), `expect`
+    /// ("allow" or "deny"), and optionally `username` and `groups` (checked
+    /// on an allow; groups in any order) or `reason_contains` (on a deny).
+    ///
+    /// Exit codes: 0 all expectations met, 1 one failed, 2 a usage, file,
+    /// load or evaluation error.
+    #[command(verbatim_doc_comment)]
+    Test(Box<TestArgs>),
 }
 
 /// Arguments of `gantry policy test`.
 #[derive(Debug, clap::Args)]
 pub struct TestArgs {
     /// The policy: `builtin:cel` or the path of a `.wasm` component.
-    #[arg(long, value_name = "builtin:cel|PATH.wasm")]
-    pub module: String,
+    #[arg(
+        long,
+        value_name = "builtin:cel|PATH.wasm",
+        required_unless_present = "config",
+        conflicts_with = "config"
+    )]
+    pub module: Option<String>,
     /// The module's settings, as TOML or JSON (by file extension). Omitted: `{}`.
-    #[arg(long, value_name = "SETTINGS.toml|SETTINGS.json")]
+    #[arg(
+        long,
+        value_name = "SETTINGS.toml|SETTINGS.json",
+        conflicts_with = "config"
+    )]
     pub settings: Option<PathBuf>,
+    /// A gantry config: test with the `[[auth.oidc]]` entry of `--issuer`
+    /// (its module, settings, limits, and username/groups prefixes, which
+    /// expectations are then compared against).
+    #[arg(long, value_name = "GANTRY.toml", requires = "issuer")]
+    pub config: Option<PathBuf>,
+    /// The issuer of `--config` whose policy to test, exactly as configured.
+    #[arg(long, value_name = "ISSUER", requires = "config")]
+    pub issuer: Option<String>,
     /// The verified claims to evaluate: a JSON object.
-    #[arg(long, value_name = "CLAIMS.json")]
-    pub claims: PathBuf,
+    #[arg(
+        long,
+        value_name = "CLAIMS.json",
+        required_unless_present = "fixtures",
+        conflicts_with = "fixtures"
+    )]
+    pub claims: Option<PathBuf>,
+    /// A fixture file of cases (TOML or JSON): evaluate each, print a
+    /// PASS/FAIL table, exit 1 if any case fails.
+    #[arg(long, value_name = "CASES.toml|CASES.json")]
+    pub fixtures: Option<PathBuf>,
+    /// For `builtin:cel`: show what every variable, validation, username
+    /// and groups expression yielded, and which one denied.
+    #[arg(long)]
+    pub explain: bool,
     /// Fail (exit 1) unless the decision is this.
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, conflicts_with = "fixtures")]
     pub expect: Option<Expect>,
     /// Fail (exit 1) unless the policy allows with this username.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "fixtures")]
     pub username: Option<String>,
     /// Fail (exit 1) unless the policy allows with exactly these groups
     /// (comma-separated, in any order; `--groups ''` expects none).
-    #[arg(long, value_delimiter = ',', num_args = 0..)]
+    #[arg(long, value_delimiter = ',', num_args = 0.., conflicts_with = "fixtures")]
     pub groups: Option<Vec<String>>,
+    /// Fail (exit 1) unless the policy denies with a reason containing this.
+    #[arg(long, value_name = "TEXT", conflicts_with = "fixtures")]
+    pub reason_contains: Option<String>,
     /// Keep compiled modules here so the next run skips the JIT.
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
-    /// Time budget per guest call, in milliseconds.
+    /// Time budget per guest call, in milliseconds (overrides the issuer's
+    /// `timeout_ms` with `--config`).
     #[arg(long, value_name = "MS")]
     pub timeout_ms: Option<u64>,
+    /// Also print the module's digest, load and evaluation timings.
+    #[arg(long, short)]
+    pub verbose: bool,
 }
 
-/// The decision `--expect` asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+/// The decision `--expect` (or a case's `expect`) asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Expect {
     /// The policy allows.
     Allow,
@@ -67,15 +145,9 @@ pub fn run(cmd: PolicyCommand) -> ExitCode {
     match cmd {
         PolicyCommand::Test(args) => match test(&args) {
             Ok(report) => {
-                print!("{}", report.text);
-                if report.failures.is_empty() {
-                    ExitCode::SUCCESS
-                } else {
-                    for failure in &report.failures {
-                        eprintln!("expectation failed: {failure}");
-                    }
-                    ExitCode::from(1)
-                }
+                print!("{}", report.stdout);
+                eprint!("{}", report.stderr);
+                ExitCode::from(report.code)
             }
             Err(message) => {
                 eprintln!("error: {message}");
@@ -85,24 +157,73 @@ pub fn run(cmd: PolicyCommand) -> ExitCode {
     }
 }
 
-/// What `test` prints, and the expectations that failed.
+/// What `test` prints, and its exit code: 1 when an expectation failed or
+/// the explanation disagreed with the component, 2 when the one claim set
+/// of `--claims` could not be evaluated.
 struct TestReport {
-    text: String,
-    failures: Vec<String>,
+    stdout: String,
+    stderr: String,
+    code: u8,
+}
+
+/// The policy under test, wherever it was configured.
+struct Target {
+    source: ModuleSource,
+    settings: serde_json::Value,
+    limits: Limits,
+    /// The policy's owner, for the runtime's messages.
+    owner: String,
+    /// With `--config`: the issuer's entry.
+    issuer: Option<IssuerTarget>,
+}
+
+struct IssuerTarget {
+    issuer: String,
+    index: usize,
+    username_prefix: String,
+    groups_prefix: String,
+}
+
+/// One case, evaluated.
+struct Evaluated {
+    /// The final decision: the component's, prefixed for an issuer. An
+    /// error as text.
+    outcome: Result<Decision, String>,
+    /// The component's decision before prefixes, when they differ.
+    unprefixed: Option<Identity>,
+    /// Rendered `--explain` text.
+    explanation: Option<String>,
+    /// The warning when the explanation disagrees with the component.
+    disagreement: Option<String>,
+    elapsed: Duration,
 }
 
 fn test(args: &TestArgs) -> Result<TestReport, String> {
-    let source: ModuleSource = args.module.parse().map_err(|e| format!("--module: {e}"))?;
-    let settings = match &args.settings {
-        Some(path) => read_settings(path)?,
-        None => serde_json::Value::Object(serde_json::Map::new()),
-    };
-    let claims = read_claims(&args.claims)?;
-    let mut limits = Limits::default();
-    if let Some(ms) = args.timeout_ms {
-        limits.timeout = std::time::Duration::from_millis(ms);
+    let target = target(args)?;
+    if args.explain && target.source != ModuleSource::Builtin(BuiltinModule::Cel) {
+        return Err(format!(
+            "--explain needs the module builtin:cel (it explains CEL settings expression by \
+             expression); {} is a Wasm component whose insides Gantry cannot see: test it \
+             with --fixtures, or log from the policy",
+            target.source
+        ));
     }
-    // One evaluation: a single-threaded runtime is all this needs.
+    let cases = match (&args.claims, &args.fixtures) {
+        (_, Some(path)) => fixtures::read(path)?,
+        (Some(path), None) => vec![Case {
+            name: path.display().to_string(),
+            claims: read_claims(path)?,
+            expect: Expectation {
+                decision: args.expect,
+                username: args.username.clone(),
+                groups: args.groups.clone(),
+                reason_contains: args.reason_contains.clone(),
+            },
+        }],
+        (None, None) => return Err("give --claims FILE or --fixtures FILE".to_owned()),
+    };
+
+    // Evaluations run one after another: a single-threaded runtime will do.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
@@ -112,87 +233,359 @@ fn test(args: &TestArgs) -> Result<TestReport, String> {
         ..EngineOptions::default()
     })
     .map_err(|e| e.to_string())?;
-    let owner = "gantry-policy-test";
-    let (policy, decision) = runtime.block_on(async {
-        let policy: LoadedPolicy = engine
-            .load(owner, &source, &settings, limits)
-            .await
-            .map_err(|e| e.to_string())?;
-        let decision = policy.evaluate(&claims).await.map_err(|e| e.to_string())?;
-        Ok::<_, String>((policy, decision))
-    })?;
-
-    let mut text = String::new();
-    let report = policy.report();
-    let _ = writeln!(
-        text,
-        "module:   {source} (sha256:{}, {:?}, loaded in {:.1} ms, init {:.1} ms)",
-        &report.digest[..12.min(report.digest.len())],
-        report.origin,
-        report.compile_time.as_secs_f64() * 1e3,
-        report.init_time.as_secs_f64() * 1e3,
-    );
-    match &decision {
-        Decision::Allow(identity) => {
-            let _ = writeln!(text, "decision: allow");
-            let _ = writeln!(text, "username: {}", identity.username);
-            let _ = writeln!(text, "groups:   [{}]", identity.groups.join(", "));
-        }
-        Decision::Deny(reason) => {
-            let _ = writeln!(text, "decision: deny");
-            let _ = writeln!(text, "reason:   {reason}");
-        }
-    }
-    Ok(TestReport {
-        text,
-        failures: check_expectations(args, &decision),
-    })
-}
-
-/// Every expectation that the decision does not meet.
-fn check_expectations(args: &TestArgs, decision: &Decision) -> Vec<String> {
-    let mut failures = Vec::new();
-    let got = match decision {
-        Decision::Allow(_) => "allow",
-        Decision::Deny(_) => "deny",
+    let policy: LoadedPolicy = runtime
+        .block_on(engine.load(
+            &target.owner,
+            &target.source,
+            &target.settings,
+            target.limits.clone(),
+        ))
+        .map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    header(&mut out, args, &target, &policy);
+    // The same settings text the component's `init` got.
+    let native = match args.explain {
+        false => None,
+        true => match cel_policy::Policy::new(&target.settings.to_string()) {
+            Ok(native) => Some(native),
+            Err(e) => {
+                return Ok(TestReport {
+                    stdout: out,
+                    stderr: format!(
+                        "WARNING: THE EXPLANATION DISAGREES WITH THE POLICY COMPONENT\n\
+                         \x20 the component accepted the settings; the natively linked CEL \
+                         policy refused them: {e}\n\
+                         \x20 This is a bug in Gantry: please report it with these settings.\n"
+                    ),
+                    code: 1,
+                });
+            }
+        },
     };
-    let wants_allow = args.username.is_some() || args.groups.is_some();
-    match (args.expect, decision) {
-        (Some(Expect::Allow), Decision::Deny(_)) => {
-            failures.push(format!("expected allow, got {got}"))
+
+    let evaluated: Vec<Evaluated> = cases
+        .iter()
+        .map(|case| evaluate(&runtime, &policy, native.as_ref(), &target, &case.claims))
+        .collect();
+
+    let mut stderr = String::new();
+    let mut failed = false;
+    for e in &evaluated {
+        if let Some(warning) = &e.disagreement {
+            let _ = writeln!(stderr, "{warning}");
+            failed = true;
         }
-        (Some(Expect::Deny), Decision::Allow(_)) => {
-            failures.push(format!("expected deny, got {got}"))
-        }
-        (None, Decision::Deny(_)) if wants_allow => {
-            failures.push("expected allow (--username/--groups), got deny".to_owned());
-        }
-        _ => {}
     }
-    if let Decision::Allow(identity) = decision {
-        if let Some(username) = &args.username
-            && &identity.username != username
-        {
-            failures.push(format!(
-                "expected username {username:?}, got {:?}",
-                identity.username
-            ));
+    if args.fixtures.is_some() {
+        let _ = writeln!(out, "cases:    {}", cases.len());
+        failed |= fixture_report(&mut out, args.verbose, &cases, &evaluated);
+    } else if let (Some(case), Some(e)) = (cases.first(), evaluated.first()) {
+        if let Some(text) = &e.explanation {
+            let _ = writeln!(out);
+            out.push_str(text);
+            let _ = writeln!(out);
         }
-        if let Some(groups) = &args.groups {
-            let mut want: Vec<&str> = groups
-                .iter()
-                .map(String::as_str)
-                .filter(|g| !g.is_empty())
-                .collect();
-            let mut have: Vec<&str> = identity.groups.iter().map(String::as_str).collect();
-            want.sort_unstable();
-            have.sort_unstable();
-            if want != have {
-                failures.push(format!("expected groups {want:?}, got {have:?}"));
+        if args.verbose {
+            let _ = writeln!(out, "evaluated in {:.2} ms", e.elapsed.as_secs_f64() * 1e3);
+        }
+        match &e.outcome {
+            Ok(decision) => {
+                decision_lines(&mut out, decision, e.unprefixed.as_ref());
+                for Mismatch { message, .. } in case.expect.check(Ok(decision)) {
+                    let _ = writeln!(stderr, "expectation failed: {message}");
+                    failed = true;
+                }
+            }
+            Err(error) => {
+                let _ = writeln!(stderr, "error: {}", printable(error));
+                return Ok(TestReport {
+                    stdout: out,
+                    stderr,
+                    code: 2,
+                });
             }
         }
     }
-    failures
+    Ok(TestReport {
+        stdout: out,
+        stderr,
+        code: u8::from(failed),
+    })
+}
+
+/// The policy to test: from `--module`/`--settings`, or from the config
+/// entry of `--issuer`.
+fn target(args: &TestArgs) -> Result<Target, String> {
+    let mut target = match (&args.config, &args.issuer, &args.module) {
+        (Some(config), Some(issuer), _) => issuer_target(config, issuer)?,
+        (None, None, Some(module)) => Target {
+            source: module.parse().map_err(|e| format!("--module: {e}"))?,
+            settings: match &args.settings {
+                Some(path) => read_settings(path)?,
+                None => serde_json::Value::Object(serde_json::Map::new()),
+            },
+            limits: Limits::default(),
+            owner: "gantry-policy-test".to_owned(),
+            issuer: None,
+        },
+        _ => return Err("give --module (and --settings), or --config with --issuer".to_owned()),
+    };
+    if let Some(ms) = args.timeout_ms {
+        target.limits.timeout = Duration::from_millis(ms);
+    }
+    Ok(target)
+}
+
+fn issuer_target(path: &Path, issuer: &str) -> Result<Target, String> {
+    let config =
+        crate::config::Config::load(path).map_err(|e| e.to_string().trim_end().to_owned())?;
+    let entries = config.auth.map(|auth| auth.oidc).unwrap_or_default();
+    let Some(entry) = entries.iter().find(|e| e.verifier.issuer == issuer) else {
+        let configured = if entries.is_empty() {
+            "it configures no [[auth.oidc]] issuer".to_owned()
+        } else {
+            let names: Vec<&str> = entries.iter().map(|e| e.verifier.issuer.as_str()).collect();
+            format!("its issuers: {}", names.join(", "))
+        };
+        return Err(format!(
+            "--issuer {issuer}: no [[auth.oidc]] entry in {} has this issuer ({configured})",
+            path.display()
+        ));
+    };
+    Ok(Target {
+        source: entry.policy.module.clone(),
+        settings: entry.policy.settings.clone(),
+        limits: entry.policy.limits.clone(),
+        owner: entry.verifier.issuer.clone(),
+        issuer: Some(IssuerTarget {
+            issuer: entry.verifier.issuer.clone(),
+            index: entry.index,
+            username_prefix: entry.username_prefix.clone(),
+            groups_prefix: entry.groups_prefix.clone(),
+        }),
+    })
+}
+
+/// Evaluates one claim set with the component (and, for `--explain`, the
+/// native CEL policy), and applies the issuer's prefixes.
+fn evaluate(
+    runtime: &tokio::runtime::Runtime,
+    policy: &LoadedPolicy,
+    native: Option<&cel_policy::Policy>,
+    target: &Target,
+    claims: &serde_json::Value,
+) -> Evaluated {
+    let started = Instant::now();
+    let component = runtime
+        .block_on(policy.evaluate(claims))
+        .map_err(|e| e.to_string());
+    let elapsed = started.elapsed();
+    let (explanation, disagreement) = match native {
+        None => (None, None),
+        Some(native) => {
+            // The same claims text the component got.
+            let explained = native.explain(&claims.to_string());
+            let native_decision =
+                explain::as_host_decision(&explained, target.limits.max_output_bytes);
+            let disagreement = explain::disagreement(
+                component.as_ref().map_err(String::as_str),
+                native_decision.as_ref().map_err(String::as_str),
+            );
+            (Some(explain::render(&explained)), disagreement)
+        }
+    };
+    let (outcome, unprefixed) = match (component, &target.issuer) {
+        (Ok(Decision::Allow(identity)), Some(issuer)) => {
+            let prefixed = crate::auth::apply_prefixes(
+                &issuer.username_prefix,
+                &issuer.groups_prefix,
+                &identity,
+            );
+            (Ok(Decision::Allow(prefixed)), Some(identity))
+        }
+        (outcome, _) => (outcome, None),
+    };
+    Evaluated {
+        outcome,
+        unprefixed,
+        explanation,
+        disagreement,
+        elapsed,
+    }
+}
+
+/// Where the policy came from: module, settings or issuer, fixture file.
+fn header(out: &mut String, args: &TestArgs, target: &Target, policy: &LoadedPolicy) {
+    if let (Some(issuer), Some(config)) = (&target.issuer, &args.config) {
+        let _ = writeln!(
+            out,
+            "issuer:   {} (auth.oidc[{}] in {})",
+            issuer.issuer,
+            issuer.index,
+            config.display()
+        );
+    }
+    let _ = write!(out, "module:   {}", target.source);
+    if args.verbose {
+        let report = policy.report();
+        let _ = write!(
+            out,
+            " (sha256:{}, {:?}, loaded in {:.1} ms, init {:.1} ms)",
+            &report.digest[..12.min(report.digest.len())],
+            report.origin,
+            report.compile_time.as_secs_f64() * 1e3,
+            report.init_time.as_secs_f64() * 1e3,
+        );
+    }
+    let _ = writeln!(out);
+    if let Some(path) = &args.settings {
+        let _ = writeln!(out, "settings: {}", path.display());
+    }
+    if let Some(issuer) = &target.issuer {
+        let _ = writeln!(
+            out,
+            "prefixes: username {:?}, groups {:?}",
+            issuer.username_prefix, issuer.groups_prefix
+        );
+    }
+    if let Some(path) = &args.fixtures {
+        let _ = writeln!(out, "fixtures: {}", path.display());
+    } else if let Some(path) = &args.claims {
+        let _ = writeln!(out, "claims:   {}", path.display());
+    }
+}
+
+/// `decision:`, then `username:`/`groups:` or `reason:`.
+fn decision_lines(out: &mut String, decision: &Decision, unprefixed: Option<&Identity>) {
+    match decision {
+        Decision::Allow(identity) => {
+            let _ = writeln!(out, "decision: allow");
+            let _ = writeln!(out, "username: {}", identity.username);
+            let _ = writeln!(out, "groups:   [{}]", identity.groups.join(", "));
+            if let Some(policy) = unprefixed {
+                let _ = writeln!(
+                    out,
+                    "policy:   username {:?}, groups {:?} (before the issuer's prefixes)",
+                    policy.username, policy.groups
+                );
+            }
+        }
+        Decision::Deny(reason) => {
+            let _ = writeln!(out, "decision: deny");
+            let _ = writeln!(out, "reason:   {}", printable(reason));
+        }
+    }
+}
+
+/// `text` with control characters escaped (`\n`, `\u{1b}`): a deny
+/// reason may quote a claim, and this goes to a terminal.
+fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return text.into();
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect::<String>()
+        .into()
+}
+
+/// The fixture table, each failure's differences under its row, and the
+/// summary line. Returns whether any case failed.
+fn fixture_report(
+    out: &mut String,
+    verbose: bool,
+    cases: &[Case],
+    evaluated: &[Evaluated],
+) -> bool {
+    // With --explain: every case's explanation first, the table after.
+    for (i, (case, e)) in cases.iter().zip(evaluated).enumerate() {
+        if let Some(text) = &e.explanation {
+            let _ = writeln!(out, "\n--- case #{} {:?}", i + 1, case.name);
+            out.push_str(text);
+            match &e.outcome {
+                Ok(decision) => decision_lines(out, decision, e.unprefixed.as_ref()),
+                Err(error) => {
+                    let _ = writeln!(out, "error:    {}", printable(error));
+                }
+            }
+        }
+    }
+    let number_width = cases.len().to_string().len().max(1);
+    let name_width = cases
+        .iter()
+        .map(|c| c.name.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max("case".len());
+    let _ = writeln!(out);
+    let _ = write!(
+        out,
+        "{:>number_width$}  {:name_width$}  expect  got    result",
+        "#", "case"
+    );
+    let _ = writeln!(out, "{}", if verbose { "  time" } else { "" });
+    let (mut passed, mut failed) = (0usize, 0usize);
+    for (i, (case, e)) in cases.iter().zip(evaluated).enumerate() {
+        let mismatches = case
+            .expect
+            .check(e.outcome.as_ref().map_err(String::as_str));
+        let got = match &e.outcome {
+            Ok(Decision::Allow(_)) => "allow",
+            Ok(Decision::Deny(_)) => "deny",
+            Err(_) => "error",
+        };
+        let expect = match case.expect.decision {
+            Some(Expect::Allow) => "allow",
+            Some(Expect::Deny) => "deny",
+            None => "-",
+        };
+        let ok = mismatches.is_empty() && e.disagreement.is_none();
+        if ok {
+            passed += 1;
+        } else {
+            failed += 1;
+        }
+        let _ = write!(
+            out,
+            "{:>number_width$}  {}{}  {expect:<6}  {got:<5}  {}",
+            i + 1,
+            case.name,
+            " ".repeat(name_width - case.name.chars().count()),
+            if ok { "PASS" } else { "FAIL" },
+        );
+        if verbose {
+            // Under `time`, past the 6 characters of `result`.
+            let _ = write!(out, "    {:.2} ms", e.elapsed.as_secs_f64() * 1e3);
+        }
+        let _ = writeln!(out);
+        let indent = " ".repeat(number_width + 4);
+        for Mismatch { aspect, message } in &mismatches {
+            let _ = writeln!(out, "{indent}{:<9} {message}", format!("{aspect}:"));
+        }
+        if e.disagreement.is_some() {
+            let _ = writeln!(
+                out,
+                "{indent}explain:  disagrees with the component (see the warning)"
+            );
+        }
+        if let (true, Ok(Decision::Allow(_)), Some(policy)) =
+            (!mismatches.is_empty(), &e.outcome, &e.unprefixed)
+        {
+            let _ = writeln!(
+                out,
+                "{indent}(before the issuer's prefixes: username {:?}, groups {:?})",
+                policy.username, policy.groups
+            );
+        }
+    }
+    let _ = writeln!(out, "\n{passed} passed, {failed} failed");
+    failed > 0
 }
 
 /// Reads a settings file: TOML or JSON by extension, converted to JSON.
@@ -206,12 +599,7 @@ fn read_settings(path: &Path) -> Result<serde_json::Value, String> {
         Some("toml") => {
             let value: toml::Value = toml::from_str(&text)
                 .map_err(|e| format!("settings file {}: invalid TOML: {e}", path.display()))?;
-            serde_json::to_value(value).map_err(|e| {
-                format!(
-                    "settings file {}: cannot convert TOML to JSON: {e}",
-                    path.display()
-                )
-            })
+            Ok(fixtures::toml_to_json(value))
         }
         Some("json") => serde_json::from_str(&text)
             .map_err(|e| format!("settings file {}: invalid JSON: {e}", path.display())),
@@ -244,67 +632,6 @@ fn read_text(path: &Path, what: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::Identity;
-
-    fn args(expect: Option<Expect>, username: Option<&str>, groups: Option<&[&str]>) -> TestArgs {
-        TestArgs {
-            module: "builtin:cel".into(),
-            settings: None,
-            claims: PathBuf::from("claims.json"),
-            expect,
-            username: username.map(str::to_owned),
-            groups: groups.map(|g| g.iter().map(|s| (*s).to_owned()).collect()),
-            cache_dir: None,
-            timeout_ms: None,
-        }
-    }
-
-    fn allow(username: &str, groups: &[&str]) -> Decision {
-        Decision::Allow(Identity {
-            username: username.into(),
-            groups: groups.iter().map(|g| (*g).to_owned()).collect(),
-        })
-    }
-
-    #[test]
-    fn no_expectation_always_passes() {
-        assert!(
-            check_expectations(&args(None, None, None), &Decision::Deny("no".into())).is_empty()
-        );
-    }
-
-    #[test]
-    fn expect_mismatch_is_reported() {
-        let f = check_expectations(
-            &args(Some(Expect::Allow), None, None),
-            &Decision::Deny("no".into()),
-        );
-        assert_eq!(f, ["expected allow, got deny"]);
-        let f = check_expectations(&args(Some(Expect::Deny), None, None), &allow("u", &[]));
-        assert_eq!(f, ["expected deny, got allow"]);
-    }
-
-    #[test]
-    fn username_and_groups_are_checked_groups_in_any_order() {
-        let d = allow("alice", &["b", "a"]);
-        assert!(check_expectations(&args(None, Some("alice"), Some(&["a", "b"])), &d).is_empty());
-        let f = check_expectations(&args(None, Some("bob"), Some(&["a"])), &d);
-        assert_eq!(f.len(), 2, "{f:?}");
-        let f = check_expectations(
-            &args(None, Some("alice"), None),
-            &Decision::Deny("x".into()),
-        );
-        assert_eq!(f.len(), 1, "{f:?}");
-    }
-
-    #[test]
-    fn empty_groups_flag_expects_no_groups() {
-        assert!(check_expectations(&args(None, None, Some(&[""])), &allow("u", &[])).is_empty());
-        assert_eq!(
-            check_expectations(&args(None, None, Some(&[""])), &allow("u", &["g"])).len(),
-            1
-        );
-    }
 
     #[test]
     fn settings_formats() {
@@ -343,6 +670,12 @@ mod tests {
             missing.contains("nope.json") && missing.contains("cannot read"),
             "{missing}"
         );
+    }
+
+    #[test]
+    fn control_characters_are_escaped_for_the_terminal() {
+        assert_eq!(printable("plain: ü"), "plain: ü");
+        assert_eq!(printable("a\nb\u{1b}[0m"), "a\\nb\\u{1b}[0m");
     }
 
     #[test]
