@@ -49,6 +49,13 @@ fn the_end_to_end_demo_passes_every_step() {
         .env("GANTRY_BIN", env!("CARGO_BIN_EXE_gantry"))
         .env_remove("PYTHON_POLICY_WASM")
         .env_remove("GANTRY_E2E_KEEP")
+        // The Python policy's README: a debug build of gantry takes 30-80 ms
+        // to create an instance, so raise `timeout_ms` there (the script's
+        // default is the production 100 ms).
+        .env(
+            "GANTRY_E2E_POLICY_TIMEOUT_MS",
+            if cfg!(debug_assertions) { "1000" } else { "100" },
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
