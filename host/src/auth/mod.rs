@@ -80,6 +80,10 @@ pub enum AuthFailure {
     PolicyFailed { issuer: String, reason: String },
 }
 
+/// How one bearer token fared: the caller, the token's expiry and its
+/// subject; or why it was refused (with the subject when it was known).
+type Outcome = Result<(Caller, u64, Option<String>), (AuthFailure, Option<String>)>;
+
 /// A configured OIDC issuer's runtime parts.
 struct IssuerRuntime {
     policy: LoadedPolicy,
@@ -315,14 +319,14 @@ impl Auth {
         Ok((caller, exp))
     }
 
-    fn gantry_token(&self, token: &str) -> Result<(Caller, u64, Option<String>), (AuthFailure, Option<String>)> {
+    fn gantry_token(&self, token: &str) -> Outcome {
         let t = self.tokens.verify(token).map_err(|e| (AuthFailure::Token(e.to_string()), None))?;
         let exp = t.expires_at;
         let subject = t.identity.as_ref().map(|i| i.username.clone());
         Ok((Caller { identity: t.identity.clone().map(Arc::new), token: Some(Arc::new(t)) }, exp, subject))
     }
 
-    async fn oidc_token(&self, token: &str, issuer: &str) -> Result<(Caller, u64, Option<String>), (AuthFailure, Option<String>)> {
+    async fn oidc_token(&self, token: &str, issuer: &str) -> Outcome {
         let verified = self.oidc.verify(token).await.map_err(|e| (AuthFailure::Token(e.to_string()), None))?;
         let subject = verified.subject.clone();
         let Some(rt) = self.issuers.get(&verified.issuer) else {
