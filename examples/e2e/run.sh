@@ -31,6 +31,16 @@ AUDIENCE="https://gantry.example"
 # Everything here talks to 127.0.0.1 only: keep any proxy out of it.
 export NO_PROXY="127.0.0.1,localhost${NO_PROXY:+,$NO_PROXY}" no_proxy="127.0.0.1,localhost${no_proxy:+,$no_proxy}"
 
+# Paths given relative to where the script was started from (or, for
+# GANTRY_BIN, a command on PATH): the script itself runs from the repo root.
+if [[ -n "${GANTRY_BIN:-}" ]]; then
+    if [[ "$GANTRY_BIN" != */* ]]; then
+        GANTRY_BIN="$(command -v "$GANTRY_BIN" || echo "$GANTRY_BIN")"
+    fi
+    GANTRY_BIN="$(realpath -m "$GANTRY_BIN")"
+fi
+[[ -n "${PYTHON_POLICY_WASM:-}" ]] && PYTHON_POLICY_WASM="$(realpath -m "$PYTHON_POLICY_WASM")"
+
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/gantry-e2e.XXXXXX")" || { echo "cannot make a temp dir" >&2; exit 1; }
 mkdir -p "$WORK/logs"
 # No client may pick up the user's registry credentials: skopeo and podman
@@ -93,6 +103,13 @@ step() {
     cat "$NOTES" >&3
     tail -n 40 "$log" | sed 's/^/         | /' >&3
     return 1
+}
+
+# not_run DESCRIPTION WHY: a step that cannot run because an earlier one failed.
+not_run() {
+    STEP=$((STEP + 1))
+    FAILED=$((FAILED + 1))
+    printf 'FAIL  %2d  %s\n         not run: %s\n' "$STEP" "$1" "$2" >&3
 }
 
 # must DESCRIPTION COMMAND...: a step later steps depend on; stop if it fails.
@@ -650,8 +667,13 @@ step "team-a:reader authenticates but gets 403 on push" reader_is_refused
 step "team-a:reader's _catalog is empty" reader_catalog
 step "pull with skopeo, raw bearer (--src-registry-token): blobs identical" pull_bearer
 step "pull with skopeo through the token endpoint (--src-creds): blobs identical" pull_creds
-if step "podman login (docker login style, token endpoint)" podman_login; then
-    step "podman push" podman_push && step "podman pull" podman_pull
+if ! step "podman login (docker login style, token endpoint)" podman_login; then
+    not_run "podman push" "podman login failed"
+    not_run "podman pull" "podman login failed"
+elif ! step "podman push" podman_push; then
+    not_run "podman pull" "podman push failed"
+else
+    step "podman pull" podman_pull
 fi
 step "cluster 2's team-b:builder pushes team-b/app via the Python policy" builder_pushes
 step "cluster 2's team-b:builder gets 403 on team-a/app" builder_refused
