@@ -54,7 +54,11 @@ fn the_end_to_end_demo_passes_every_step() {
         // default is the production 100 ms).
         .env(
             "GANTRY_E2E_POLICY_TIMEOUT_MS",
-            if cfg!(debug_assertions) { "1000" } else { "100" },
+            if cfg!(debug_assertions) {
+                "1000"
+            } else {
+                "100"
+            },
         )
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -99,7 +103,10 @@ fn the_end_to_end_demo_passes_every_step() {
     println!("{stdout}");
     let report = format!("---- run.sh stdout ----\n{stdout}\n---- run.sh stderr ----\n{stderr}");
 
-    assert!(!hung, "the demo ran longer than {HUNG:?} and was stopped\n{report}");
+    assert!(
+        !hung,
+        "the demo ran longer than {HUNG:?} and was stopped\n{report}"
+    );
     assert!(status.success(), "the demo failed ({status})\n{report}");
 
     // `PASS  12  description` / `FAIL  12  description`, numbered from 1.
@@ -121,7 +128,10 @@ fn the_end_to_end_demo_passes_every_step() {
     assert!(!steps.is_empty(), "the demo printed no step\n{report}");
     for (i, (verdict, number, description)) in steps.iter().enumerate() {
         assert_eq!(*number, i + 1, "steps are not numbered 1..N\n{report}");
-        assert_eq!(*verdict, "PASS", "step {number} ({description}) failed\n{report}");
+        assert_eq!(
+            *verdict, "PASS",
+            "step {number} ({description}) failed\n{report}"
+        );
     }
     let summary = format!("all {} steps passed", steps.len());
     assert!(
