@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use gantry::policy::{
     Decision, EngineOptions, Limits, LoadedPolicy, ModuleSource, PolicyEngine, PolicyError,
 };
+use gantry_tests::{Case, check, repo_root, toml_file};
 use serde_json::{Value, json};
 
 const PYTHON_WASM: &str = env!("GANTRY_EXAMPLE_KUBERNETES_PYTHON_WASM");
@@ -155,129 +156,13 @@ impl Lang {
     }
 }
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap_or_else(|| panic!("tests/ has a parent"))
-        .to_path_buf()
+fn fixtures() -> Vec<Case> {
+    gantry_tests::fixtures(&repo_root().join("examples/policies/fixtures/kubernetes.toml"))
 }
 
-fn toml_file(path: &Path) -> Value {
-    let text =
-        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-    toml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
 
 // --- The shared fixtures -----------------------------------------------------
 
-/// One `[[case]]` of the fixture file.
-#[derive(Debug)]
-struct Case {
-    name: String,
-    claims: Value,
-    expect: String,
-    username: Option<String>,
-    groups: Option<Vec<String>>,
-    reason_contains: Option<String>,
-}
-
-fn fixtures() -> Vec<Case> {
-    let path = repo_root().join("examples/policies/fixtures/kubernetes.toml");
-    let doc = toml_file(&path);
-    let bad = |what: &str| -> ! { panic!("{}: {what}", path.display()) };
-    let Value::Object(top) = doc else {
-        bad("not a table")
-    };
-    if let Some(key) = top.keys().find(|k| *k != "case") {
-        bad(&format!(
-            "unknown top-level key `{key}`; cases are [[case]]"
-        ));
-    }
-    let Some(Value::Array(cases)) = top.get("case") else {
-        bad("no [[case]] array")
-    };
-    cases
-        .iter()
-        .enumerate()
-        .map(|(i, case)| {
-            let Value::Object(case) = case else {
-                bad(&format!("case {i} is not a table"))
-            };
-            let known = [
-                "name",
-                "claims",
-                "expect",
-                "username",
-                "groups",
-                "reason_contains",
-            ];
-            if let Some(key) = case.keys().find(|k| !known.contains(&k.as_str())) {
-                bad(&format!("case {i}: unknown key `{key}`"));
-            }
-            let text = |key: &str| case.get(key).and_then(Value::as_str).map(str::to_owned);
-            let name = text("name").unwrap_or_else(|| bad(&format!("case {i} has no name")));
-            let claims = match case.get("claims") {
-                Some(Value::String(json)) => serde_json::from_str(json)
-                    .unwrap_or_else(|e| bad(&format!("case {name:?}: claims: {e}"))),
-                Some(table @ Value::Object(_)) => table.clone(),
-                _ => bad(&format!(
-                    "case {name:?}: claims must be a table or a JSON string"
-                )),
-            };
-            if !claims.is_object() {
-                bad(&format!("case {name:?}: claims must be a JSON object"));
-            }
-            let groups = case.get("groups").map(|groups| {
-                groups
-                    .as_array()
-                    .and_then(|list| {
-                        list.iter()
-                            .map(|g| g.as_str().map(str::to_owned))
-                            .collect::<Option<Vec<_>>>()
-                    })
-                    .unwrap_or_else(|| bad(&format!("case {name:?}: groups must be strings")))
-            });
-            Case {
-                expect: text("expect")
-                    .unwrap_or_else(|| bad(&format!("case {name:?} has no expect"))),
-                username: text("username"),
-                reason_contains: text("reason_contains"),
-                claims,
-                groups,
-                name,
-            }
-        })
-        .collect()
-}
-
-/// Whether `decision` meets `case`; the problem if not.
-fn check(case: &Case, decision: &Decision) -> Result<(), String> {
-    match (case.expect.as_str(), decision) {
-        ("allow", Decision::Allow(identity)) => {
-            if let Some(username) = &case.username
-                && &identity.username != username
-            {
-                return Err(format!(
-                    "username {:?}, expected {username:?}",
-                    identity.username
-                ));
-            }
-            if let Some(groups) = &case.groups
-                && &identity.groups != groups
-            {
-                return Err(format!("groups {:?}, expected {groups:?}", identity.groups));
-            }
-            Ok(())
-        }
-        ("deny", Decision::Deny(reason)) => match &case.reason_contains {
-            Some(part) if !reason.contains(part.as_str()) => {
-                Err(format!("deny reason {reason:?} does not contain {part:?}"))
-            }
-            _ => Ok(()),
-        },
-        (expect, other) => Err(format!("expected {expect}, got {other:?}")),
-    }
-}
 
 #[test]
 fn fixture_file_is_well_formed() {

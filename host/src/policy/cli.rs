@@ -16,7 +16,7 @@
 //! expectations), `explain` (rendering the CEL explanation).
 
 mod explain;
-mod fixtures;
+pub mod fixtures;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
