@@ -14,7 +14,6 @@ mod support;
 
 use std::fs;
 use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -22,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use support::{
-    Image, LIVENESS, Layout, Noise, OCI_MANIFEST, assert_same_blobs, gantry_bin, raw_request,
+    Image, LIVENESS, Layout, Noise, OCI_MANIFEST, assert_same_blobs, raw_request,
     repo_root, skopeo, skopeo_raw,
 };
 
@@ -173,31 +172,19 @@ impl Drop for Provider {
 // ---------------------------------------------------------------- gantry with auth
 
 /// `gantry serve` with `[auth]` trusting the provider; killed on drop.
-struct Registry {
-    child: Option<Child>,
-    addr: SocketAddr,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
+struct Registry(support::Gantry);
 
 /// The identity the claim policy gives `client`, with the issuer's prefix.
 fn username(p: &Provider, client: &str) -> String {
     format!("{}/{client}", p.issuer)
 }
 
-fn config_text(p: &Provider, port: u16, root: &Path) -> String {
+/// The `[auth]` and `[access_control]` sections for a gantry on `port`.
+fn config_text(p: &Provider, port: u16) -> String {
     let iss = &p.issuer;
     let pusher = username(p, PUSHER);
     format!(
-        r#"[server]
-listen = "127.0.0.1:{port}"
-
-[storage]
-root = {root:?}
-
-[log]
-level = "debug"
-
+        r#"
 [auth]
 service = "gantry"
 public_url = "http://127.0.0.1:{port}"
@@ -239,82 +226,13 @@ actions = ["read", "create", "update"]
 [[access_control.repositories."team-a/shared".policies]]
 groups = ["{iss}/namespace:team-a"]
 actions = ["read"]
-"#,
-        root = root.to_str().expect("utf-8 root"),
+"#
     )
 }
 
 impl Registry {
     fn start(p: &Provider, root: &Path) -> Registry {
-        let mut last_log = String::new();
-        // A port found free can be taken before gantry binds it: retry.
-        for _ in 0..5 {
-            let port = free_port();
-            let dir = tempfile::tempdir().expect("tempdir");
-            let config = dir.path().join("gantry.toml");
-            fs::write(&config, config_text(p, port, root)).expect("write config");
-
-            let check = Command::new(gantry_bin())
-                .args(["config", "check"])
-                .arg(&config)
-                .output()
-                .expect("gantry config check");
-            assert!(
-                check.status.success(),
-                "gantry config check refused the e2e config:\n{}{}",
-                String::from_utf8_lossy(&check.stdout),
-                String::from_utf8_lossy(&check.stderr)
-            );
-
-            let log = dir.path().join("gantry.log");
-            let file = fs::File::create(&log).expect("log file");
-            let child = Command::new(gantry_bin())
-                .args(["serve", "--config"])
-                .arg(&config)
-                .env_remove("RUST_LOG")
-                .stdin(Stdio::null())
-                .stdout(file.try_clone().expect("dup log"))
-                .stderr(file)
-                .spawn()
-                .expect("spawn gantry");
-            let mut g = Registry {
-                child: Some(child),
-                addr: SocketAddr::from(([127, 0, 0, 1], port)),
-                log,
-                _dir: dir,
-            };
-            if g.wait_healthy() {
-                return g;
-            }
-            last_log = g.log();
-            if !last_log.contains("binding") {
-                panic!("gantry did not start:\n{last_log}");
-            }
-        }
-        panic!("gantry could not bind a free port:\n{last_log}");
-    }
-
-    fn wait_healthy(&mut self) -> bool {
-        let deadline = Instant::now() + LIVENESS;
-        loop {
-            if let Some(child) = self.child.as_mut()
-                && let Ok(Some(_)) = child.try_wait()
-            {
-                self.child = None;
-                return false;
-            }
-            if let Ok(r) = http().get(self.url("/healthz")).send()
-                && r.status() == 200
-            {
-                return true;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "gantry never became healthy:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        Registry(support::Gantry::start_configured(root, &|port| config_text(p, port)))
     }
 
     /// Discovery and JWKS are fetched in the background: waits until a
@@ -341,15 +259,15 @@ impl Registry {
     }
 
     fn host(&self) -> String {
-        self.addr.to_string()
+        self.0.host()
     }
 
     fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        self.0.url(path)
     }
 
     fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
+        self.0.log()
     }
 
     /// The audit events logged so far.
@@ -360,26 +278,6 @@ impl Registry {
             .map(str::to_string)
             .collect()
     }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!(
-                "---- gantry log ----\n{}\n---- end of gantry log ----",
-                self.log()
-            );
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local addr").port()
 }
 
 fn http() -> reqwest::blocking::Client {
@@ -778,7 +676,7 @@ fn the_reader_is_refused_with_403_and_sees_only_what_it_may_read() {
             g.host(),
             body.len()
         );
-        let r = raw_request(g.addr, req.as_bytes());
+        let r = raw_request(g.0.addr, req.as_bytes());
         assert_eq!(r.status, 403, "{method} {path} as the reader: {}", r.head);
         assert_eq!(error_codes(&r.body), ["DENIED"], "{method} {path}");
         let text = String::from_utf8_lossy(&r.body);

@@ -58,15 +58,22 @@ pub struct Gantry {
 impl Gantry {
     /// Starts plain HTTP on `root`.
     pub fn start(root: &Path) -> Gantry {
-        Gantry::start_with(root, None)
+        Gantry::start_with(root, None, None)
     }
 
     /// Starts HTTPS with `tls`.
     pub fn start_tls(root: &Path, tls: &Tls) -> Gantry {
-        Gantry::start_with(root, Some(tls.clone()))
+        Gantry::start_with(root, Some(tls.clone()), None)
     }
 
-    fn start_with(root: &Path, tls: Option<Tls>) -> Gantry {
+    /// Starts plain HTTP on `root` with `sections(port)` appended to the
+    /// config (`[auth]`, `[access_control]`…), once `gantry config check`
+    /// has accepted the file.
+    pub fn start_configured(root: &Path, sections: &dyn Fn(u16) -> String) -> Gantry {
+        Gantry::start_with(root, None, Some(sections))
+    }
+
+    fn start_with(root: &Path, tls: Option<Tls>, sections: Option<&dyn Fn(u16) -> String>) -> Gantry {
         // A port found free can be taken before gantry binds it: retry.
         let mut last_log = String::new();
         for _ in 0..5 {
@@ -81,11 +88,27 @@ impl Gantry {
                 ),
                 None => String::new(),
             };
-            let text = format!(
+            let mut text = format!(
                 "[server]\nlisten = \"127.0.0.1:{port}\"\n{tls_lines}[storage]\nroot = {:?}\n[log]\nlevel = \"debug\"\n",
                 root.to_str().expect("utf-8 root")
             );
+            if let Some(sections) = sections {
+                text.push_str(&sections(port));
+            }
             fs::write(&config, text).expect("write config");
+            if sections.is_some() {
+                let check = Command::new(gantry_bin())
+                    .args(["config", "check"])
+                    .arg(&config)
+                    .output()
+                    .expect("gantry config check");
+                assert!(
+                    check.status.success(),
+                    "gantry config check refused the config:\n{}{}",
+                    String::from_utf8_lossy(&check.stdout),
+                    String::from_utf8_lossy(&check.stderr)
+                );
+            }
             let log = dir.path().join("gantry.log");
             let log_file = fs::File::create(&log).expect("log file");
             let child = Command::new(gantry_bin())
