@@ -4,10 +4,30 @@
 //! same parser, `gantry::policy::cli::fixtures`, so the two cannot drift).
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
 
-use gantry::policy::Decision;
+use gantry::policy::{Decision, EngineOptions, Limits, PolicyEngine};
 use gantry::policy::cli::Expect;
 use serde_json::Value;
+
+/// Time budget of a guest call in tests that do not test time: wider than
+/// the default 100 ms, because tests run a debug build of wasmtime, several
+/// at once on two cores. The memory cap stays the default.
+pub const TEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The default limits with [`TEST_TIMEOUT`].
+pub fn test_limits() -> Limits {
+    Limits { timeout: TEST_TIMEOUT, ..Limits::default() }
+}
+
+/// One engine per test binary, so each component is compiled once.
+pub fn shared_engine() -> PolicyEngine {
+    static ENGINE: OnceLock<PolicyEngine> = OnceLock::new();
+    ENGINE
+        .get_or_init(|| PolicyEngine::new(EngineOptions::default()).unwrap_or_else(|e| panic!("engine: {e}")))
+        .clone()
+}
 
 /// The repository's root directory.
 pub fn repo_root() -> PathBuf {

@@ -8,22 +8,16 @@
 //! settings and claims as the host passes them.
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 
 use gantry::policy::{
-    Decision, EngineOptions, Identity, Limits, LoadedPolicy, ModuleSource, PolicyEngine,
+    Decision, Identity, Limits, LoadedPolicy, ModuleSource, PolicyEngine,
     PolicyError,
 };
 use serde_json::{Value, json};
 
 /// One engine for the whole file: the CEL component is compiled once.
 fn engine() -> PolicyEngine {
-    static ENGINE: OnceLock<PolicyEngine> = OnceLock::new();
-    ENGINE
-        .get_or_init(|| {
-            PolicyEngine::new(EngineOptions::default()).unwrap_or_else(|e| panic!("engine: {e}"))
-        })
-        .clone()
+    gantry_tests::shared_engine()
 }
 
 fn cel() -> ModuleSource {

@@ -14,8 +14,7 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use gantry::policy::{
     Decision, EngineOptions, Limits, LoadedPolicy, ModuleSource, PolicyEngine, PolicyError,
@@ -25,27 +24,13 @@ use serde_json::{Value, json};
 
 const WASM: &str = env!("GANTRY_EXAMPLE_GITHUB_ACTIONS_WASM");
 
-/// Time budget of a guest call here, wider than the default 100 ms: the
-/// tests run a debug build of wasmtime, several at once on two cores.
-/// Nothing here tests timing; the memory cap stays the default.
-const TEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn limits() -> Limits {
-    Limits {
-        timeout: TEST_TIMEOUT,
-        ..Limits::default()
-    }
+    gantry_tests::test_limits()
 }
 
-/// One engine for the whole file: the component is compiled once (and
-/// kept, see `load`).
 fn engine() -> PolicyEngine {
-    static ENGINE: OnceLock<PolicyEngine> = OnceLock::new();
-    ENGINE
-        .get_or_init(|| {
-            PolicyEngine::new(EngineOptions::default()).unwrap_or_else(|e| panic!("engine: {e}"))
-        })
-        .clone()
+    gantry_tests::shared_engine()
 }
 
 fn module() -> ModuleSource {

@@ -4,7 +4,7 @@
 //! usable.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gantry::policy::{
@@ -16,12 +16,7 @@ use serde_json::{Value, json};
 /// One engine for the tests that do not look at engine-wide counters, so
 /// each guest is compiled once per test binary.
 fn engine() -> PolicyEngine {
-    static ENGINE: OnceLock<PolicyEngine> = OnceLock::new();
-    ENGINE
-        .get_or_init(|| {
-            PolicyEngine::new(EngineOptions::default()).unwrap_or_else(|e| panic!("engine: {e}"))
-        })
-        .clone()
+    gantry_tests::shared_engine()
 }
 
 /// Limits for tests that do not test time: the production default budget
