@@ -141,17 +141,30 @@ impl Config {
         let name = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
             source_name: name.clone(),
-            problems: vec![Problem { path: String::new(), reason: format!("cannot read file: {e}") }],
+            problems: vec![Problem {
+                path: String::new(),
+                reason: format!("cannot read file: {e}"),
+            }],
         })?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         Config::from_toml_str(&text, &name, &base)
     }
 
     /// Parses and validates TOML text. `base` resolves relative file paths.
-    pub fn from_toml_str(text: &str, source_name: &str, base: &Path) -> Result<Config, ConfigError> {
-        let fail = |problems| ConfigError { source_name: source_name.to_string(), problems };
+    pub fn from_toml_str(
+        text: &str,
+        source_name: &str,
+        base: &Path,
+    ) -> Result<Config, ConfigError> {
+        let fail = |problems| ConfigError {
+            source_name: source_name.to_string(),
+            problems,
+        };
         let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-            fail(vec![Problem { path: String::new(), reason: format!("invalid TOML: {}", e.message()) }])
+            fail(vec![Problem {
+                path: String::new(),
+                reason: format!("invalid TOML: {}", e.message()),
+            }])
         })?;
         let mut problems = Vec::new();
         let mut root = Section::new(String::new(), table, &mut problems);
@@ -161,11 +174,20 @@ impl Config {
         let auth = crate::auth::config::read_config(&mut root, base, server.listen);
         let access_control = crate::auth::access::read_config(&mut root);
         if auth.is_none() && access_control.is_some() {
-            root.problem("access_control", "has no effect without [auth]: the registry would be open to everyone".into());
+            root.problem(
+                "access_control",
+                "has no effect without [auth]: the registry would be open to everyone".into(),
+            );
         }
         root.finish();
         if problems.is_empty() {
-            Ok(Config { server, storage, log, auth, access_control })
+            Ok(Config {
+                server,
+                storage,
+                log,
+                auth,
+                access_control,
+            })
         } else {
             Err(fail(problems))
         }
@@ -177,7 +199,10 @@ fn read_server(mut s: Section<'_>, base: &Path) -> ServerConfig {
     let listen = match listen.parse::<SocketAddr>() {
         Ok(addr) => addr,
         Err(_) => {
-            s.problem("listen", format!("`{listen}` is not an address like 127.0.0.1:5000 or [::]:5000"));
+            s.problem(
+                "listen",
+                format!("`{listen}` is not an address like 127.0.0.1:5000 or [::]:5000"),
+            );
             SocketAddr::from(([127, 0, 0, 1], 5000))
         }
     };
@@ -185,18 +210,27 @@ fn read_server(mut s: Section<'_>, base: &Path) -> ServerConfig {
     let key: Option<String> = s.get("tls_key_file", || None);
     let tls = match (cert, key) {
         (Some(c), Some(k)) => {
-            let files = TlsFiles { cert_file: base.join(c), key_file: base.join(k) };
+            let files = TlsFiles {
+                cert_file: base.join(c),
+                key_file: base.join(k),
+            };
             if let Err((field, reason)) = crate::server::check_tls_files(&files) {
                 s.problem(field, reason);
             }
             Some(files)
         }
         (Some(_), None) => {
-            s.problem("tls_key_file", "must be set when tls_cert_file is set".into());
+            s.problem(
+                "tls_key_file",
+                "must be set when tls_cert_file is set".into(),
+            );
             None
         }
         (None, Some(_)) => {
-            s.problem("tls_cert_file", "must be set when tls_key_file is set".into());
+            s.problem(
+                "tls_cert_file",
+                "must be set when tls_key_file is set".into(),
+            );
             None
         }
         (None, None) => None,
@@ -211,7 +245,9 @@ fn read_storage(mut s: Section<'_>, base: &Path) -> StorageConfig {
         s.problem("root", "must not be empty".into());
     }
     s.finish();
-    StorageConfig { root: base.join(root) }
+    StorageConfig {
+        root: base.join(root),
+    }
 }
 
 fn read_log(mut s: Section<'_>) -> LogConfig {
@@ -288,14 +324,25 @@ pub struct Section<'p> {
 
 impl<'p> Section<'p> {
     pub fn new(path: String, table: toml::Table, problems: &'p mut Vec<Problem>) -> Self {
-        Section { path, table, problems }
+        Section {
+            path,
+            table,
+            problems,
+        }
     }
 
     fn key_path(&self, key: &str) -> String {
         // Keys that are not bare TOML keys (repository globs) are quoted, as
         // an operator would write them.
-        let bare = !key.is_empty() && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-        let key = if bare || key.is_empty() || key.ends_with(']') { key.to_string() } else { format!("\"{key}\"") };
+        let bare = !key.is_empty()
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        let key = if bare || key.is_empty() || key.ends_with(']') {
+            key.to_string()
+        } else {
+            format!("\"{key}\"")
+        };
         match (self.path.is_empty(), key.is_empty()) {
             (_, true) => self.path.clone(),
             (true, false) => key,
@@ -314,7 +361,11 @@ impl<'p> Section<'p> {
 
     /// Records a problem at a dotted sub-path written out already (`oidc[1].issuer`).
     pub fn problem_raw(&mut self, sub_path: &str, reason: String) {
-        let path = if self.path.is_empty() { sub_path.to_string() } else { format!("{}.{sub_path}", self.path) };
+        let path = if self.path.is_empty() {
+            sub_path.to_string()
+        } else {
+            format!("{}.{sub_path}", self.path)
+        };
         self.problems.push(Problem { path, reason });
     }
 
@@ -342,14 +393,20 @@ impl<'p> Section<'p> {
                         toml::Value::Table(t) => out.push(t),
                         other => {
                             let path = self.key_path(&format!("{key}[{i}]"));
-                            self.problems.push(Problem { path, reason: format!("must be a table, found {}", other.type_str()) });
+                            self.problems.push(Problem {
+                                path,
+                                reason: format!("must be a table, found {}", other.type_str()),
+                            });
                         }
                     }
                 }
                 out
             }
             Some(other) => {
-                self.problem(key, format!("must be an array of tables, found {}", other.type_str()));
+                self.problem(
+                    key,
+                    format!("must be an array of tables, found {}", other.type_str()),
+                );
                 Vec::new()
             }
         }
@@ -358,7 +415,11 @@ impl<'p> Section<'p> {
     /// A section for element `i` of an array of tables taken with `array_of_tables`.
     pub fn table_at(&mut self, key: &str, i: usize, table: toml::Table) -> Section<'_> {
         let path = self.key_path(&format!("{key}[{i}]"));
-        Section { path, table, problems: self.problems }
+        Section {
+            path,
+            table,
+            problems: self.problems,
+        }
     }
 
     /// Takes a value as raw TOML (for settings handed on as JSON).
@@ -404,14 +465,21 @@ impl<'p> Section<'p> {
                 toml::Table::new()
             }
         };
-        Section { path, table, problems: self.problems }
+        Section {
+            path,
+            table,
+            problems: self.problems,
+        }
     }
 
     /// Reports every key nobody asked for.
     pub fn finish(self) {
         for key in self.keys() {
             let path = self.key_path(&key);
-            self.problems.push(Problem { path, reason: "unknown key".into() });
+            self.problems.push(Problem {
+                path,
+                reason: "unknown key".into(),
+            });
         }
     }
 }
@@ -488,7 +556,10 @@ mod tests {
             "access_control.admin_policy.actions",
             "access_control.repositories.\"<glob>\".policies[].groups",
         ] {
-            assert!(keys.iter().any(|k| k == expected), "{expected} missing from {keys:#?}");
+            assert!(
+                keys.iter().any(|k| k == expected),
+                "{expected} missing from {keys:#?}"
+            );
         }
     }
 
@@ -500,8 +571,13 @@ mod tests {
     fn configuration_reference_documents_every_key() {
         let doc = include_str!("../../docs/configuration.md");
         let keys = known_keys();
-        let sections: Vec<&String> =
-            keys.iter().filter(|k| keys.iter().any(|o| o.starts_with(&format!("{k}.")) || o.starts_with(&format!("{k}[")))).collect();
+        let sections: Vec<&String> = keys
+            .iter()
+            .filter(|k| {
+                keys.iter()
+                    .any(|o| o.starts_with(&format!("{k}.")) || o.starts_with(&format!("{k}[")))
+            })
+            .collect();
         let mut missing = Vec::new();
         for key in keys.iter().filter(|k| !sections.contains(k)) {
             let parts: Vec<&str> = key.split('.').collect();
@@ -521,7 +597,10 @@ mod tests {
                 missing.push(key.clone());
             }
         }
-        assert!(missing.is_empty(), "docs/configuration.md does not document: {missing:#?}");
+        assert!(
+            missing.is_empty(),
+            "docs/configuration.md does not document: {missing:#?}"
+        );
     }
 
     #[test]

@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 use gantry::config::Config;
 
 #[derive(Parser)]
-#[command(name = "gantry", version, about = "An OCI registry for machines, with OIDC workload identity")]
+#[command(
+    name = "gantry",
+    version,
+    about = "An OCI registry for machines, with OIDC workload identity"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -44,7 +48,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Serve { config: None }) {
         Command::Serve { config } => serve(config),
-        Command::Config { command: ConfigCommand::Check { file } } => check(&file),
+        Command::Config {
+            command: ConfigCommand::Check { file },
+        } => check(&file),
         Command::Policy { command } => gantry::policy::cli::run(command),
     }
 }
@@ -61,7 +67,10 @@ fn check(file: &std::path::Path) -> ExitCode {
         }
     };
     if let Some(auth) = &config.auth {
-        let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        let runtime = match tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+        {
             Ok(r) => r,
             Err(e) => {
                 eprintln!("cannot start the async runtime: {e}");
@@ -71,13 +80,30 @@ fn check(file: &std::path::Path) -> ExitCode {
         // A scratch root, so checking never creates keys in the real one.
         let scratch = std::env::temp_dir().join(format!("gantry-check-{}", std::process::id()));
         let result = runtime.block_on(async {
-            let engine = gantry::policy::PolicyEngine::new(gantry::policy::EngineOptions::default())
-                .map_err(|e| vec![gantry::config::Problem { path: "auth".into(), reason: e.to_string() }])?;
-            gantry::auth::Auth::build(auth, config.access_control.clone(), &scratch, &engine, Default::default()).await.map(|_| ())
+            let engine =
+                gantry::policy::PolicyEngine::new(gantry::policy::EngineOptions::default())
+                    .map_err(|e| {
+                        vec![gantry::config::Problem {
+                            path: "auth".into(),
+                            reason: e.to_string(),
+                        }]
+                    })?;
+            gantry::auth::Auth::build(
+                auth,
+                config.access_control.clone(),
+                &scratch,
+                &engine,
+                Default::default(),
+            )
+            .await
+            .map(|_| ())
         });
         let _ = std::fs::remove_dir_all(&scratch);
         if let Err(problems) = result {
-            let e = gantry::config::ConfigError { source_name: file.display().to_string(), problems };
+            let e = gantry::config::ConfigError {
+                source_name: file.display().to_string(),
+                problems,
+            };
             eprint!("{e}");
             return ExitCode::FAILURE;
         }
@@ -99,7 +125,10 @@ fn serve(path: Option<PathBuf>) -> ExitCode {
         }
     };
     gantry::telemetry::init(&config.log);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("cannot start the async runtime: {e}");
@@ -128,7 +157,9 @@ async fn run(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     tracing::info!(root = %config.storage.root.display(), "storage ready");
     let auth = match &config.auth {
         None => {
-            tracing::warn!("no [auth] is configured: this is an OPEN registry; anyone who can reach it may push, pull and delete");
+            tracing::warn!(
+                "no [auth] is configured: this is an OPEN registry; anyone who can reach it may push, pull and delete"
+            );
             None
         }
         Some(auth_config) => {
@@ -145,7 +176,10 @@ async fn run(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
             )
             .await
             .map_err(|problems| {
-                let e = gantry::config::ConfigError { source_name: "configuration".into(), problems };
+                let e = gantry::config::ConfigError {
+                    source_name: "configuration".into(),
+                    problems,
+                };
                 anyhow::anyhow!("{e}")
             })?;
             auth.start();
@@ -154,10 +188,16 @@ async fn run(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
         }
     };
     let tls = match &config.server.tls {
-        Some(files) => Some(gantry::server::load_tls(files).map_err(|(field, reason)| anyhow::anyhow!("server.{field}: {reason}"))?),
+        Some(files) => Some(
+            gantry::server::load_tls(files)
+                .map_err(|(field, reason)| anyhow::anyhow!("server.{field}: {reason}"))?,
+        ),
         None => None,
     };
-    let state = gantry::distribution::AppState { storage: Arc::new(storage), auth };
+    let state = gantry::distribution::AppState {
+        storage: Arc::new(storage),
+        auth,
+    };
     let listener = std::net::TcpListener::bind(config.server.listen)
         .with_context(|| format!("binding {}", config.server.listen))?;
     listener.set_nonblocking(true)?;

@@ -7,7 +7,8 @@ use crate::config::{LogConfig, LogFormat};
 
 /// Installs the global subscriber; later calls are ignored.
 pub fn init(log: &LogConfig) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(log.level.as_str()));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(log.level.as_str()));
     // Colours only on a terminal: a log file, pipe or journal gets plain
     // `key=value` text that tools (and audit collectors) can match.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());

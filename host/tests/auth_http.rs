@@ -44,7 +44,11 @@ fn engine() -> PolicyEngine {
     // One compilation cache for the whole test binary: the CEL component is
     // compiled once, then each test deserializes it.
     let cache = std::env::temp_dir().join("gantry-test-policy-cache");
-    PolicyEngine::new(EngineOptions { cache_dir: Some(cache), ..EngineOptions::default() }).expect("engine")
+    PolicyEngine::new(EngineOptions {
+        cache_dir: Some(cache),
+        ..EngineOptions::default()
+    })
+    .expect("engine")
 }
 
 struct Registry {
@@ -56,21 +60,40 @@ struct Registry {
 async fn registry(issuers: &str, rest: &str) -> Registry {
     let dir = tempfile::tempdir().expect("tmp");
     let htpasswd = dir.path().join("htpasswd");
-    std::fs::write(&htpasswd, format!("admin:{}\n", bcrypt::hash("adminpw", 4).expect("bcrypt"))).expect("write");
+    std::fs::write(
+        &htpasswd,
+        format!("admin:{}\n", bcrypt::hash("adminpw", 4).expect("bcrypt")),
+    )
+    .expect("write");
     let text = format!(
         "[storage]\nroot = \"{root}\"\n[auth]\npublic_url = \"http://registry.test\"\nhtpasswd_file = \"{ht}\"\n{issuers}\n{rest}",
         root = dir.path().join("data").display(),
         ht = htpasswd.display(),
     );
-    let config = Config::from_toml_str(&text, "test", dir.path()).unwrap_or_else(|e| panic!("{e}\n{text}"));
-    let storage = FsStorage::open(&config.storage.root).await.expect("storage");
-    let auth_cfg = config.auth.as_ref().expect("auth");
-    let auth = Auth::build(auth_cfg, config.access_control.clone(), &config.storage.root, &engine(), fetch_options())
+    let config =
+        Config::from_toml_str(&text, "test", dir.path()).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let storage = FsStorage::open(&config.storage.root)
         .await
-        .unwrap_or_else(|p| panic!("{p:?}"));
+        .expect("storage");
+    let auth_cfg = config.auth.as_ref().expect("auth");
+    let auth = Auth::build(
+        auth_cfg,
+        config.access_control.clone(),
+        &config.storage.root,
+        &engine(),
+        fetch_options(),
+    )
+    .await
+    .unwrap_or_else(|p| panic!("{p:?}"));
     auth.start();
-    let state = AppState { storage: Arc::new(storage), auth: Some(Arc::new(auth)) };
-    Registry { app: gantry::app(state), _dir: dir }
+    let state = AppState {
+        storage: Arc::new(storage),
+        auth: Some(Arc::new(auth)),
+    };
+    Registry {
+        app: gantry::app(state),
+        _dir: dir,
+    }
 }
 
 /// An issuer block with the CEL policy: namespace `team-a` only, username =
@@ -104,7 +127,11 @@ async fn send(app: &Router, req: Request<Body>) -> Reply {
     let headers = resp.headers().clone();
     let bytes = resp.into_body().collect().await.expect("body").to_bytes();
     let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    Reply { status, headers, body }
+    Reply {
+        status,
+        headers,
+        body,
+    }
 }
 
 fn code(r: &Reply) -> &str {
@@ -116,7 +143,10 @@ fn bearer(token: &str) -> String {
 }
 
 fn basic(user: &str, pass: &str) -> String {
-    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}")))
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
+    )
 }
 
 fn digest(bytes: &[u8]) -> String {
@@ -133,14 +163,20 @@ async fn push_blob(app: &Router, repo: &str, blob: &[u8], auth: Option<&str>) ->
 }
 
 async fn head_blob(app: &Router, repo: &str, blob: &[u8], auth: &str) -> StatusCode {
-    let req = Request::head(format!("/v2/{repo}/blobs/{}", digest(blob))).header(header::AUTHORIZATION, auth);
-    send(app, req.body(Body::empty()).expect("request")).await.status
+    let req = Request::head(format!("/v2/{repo}/blobs/{}", digest(blob)))
+        .header(header::AUTHORIZATION, auth);
+    send(app, req.body(Body::empty()).expect("request"))
+        .await
+        .status
 }
 
 /// Waits until the issuer's keys are loaded (the background fetch is async).
 async fn until_accepted(app: &Router, token: &str) {
     for _ in 0..200 {
-        let req = Request::get("/v2/").header(header::AUTHORIZATION, bearer(token)).body(Body::empty()).expect("req");
+        let req = Request::get("/v2/")
+            .header(header::AUTHORIZATION, bearer(token))
+            .body(Body::empty())
+            .expect("req");
         if send(app, req).await.status == StatusCode::OK {
             return;
         }
@@ -152,17 +188,32 @@ async fn until_accepted(app: &Router, token: &str) {
 fn assert_challenge(r: &Reply, scope: Option<&str>) {
     assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{:?}", r.body);
     assert_eq!(code(r), "UNAUTHORIZED");
-    let challenge = r.headers.get(header::WWW_AUTHENTICATE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    assert!(challenge.starts_with("Bearer realm=\"http://registry.test/auth/token\",service=\"gantry\""), "{challenge}");
+    let challenge = r
+        .headers
+        .get(header::WWW_AUTHENTICATE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    assert!(
+        challenge
+            .starts_with("Bearer realm=\"http://registry.test/auth/token\",service=\"gantry\""),
+        "{challenge}"
+    );
     if let Some(scope) = scope {
-        assert!(challenge.contains(&format!("scope=\"{scope}\"")), "{challenge}");
+        assert!(
+            challenge.contains(&format!("scope=\"{scope}\"")),
+            "{challenge}"
+        );
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attack_matrix_is_refused_with_401_and_stores_nothing() {
     let a = TestIssuer::start().await;
-    let b = TestIssuer::start_with(IssuerOptions { rsa_slot: 1, ..IssuerOptions::default() }).await;
+    let b = TestIssuer::start_with(IssuerOptions {
+        rsa_slot: 1,
+        ..IssuerOptions::default()
+    })
+    .await;
     let reg = registry(&issuer_block(&a), "").await;
     let good = a.sign(a.claims(AUD), SignOpts::alg(Algorithm::RS256));
     until_accepted(&reg.app, &good).await;
@@ -179,39 +230,82 @@ async fn attack_matrix_is_refused_with_401_and_stores_nothing() {
         ("malformed JSON", format!("{}.{}.c2ln", issuer::b64(r#"{"alg":"RS256","kid":"rsa-1"}"#), issuer::b64("{not json"))),
     ];
     claims["aud"] = json!("https://other.example");
-    attacks.push(("wrong aud", a.sign(claims.clone(), SignOpts::alg(Algorithm::RS256))));
+    attacks.push((
+        "wrong aud",
+        a.sign(claims.clone(), SignOpts::alg(Algorithm::RS256)),
+    ));
     let mut claims = a.claims(AUD);
     claims["iss"] = json!("https://unknown.example");
-    attacks.push(("unknown issuer", a.sign(claims, SignOpts::alg(Algorithm::RS256))));
+    attacks.push((
+        "unknown issuer",
+        a.sign(claims, SignOpts::alg(Algorithm::RS256)),
+    ));
     let mut claims = a.claims(AUD);
     claims["exp"] = json!(issuer::now() - 600);
     claims["iat"] = json!(issuer::now() - 900);
     attacks.push(("expired", a.sign(claims, SignOpts::alg(Algorithm::RS256))));
     let mut claims = a.claims(AUD);
     claims["nbf"] = json!(issuer::now() + 600);
-    attacks.push(("nbf in the future", a.sign(claims, SignOpts::alg(Algorithm::RS256))));
+    attacks.push((
+        "nbf in the future",
+        a.sign(claims, SignOpts::alg(Algorithm::RS256)),
+    ));
     let unpublished = a.add_unpublished_key(Algorithm::RS256);
-    let unknown_kid = a.sign(a.claims(AUD), SignOpts::alg(Algorithm::RS256).kid(&unpublished));
+    let unknown_kid = a.sign(
+        a.claims(AUD),
+        SignOpts::alg(Algorithm::RS256).kid(&unpublished),
+    );
     attacks.push(("unknown kid", unknown_kid.clone()));
     let mut claims = a.claims(AUD);
     claims["kubernetes.io"]["namespace"] = json!("team-b");
-    attacks.push(("denied by the claim policy", a.sign(claims, SignOpts::alg(Algorithm::RS256))));
+    attacks.push((
+        "denied by the claim policy",
+        a.sign(claims, SignOpts::alg(Algorithm::RS256)),
+    ));
 
     for (i, (name, token)) in attacks.iter().enumerate() {
         let blob = format!("attack blob {i}");
-        let r = push_blob(&reg.app, "team-a/app", blob.as_bytes(), Some(&bearer(token))).await;
+        let r = push_blob(
+            &reg.app,
+            "team-a/app",
+            blob.as_bytes(),
+            Some(&bearer(token)),
+        )
+        .await;
         assert_challenge(&r, Some("repository:team-a/app:pull,push"));
-        assert!(r.headers[header::WWW_AUTHENTICATE].to_str().unwrap_or("").contains("invalid_token"), "{name}");
+        assert!(
+            r.headers[header::WWW_AUTHENTICATE]
+                .to_str()
+                .unwrap_or("")
+                .contains("invalid_token"),
+            "{name}"
+        );
         // Nothing stored: the blob is unknown even to a legitimate caller.
-        assert_eq!(head_blob(&reg.app, "team-a/app", blob.as_bytes(), &bearer(&good)).await, StatusCode::NOT_FOUND, "{name}");
+        assert_eq!(
+            head_blob(&reg.app, "team-a/app", blob.as_bytes(), &bearer(&good)).await,
+            StatusCode::NOT_FOUND,
+            "{name}"
+        );
         // The same token as a Basic password fails the same way.
-        let r = push_blob(&reg.app, "team-a/app", blob.as_bytes(), Some(&basic("x", token))).await;
+        let r = push_blob(
+            &reg.app,
+            "team-a/app",
+            blob.as_bytes(),
+            Some(&basic("x", token)),
+        )
+        .await;
         assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{name} via basic");
     }
 
     // The unknown kid is accepted once the issuer rotates that key in.
     a.publish_key(&unpublished);
-    let r = push_blob(&reg.app, "team-a/app", b"after rotation", Some(&bearer(&unknown_kid))).await;
+    let r = push_blob(
+        &reg.app,
+        "team-a/app",
+        b"after rotation",
+        Some(&bearer(&unknown_kid)),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
 }
 
@@ -221,14 +315,20 @@ async fn two_authorization_headers_are_refused_not_guessed() {
     let reg = registry(&issuer_block(&a), "").await;
     let good = a.sign(a.claims(AUD), SignOpts::alg(Algorithm::RS256));
     until_accepted(&reg.app, &good).await;
-    let req = Request::post(format!("/v2/team-a/app/blobs/uploads/?digest={}", digest(b"x")))
-        .header(header::AUTHORIZATION, bearer(&good))
-        .header(header::AUTHORIZATION, basic("admin", "adminpw"))
-        .body(Body::from("x"))
-        .expect("req");
+    let req = Request::post(format!(
+        "/v2/team-a/app/blobs/uploads/?digest={}",
+        digest(b"x")
+    ))
+    .header(header::AUTHORIZATION, bearer(&good))
+    .header(header::AUTHORIZATION, basic("admin", "adminpw"))
+    .body(Body::from("x"))
+    .expect("req");
     let r = send(&reg.app, req).await;
     assert_challenge(&r, None);
-    assert_eq!(head_blob(&reg.app, "team-a/app", b"x", &bearer(&good)).await, StatusCode::NOT_FOUND);
+    assert_eq!(
+        head_blob(&reg.app, "team-a/app", b"x", &bearer(&good)).await,
+        StatusCode::NOT_FOUND
+    );
 }
 
 const TEAM_RULES: &str = r#"
@@ -257,7 +357,12 @@ async fn permissions_give_403_to_identities_and_401_to_anonymous() {
     until_accepted(&reg.app, &good).await;
 
     // The team may create in team-a/**: new blob, new manifest, new tag.
-    assert_eq!(push_blob(&reg.app, "team-a/app", b"{}", Some(&bearer(&good))).await.status, StatusCode::CREATED);
+    assert_eq!(
+        push_blob(&reg.app, "team-a/app", b"{}", Some(&bearer(&good)))
+            .await
+            .status,
+        StatusCode::CREATED
+    );
     let manifest = json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
@@ -265,8 +370,10 @@ async fn permissions_give_403_to_identities_and_401_to_anonymous() {
         "layers": []
     });
     let put = |tag: &str, body: Value, auth: Option<String>| {
-        let mut req = Request::put(format!("/v2/team-a/app/manifests/{tag}"))
-            .header(header::CONTENT_TYPE, "application/vnd.oci.image.manifest.v1+json");
+        let mut req = Request::put(format!("/v2/team-a/app/manifests/{tag}")).header(
+            header::CONTENT_TYPE,
+            "application/vnd.oci.image.manifest.v1+json",
+        );
         if let Some(a) = auth {
             req = req.header(header::AUTHORIZATION, a);
         }
@@ -281,18 +388,42 @@ async fn permissions_give_403_to_identities_and_401_to_anonymous() {
     let r = send(&reg.app, put("v1", moved.clone(), Some(bearer(&good)))).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{:?}", r.body);
     assert_eq!(code(&r), "DENIED");
-    assert!(r.body["errors"][0]["message"].as_str().unwrap_or("").contains("may not update repository team-a/app"), "{:?}", r.body);
+    assert!(
+        r.body["errors"][0]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("may not update repository team-a/app"),
+        "{:?}",
+        r.body
+    );
     // Re-pushing the same manifest under the same tag is not a move.
-    assert_eq!(send(&reg.app, put("v1", manifest.clone(), Some(bearer(&good)))).await.status, StatusCode::CREATED);
+    assert_eq!(
+        send(&reg.app, put("v1", manifest.clone(), Some(bearer(&good))))
+            .await
+            .status,
+        StatusCode::CREATED
+    );
 
     // Deleting needs `delete`: 403 for the team, allowed for the admin.
     let del = |auth: String| {
-        Request::delete("/v2/team-a/app/manifests/v1").header(header::AUTHORIZATION, auth).body(Body::empty()).expect("req")
+        Request::delete("/v2/team-a/app/manifests/v1")
+            .header(header::AUTHORIZATION, auth)
+            .body(Body::empty())
+            .expect("req")
     };
-    assert_eq!(send(&reg.app, del(bearer(&good))).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        send(&reg.app, del(bearer(&good))).await.status,
+        StatusCode::FORBIDDEN
+    );
 
     // Anonymous: 401 with a challenge in team-a (nothing granted), read elsewhere.
-    let r = send(&reg.app, Request::get("/v2/team-a/app/manifests/v1").body(Body::empty()).expect("req")).await;
+    let r = send(
+        &reg.app,
+        Request::get("/v2/team-a/app/manifests/v1")
+            .body(Body::empty())
+            .expect("req"),
+    )
+    .await;
     assert_challenge(&r, Some("repository:team-a/app:pull"));
     let r = push_blob(&reg.app, "public/tool", b"anon", None).await;
     assert_challenge(&r, Some("repository:public/tool:pull,push"));
@@ -301,13 +432,24 @@ async fn permissions_give_403_to_identities_and_401_to_anonymous() {
     let mut claims = a.claims(AUD);
     claims["kubernetes.io"]["namespace"] = json!("team-b");
     let other = a.sign(claims, SignOpts::alg(Algorithm::RS256));
-    assert_eq!(push_blob(&reg.app, "team-a/app", b"{}", Some(&bearer(&other))).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        push_blob(&reg.app, "team-a/app", b"{}", Some(&bearer(&other)))
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
 
     // The admin (htpasswd) may do everything, including what the team may not.
     let r = send(&reg.app, put("v1", moved, Some(basic("admin", "adminpw")))).await;
     assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
-    assert_eq!(send(&reg.app, del(basic("admin", "adminpw"))).await.status, StatusCode::ACCEPTED);
-    assert_eq!(send(&reg.app, del(basic("admin", "wrong"))).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        send(&reg.app, del(basic("admin", "adminpw"))).await.status,
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(
+        send(&reg.app, del(basic("admin", "wrong"))).await.status,
+        StatusCode::UNAUTHORIZED
+    );
 
     // The catalog only lists what the caller may read.
     let cat = |auth: Option<String>| {
@@ -317,8 +459,14 @@ async fn permissions_give_403_to_identities_and_401_to_anonymous() {
         }
         req.body(Body::empty()).expect("req")
     };
-    assert_eq!(send(&reg.app, cat(Some(bearer(&good)))).await.body["repositories"], json!(["team-a/app"]));
-    assert_eq!(send(&reg.app, cat(None)).await.body["repositories"], json!([]));
+    assert_eq!(
+        send(&reg.app, cat(Some(bearer(&good)))).await.body["repositories"],
+        json!(["team-a/app"])
+    );
+    assert_eq!(
+        send(&reg.app, cat(None)).await.body["repositories"],
+        json!([])
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -333,7 +481,10 @@ async fn a_policy_cannot_mint_names_outside_its_issuer_prefix() {
     let r = push_blob(&reg.app, "platform/base", b"evil", Some(&bearer(&token))).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{:?}", r.body);
     let msg = r.body["errors"][0]["message"].as_str().unwrap_or("");
-    assert!(msg.starts_with(&format!("{}/admin may not create", a.issuer())), "{msg}");
+    assert!(
+        msg.starts_with(&format!("{}/admin may not create", a.issuer())),
+        "{msg}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -351,34 +502,79 @@ async fn token_endpoint_mints_narrowed_short_lived_tokens() {
         req.body(Body::empty()).expect("req")
     };
     // Asks for pull,push,delete; access control grants read+create only.
-    let r = send(&reg.app, ask("repository:team-a/app:pull,push,delete", Some(basic("anything", &oidc)))).await;
+    let r = send(
+        &reg.app,
+        ask(
+            "repository:team-a/app:pull,push,delete",
+            Some(basic("anything", &oidc)),
+        ),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     let token = r.body["token"].as_str().expect("token").to_string();
     assert_eq!(r.body["access_token"], r.body["token"]);
     let expires_in = r.body["expires_in"].as_u64().expect("expires_in");
     assert!(expires_in <= 300, "ttl cap: {expires_in}");
-    assert!(r.body["issued_at"].as_str().is_some_and(|s| s.ends_with('Z')));
+    assert!(
+        r.body["issued_at"]
+            .as_str()
+            .is_some_and(|s| s.ends_with('Z'))
+    );
     let payload = token.split('.').nth(1).expect("jwt");
-    let payload: Value = serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).expect("b64"))
-        .expect("json");
-    assert_eq!(payload["access"], json!([{"type": "repository", "name": "team-a/app", "actions": ["pull", "push"]}]));
-    assert_eq!(payload["sub"], json!(format!("{}/system:serviceaccount:team-a:pusher", a.issuer())));
+    let payload: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .expect("b64"),
+    )
+    .expect("json");
+    assert_eq!(
+        payload["access"],
+        json!([{"type": "repository", "name": "team-a/app", "actions": ["pull", "push"]}])
+    );
+    assert_eq!(
+        payload["sub"],
+        json!(format!(
+            "{}/system:serviceaccount:team-a:pusher",
+            a.issuer()
+        ))
+    );
 
     // The minted token works on /v2 within its scope...
-    assert_eq!(push_blob(&reg.app, "team-a/app", b"via token", Some(&bearer(&token))).await.status, StatusCode::CREATED);
+    assert_eq!(
+        push_blob(&reg.app, "team-a/app", b"via token", Some(&bearer(&token)))
+            .await
+            .status,
+        StatusCode::CREATED
+    );
     // ...and nowhere else, even where the identity itself could act.
-    let r = push_blob(&reg.app, "team-a/other", b"via token", Some(&bearer(&token))).await;
+    let r = push_blob(
+        &reg.app,
+        "team-a/other",
+        b"via token",
+        Some(&bearer(&token)),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{:?}", r.body);
 
     // An OIDC token about to expire caps the minted token's lifetime.
     let mut claims = a.claims(AUD);
     claims["exp"] = json!(issuer::now() + 30);
     let short = a.sign(claims, SignOpts::alg(Algorithm::RS256));
-    let r = send(&reg.app, ask("repository:team-a/app:pull", Some(basic("x", &short)))).await;
-    assert!(r.body["expires_in"].as_u64().is_some_and(|n| n <= 30), "{:?}", r.body);
+    let r = send(
+        &reg.app,
+        ask("repository:team-a/app:pull", Some(basic("x", &short))),
+    )
+    .await;
+    assert!(
+        r.body["expires_in"].as_u64().is_some_and(|n| n <= 30),
+        "{:?}",
+        r.body
+    );
 
     // The OAuth2 POST form.
-    let form = format!("grant_type=password&username=x&password={oidc}&service=gantry&scope=repository%3Ateam-a%2Fapp%3Apull");
+    let form = format!(
+        "grant_type=password&username=x&password={oidc}&service=gantry&scope=repository%3Ateam-a%2Fapp%3Apull"
+    );
     let req = Request::post("/auth/token")
         .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
         .body(Body::from(form))
@@ -389,15 +585,31 @@ async fn token_endpoint_mints_narrowed_short_lived_tokens() {
 
     // Anonymous callers get a token scoped to what anonymous may do.
     let r = send(&reg.app, ask("repository:public/tool:pull,push", None)).await;
-    let payload = r.body["token"].as_str().and_then(|t| t.split('.').nth(1)).expect("token");
-    let payload: Value = serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).expect("b64"))
-        .expect("json");
-    assert_eq!(payload["access"], json!([{"type": "repository", "name": "public/tool", "actions": ["pull"]}]));
+    let payload = r.body["token"]
+        .as_str()
+        .and_then(|t| t.split('.').nth(1))
+        .expect("token");
+    let payload: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .expect("b64"),
+    )
+    .expect("json");
+    assert_eq!(
+        payload["access"],
+        json!([{"type": "repository", "name": "public/tool", "actions": ["pull"]}])
+    );
 
     // Bad credentials: 401; a bad grant type: 400.
-    let r = send(&reg.app, ask("repository:team-a/app:pull", Some(basic("admin", "nope")))).await;
+    let r = send(
+        &reg.app,
+        ask("repository:team-a/app:pull", Some(basic("admin", "nope"))),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
-    let req = Request::post("/auth/token").body(Body::from("grant_type=refresh_token&refresh_token=x")).expect("req");
+    let req = Request::post("/auth/token")
+        .body(Body::from("grant_type=refresh_token&refresh_token=x"))
+        .expect("req");
     assert_eq!(send(&reg.app, req).await.status, StatusCode::BAD_REQUEST);
 }
 
@@ -412,13 +624,38 @@ async fn issuer_down_at_startup_then_up_without_restart() {
     let reg = registry(&block, "[access_control.repositories.\"**\"]\nanonymous_policy = [\"read\"]\ndefault_policy = [\"read\", \"create\"]\n").await;
 
     // htpasswd and anonymous access keep working while the issuer is down.
-    assert_eq!(push_blob(&reg.app, "a/b", b"by admin", Some(&basic("admin", "adminpw"))).await.status, StatusCode::CREATED);
-    let r = send(&reg.app, Request::get(format!("/v2/a/b/blobs/{}", digest(b"by admin"))).body(Body::empty()).expect("req")).await;
+    assert_eq!(
+        push_blob(
+            &reg.app,
+            "a/b",
+            b"by admin",
+            Some(&basic("admin", "adminpw"))
+        )
+        .await
+        .status,
+        StatusCode::CREATED
+    );
+    let r = send(
+        &reg.app,
+        Request::get(format!("/v2/a/b/blobs/{}", digest(b"by admin")))
+            .body(Body::empty())
+            .expect("req"),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK);
 
-    let issuer = TestIssuer::start_with(IssuerOptions { port, ..IssuerOptions::default() }).await;
+    let issuer = TestIssuer::start_with(IssuerOptions {
+        port,
+        ..IssuerOptions::default()
+    })
+    .await;
     let token = issuer.sign(issuer.claims(AUD), SignOpts::alg(Algorithm::RS256));
     // Accepted once the background fetch (with backoff) reaches it.
     until_accepted(&reg.app, &token).await;
-    assert_eq!(push_blob(&reg.app, "a/b", b"by workload", Some(&bearer(&token))).await.status, StatusCode::CREATED);
+    assert_eq!(
+        push_blob(&reg.app, "a/b", b"by workload", Some(&bearer(&token)))
+            .await
+            .status,
+        StatusCode::CREATED
+    );
 }

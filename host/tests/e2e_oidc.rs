@@ -21,8 +21,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use support::{
-    Image, LIVENESS, Layout, Noise, OCI_MANIFEST, assert_same_blobs, raw_request,
-    repo_root, skopeo, skopeo_raw,
+    Image, LIVENESS, Layout, Noise, OCI_MANIFEST, assert_same_blobs, raw_request, repo_root,
+    skopeo, skopeo_raw,
 };
 
 /// The resource indicator the provider puts in `aud`, and Gantry's audience.
@@ -232,7 +232,9 @@ actions = ["read"]
 
 impl Registry {
     fn start(p: &Provider, root: &Path) -> Registry {
-        Registry(support::Gantry::start_configured(root, &|port| config_text(p, port)))
+        Registry(support::Gantry::start_configured(root, &|port| {
+            config_text(p, port)
+        }))
     }
 
     /// Discovery and JWKS are fetched in the background: waits until a

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use gantry::policy::{Decision, EngineOptions, Limits, PolicyEngine};
 use gantry::policy::cli::Expect;
+use gantry::policy::{Decision, EngineOptions, Limits, PolicyEngine};
 use serde_json::Value;
 
 /// Time budget of a guest call in tests that do not test time: wider than
@@ -18,25 +18,34 @@ pub const TEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The default limits with [`TEST_TIMEOUT`].
 pub fn test_limits() -> Limits {
-    Limits { timeout: TEST_TIMEOUT, ..Limits::default() }
+    Limits {
+        timeout: TEST_TIMEOUT,
+        ..Limits::default()
+    }
 }
 
 /// One engine per test binary, so each component is compiled once.
 pub fn shared_engine() -> PolicyEngine {
     static ENGINE: OnceLock<PolicyEngine> = OnceLock::new();
     ENGINE
-        .get_or_init(|| PolicyEngine::new(EngineOptions::default()).unwrap_or_else(|e| panic!("engine: {e}")))
+        .get_or_init(|| {
+            PolicyEngine::new(EngineOptions::default()).unwrap_or_else(|e| panic!("engine: {e}"))
+        })
         .clone()
 }
 
 /// The repository's root directory.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap_or_else(|| panic!("tests/ has a parent")).to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap_or_else(|| panic!("tests/ has a parent"))
+        .to_path_buf()
 }
 
 /// A TOML file as JSON (settings are handed to policies as JSON).
 pub fn toml_file(path: &Path) -> Value {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
     toml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
@@ -54,7 +63,8 @@ pub struct Case {
 
 /// Every case of a fixture file; panics naming the file and the problem.
 pub fn fixtures(path: &Path) -> Vec<Case> {
-    let cases = gantry::policy::cli::fixtures::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let cases = gantry::policy::cli::fixtures::read(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     cases
         .into_iter()
         .map(|c| Case {
@@ -79,7 +89,10 @@ pub fn check(case: &Case, decision: &Decision) -> Result<(), String> {
             if let Some(username) = &case.username
                 && &identity.username != username
             {
-                return Err(format!("username {:?}, expected {username:?}", identity.username));
+                return Err(format!(
+                    "username {:?}, expected {username:?}",
+                    identity.username
+                ));
             }
             if let Some(groups) = &case.groups
                 && &identity.groups != groups

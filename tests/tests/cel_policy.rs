@@ -10,8 +10,7 @@
 use std::path::{Path, PathBuf};
 
 use gantry::policy::{
-    Decision, Identity, Limits, LoadedPolicy, ModuleSource, PolicyEngine,
-    PolicyError,
+    Decision, Identity, Limits, LoadedPolicy, ModuleSource, PolicyEngine, PolicyError,
 };
 use serde_json::{Value, json};
 

@@ -24,7 +24,6 @@ use serde_json::{Value, json};
 
 const WASM: &str = env!("GANTRY_EXAMPLE_GITHUB_ACTIONS_WASM");
 
-
 fn limits() -> Limits {
     gantry_tests::test_limits()
 }
@@ -73,9 +72,7 @@ fn fixtures(file: &str) -> Vec<Case> {
     gantry_tests::fixtures(&example_dir().join(file))
 }
 
-
 // --- The fixtures ------------------------------------------------------------
-
 
 /// Runs every case of `fixture_file` with `settings_file`; returns the
 /// number of cases, failing with every mismatch at once.

@@ -160,9 +160,7 @@ fn fixtures() -> Vec<Case> {
     gantry_tests::fixtures(&repo_root().join("examples/policies/fixtures/kubernetes.toml"))
 }
 
-
 // --- The shared fixtures -----------------------------------------------------
-
 
 #[test]
 fn fixture_file_is_well_formed() {

@@ -160,7 +160,10 @@ impl AccessControl {
     /// `[access_control]` is absent. Authenticated callers may do everything,
     /// anonymous ones nothing.
     pub fn authenticated_only() -> AccessControl {
-        let mut ac = AccessControl { admin: None, repositories: Vec::new() };
+        let mut ac = AccessControl {
+            admin: None,
+            repositories: Vec::new(),
+        };
         if let Ok(rules) = RepoRules::new("**", Vec::new(), ActionSet::ALL, ActionSet::NONE) {
             ac.repositories.push(rules);
         }
@@ -175,7 +178,11 @@ impl AccessControl {
         {
             set = set.union(admin.actions);
         }
-        let Some(rules) = self.repositories.iter().find(|r| r.matcher.is_match(repo.as_str())) else {
+        let Some(rules) = self
+            .repositories
+            .iter()
+            .find(|r| r.matcher.is_match(repo.as_str()))
+        else {
             return set;
         };
         match who {
@@ -193,13 +200,28 @@ impl AccessControl {
 }
 
 impl RepoRules {
-    pub fn new(pattern: &str, policies: Vec<Grant>, default_policy: ActionSet, anonymous_policy: ActionSet) -> Result<RepoRules, String> {
+    pub fn new(
+        pattern: &str,
+        policies: Vec<Grant>,
+        default_policy: ActionSet,
+        anonymous_policy: ActionSet,
+    ) -> Result<RepoRules, String> {
         let glob = globset::GlobBuilder::new(pattern)
             .literal_separator(true)
             .build()
             .map_err(|e| format!("invalid repository pattern `{pattern}`: {}", e.kind()))?;
-        let matcher = if pattern == "**" { Matcher::Everything } else { Matcher::Glob(glob.compile_matcher()) };
-        Ok(RepoRules { pattern: pattern.to_string(), matcher, policies, default_policy, anonymous_policy })
+        let matcher = if pattern == "**" {
+            Matcher::Everything
+        } else {
+            Matcher::Glob(glob.compile_matcher())
+        };
+        Ok(RepoRules {
+            pattern: pattern.to_string(),
+            matcher,
+            policies,
+            default_policy,
+            anonymous_policy,
+        })
     }
 }
 
@@ -209,7 +231,10 @@ fn read_actions(s: &mut Section<'_>, key: &str) -> ActionSet {
     for name in names {
         match Action::parse(&name) {
             Some(a) => set.insert(a),
-            None => s.problem(key, format!("unknown action `{name}` (read, create, update, delete)")),
+            None => s.problem(
+                key,
+                format!("unknown action `{name}` (read, create, update, delete)"),
+            ),
         }
     }
     set
@@ -220,7 +245,11 @@ fn read_grant(mut s: Section<'_>) -> Grant {
     let groups = s.get("groups", Vec::new);
     let actions = read_actions(&mut s, "actions");
     s.finish();
-    Grant { users, groups, actions }
+    Grant {
+        users,
+        groups,
+        actions,
+    }
 }
 
 /// Reads `[access_control]`; `None` when the section is absent.
@@ -229,7 +258,9 @@ pub fn read_config(root: &mut Section<'_>) -> Option<AccessControl> {
         return None;
     }
     let mut s = root.section("access_control");
-    let admin = s.has("admin_policy").then(|| read_grant(s.section("admin_policy")));
+    let admin = s
+        .has("admin_policy")
+        .then(|| read_grant(s.section("admin_policy")));
     let mut repositories = Vec::new();
     let mut repos = s.section("repositories");
     for pattern in repos.keys() {
@@ -249,8 +280,16 @@ pub fn read_config(root: &mut Section<'_>) -> Option<AccessControl> {
     repos.finish();
     s.finish();
     // Longest pattern first; ties broken by the pattern text for determinism.
-    repositories.sort_by(|a, b| b.pattern.len().cmp(&a.pattern.len()).then_with(|| a.pattern.cmp(&b.pattern)));
-    Some(AccessControl { admin, repositories })
+    repositories.sort_by(|a, b| {
+        b.pattern
+            .len()
+            .cmp(&a.pattern.len())
+            .then_with(|| a.pattern.cmp(&b.pattern))
+    });
+    Some(AccessControl {
+        admin,
+        repositories,
+    })
 }
 
 #[cfg(test)]
@@ -258,7 +297,10 @@ mod tests {
     use super::*;
 
     fn id(user: &str, groups: &[&str]) -> Identity {
-        Identity { username: user.into(), groups: groups.iter().map(|g| g.to_string()).collect() }
+        Identity {
+            username: user.into(),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+        }
     }
 
     fn repo(s: &str) -> RepoName {
@@ -300,11 +342,17 @@ mod tests {
         let ac = acl(RULES);
         let bob = id("bob", &[]);
         // `**` grants read to any authenticated identity...
-        assert!(ac.allowed(Some(&bob), &repo("misc/x")).contains(Action::Read));
+        assert!(
+            ac.allowed(Some(&bob), &repo("misc/x"))
+                .contains(Action::Read)
+        );
         // ...but `team-a/*` is longer and its default grants nothing.
         assert!(ac.allowed(Some(&bob), &repo("team-a/app")).is_empty());
         // `*` does not cross `/`, so team-a/x/y falls back to `**`.
-        assert_eq!(ac.allowed(Some(&bob), &repo("team-a/x/y")), [Action::Read].into_iter().collect());
+        assert_eq!(
+            ac.allowed(Some(&bob), &repo("team-a/x/y")),
+            [Action::Read].into_iter().collect()
+        );
     }
 
     #[test]
@@ -321,7 +369,10 @@ mod tests {
     #[test]
     fn anonymous_gets_only_anonymous_policy() {
         let ac = acl(RULES);
-        assert_eq!(ac.allowed(None, &repo("public/tools")), [Action::Read].into_iter().collect());
+        assert_eq!(
+            ac.allowed(None, &repo("public/tools")),
+            [Action::Read].into_iter().collect()
+        );
         assert!(ac.allowed(None, &repo("misc/x")).is_empty());
         assert!(ac.allowed(None, &repo("team-a/app")).is_empty());
     }
@@ -329,13 +380,19 @@ mod tests {
     #[test]
     fn admin_applies_everywhere() {
         let ac = acl(RULES);
-        assert_eq!(ac.allowed(Some(&id("admin", &[])), &repo("team-a/app")), ActionSet::ALL);
+        assert_eq!(
+            ac.allowed(Some(&id("admin", &[])), &repo("team-a/app")),
+            ActionSet::ALL
+        );
     }
 
     #[test]
     fn default_without_section_is_authenticated_everything_anonymous_nothing() {
         let ac = AccessControl::authenticated_only();
-        assert_eq!(ac.allowed(Some(&id("x", &[])), &repo("a/b")), ActionSet::ALL);
+        assert_eq!(
+            ac.allowed(Some(&id("x", &[])), &repo("a/b")),
+            ActionSet::ALL
+        );
         assert!(ac.allowed(None, &repo("a/b")).is_empty());
     }
 
@@ -355,6 +412,9 @@ mod tests {
         root.finish();
         let paths: Vec<String> = problems.iter().map(|p| p.path.clone()).collect();
         assert!(paths.iter().any(|p| p.contains("[bad")), "{problems:?}");
-        assert!(paths.iter().any(|p| p.ends_with("ok/**\".default_policy")), "{problems:?}");
+        assert!(
+            paths.iter().any(|p| p.ends_with("ok/**\".default_policy")),
+            "{problems:?}"
+        );
     }
 }

@@ -50,6 +50,9 @@ mod tests {
         assert!(c.get(&[1; 32], 99).is_some());
         assert!(c.get(&[1; 32], 100).is_none());
         c.insert([2; 32], Caller::anonymous(), 10, 50);
-        assert!(c.get(&[2; 32], 0).is_none(), "already expired when inserted");
+        assert!(
+            c.get(&[2; 32], 0).is_none(),
+            "already expired when inserted"
+        );
     }
 }

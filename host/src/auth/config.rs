@@ -77,11 +77,17 @@ fn toml_to_json(v: toml::Value) -> serde_json::Value {
     match v {
         toml::Value::String(s) => serde_json::Value::String(s),
         toml::Value::Integer(i) => serde_json::Value::from(i),
-        toml::Value::Float(f) => serde_json::Number::from_f64(f).map(serde_json::Value::Number).unwrap_or(serde_json::Value::Null),
+        toml::Value::Float(f) => serde_json::Number::from_f64(f)
+            .map(serde_json::Value::Number)
+            .unwrap_or(serde_json::Value::Null),
         toml::Value::Boolean(b) => serde_json::Value::Bool(b),
         toml::Value::Datetime(d) => serde_json::Value::String(d.to_string()),
-        toml::Value::Array(a) => serde_json::Value::Array(a.into_iter().map(toml_to_json).collect()),
-        toml::Value::Table(t) => serde_json::Value::Object(t.into_iter().map(|(k, v)| (k, toml_to_json(v))).collect()),
+        toml::Value::Array(a) => {
+            serde_json::Value::Array(a.into_iter().map(toml_to_json).collect())
+        }
+        toml::Value::Table(t) => {
+            serde_json::Value::Object(t.into_iter().map(|(k, v)| (k, toml_to_json(v))).collect())
+        }
     }
 }
 
@@ -97,10 +103,14 @@ fn read_policy(mut s: Section<'_>, base: &Path) -> PolicyEntry {
     };
     let mut limits = Limits::default();
     let timeout_ms: u64 = s.get("timeout_ms", || limits.timeout.as_millis() as u64);
-    let memory_mib: u64 = s.get("memory_limit_mib", || (limits.memory_limit_bytes >> 20) as u64);
+    let memory_mib: u64 = s.get("memory_limit_mib", || {
+        (limits.memory_limit_bytes >> 20) as u64
+    });
     let pool_size: usize = s.get("pool_size", || limits.pool_size);
     limits.timeout = Duration::from_millis(timeout_ms);
-    limits.memory_limit_bytes = usize::try_from(memory_mib).unwrap_or(usize::MAX).saturating_mul(1 << 20);
+    limits.memory_limit_bytes = usize::try_from(memory_mib)
+        .unwrap_or(usize::MAX)
+        .saturating_mul(1 << 20);
     limits.pool_size = pool_size;
     if let Err(reason) = limits.validate() {
         s.problem("", reason);
@@ -109,12 +119,19 @@ fn read_policy(mut s: Section<'_>, base: &Path) -> PolicyEntry {
         None => serde_json::Value::Object(Default::default()),
         Some(v @ toml::Value::Table(_)) => toml_to_json(v),
         Some(other) => {
-            s.problem("settings", format!("must be a table, found {}", other.type_str()));
+            s.problem(
+                "settings",
+                format!("must be a table, found {}", other.type_str()),
+            );
             serde_json::Value::Null
         }
     };
     s.finish();
-    PolicyEntry { module, settings, limits }
+    PolicyEntry {
+        module,
+        settings,
+        limits,
+    }
 }
 
 fn read_issuer(mut s: Section<'_>, index: usize, base: &Path) -> Option<IssuerEntry> {
@@ -122,11 +139,17 @@ fn read_issuer(mut s: Section<'_>, index: usize, base: &Path) -> Option<IssuerEn
     if issuer.is_empty() {
         s.problem("issuer", "is required".into());
     } else if !(issuer.starts_with("https://") || is_loopback_url(&issuer)) {
-        s.problem("issuer", format!("`{issuer}` must be an https:// URL (http:// only for loopback)"));
+        s.problem(
+            "issuer",
+            format!("`{issuer}` must be an https:// URL (http:// only for loopback)"),
+        );
     }
     let audiences: Vec<String> = s.get("audiences", Vec::new);
     if audiences.is_empty() || audiences.iter().any(String::is_empty) {
-        s.problem("audiences", "must list at least one non-empty audience".into());
+        s.problem(
+            "audiences",
+            "must list at least one non-empty audience".into(),
+        );
     }
     let discovery_url: Option<String> = s.get("discovery_url", || None);
     let ca_file: Option<String> = s.get("ca_file", || None);
@@ -173,7 +196,11 @@ fn read_issuer(mut s: Section<'_>, index: usize, base: &Path) -> Option<IssuerEn
 }
 
 /// Reads `[auth]`; `None` when absent (an open registry).
-pub fn read_config(root: &mut Section<'_>, base: &Path, listen: std::net::SocketAddr) -> Option<AuthConfig> {
+pub fn read_config(
+    root: &mut Section<'_>,
+    base: &Path,
+    listen: std::net::SocketAddr,
+) -> Option<AuthConfig> {
     if !root.has("auth") {
         return None;
     }
@@ -184,7 +211,10 @@ pub fn read_config(root: &mut Section<'_>, base: &Path, listen: std::net::Socket
     }
     let public_url: String = s.get("public_url", || format!("http://{listen}"));
     if !(public_url.starts_with("http://") || public_url.starts_with("https://")) {
-        s.problem("public_url", format!("`{public_url}` must be an http:// or https:// URL"));
+        s.problem(
+            "public_url",
+            format!("`{public_url}` must be an http:// or https:// URL"),
+        );
     }
     let htpasswd_file: Option<String> = s.get("htpasswd_file", || None);
     let token = {
@@ -195,7 +225,10 @@ pub fn read_config(root: &mut Section<'_>, base: &Path, listen: std::net::Socket
         }
         let key_file: Option<String> = t.get("key_file", || None);
         t.finish();
-        TokenConfig { ttl_seconds, key_file: key_file.map(|p| base.join(p)) }
+        TokenConfig {
+            ttl_seconds,
+            key_file: key_file.map(|p| base.join(p)),
+        }
     };
     let mut oidc = Vec::new();
     for (i, table) in s.array_of_tables("oidc").into_iter().enumerate() {
@@ -205,15 +238,30 @@ pub fn read_config(root: &mut Section<'_>, base: &Path, listen: std::net::Socket
     }
     let realm_issuer = format!("{}/auth/token", public_url.trim_end_matches('/'));
     for (i, entry) in oidc.iter().enumerate() {
-        if oidc[..i].iter().any(|e| e.verifier.issuer == entry.verifier.issuer) {
-            s.problem_raw(&format!("oidc[{i}].issuer"), format!("issuer `{}` is configured twice", entry.verifier.issuer));
+        if oidc[..i]
+            .iter()
+            .any(|e| e.verifier.issuer == entry.verifier.issuer)
+        {
+            s.problem_raw(
+                &format!("oidc[{i}].issuer"),
+                format!("issuer `{}` is configured twice", entry.verifier.issuer),
+            );
         }
         if entry.verifier.issuer == realm_issuer {
-            s.problem_raw(&format!("oidc[{i}].issuer"), "must differ from Gantry's own token issuer (<public_url>/auth/token)".into());
+            s.problem_raw(
+                &format!("oidc[{i}].issuer"),
+                "must differ from Gantry's own token issuer (<public_url>/auth/token)".into(),
+            );
         }
     }
     s.finish();
-    Some(AuthConfig { service, public_url, htpasswd_file: htpasswd_file.map(|p| base.join(p)), token, oidc })
+    Some(AuthConfig {
+        service,
+        public_url,
+        htpasswd_file: htpasswd_file.map(|p| base.join(p)),
+        token,
+        oidc,
+    })
 }
 
 #[cfg(test)]

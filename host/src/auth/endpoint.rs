@@ -22,7 +22,11 @@ use crate::oci::RepoName;
 const MAX_FORM_BYTES: usize = 64 * 1024;
 
 fn unauthorized(auth: &Auth, failure: &AuthFailure) -> Response {
-    let mut e = ApiError::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, "invalid credentials");
+    let mut e = ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        ErrorCode::Unauthorized,
+        "invalid credentials",
+    );
     if let Ok(v) = HeaderValue::from_str(&format!("Basic realm=\"{}\"", auth.realm)) {
         e = e.with_header(header::WWW_AUTHENTICATE, v);
     }
@@ -31,7 +35,11 @@ fn unauthorized(auth: &Auth, failure: &AuthFailure) -> Response {
 }
 
 fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
-    (status, axum::Json(serde_json::json!({ "error": error, "error_description": description }))).into_response()
+    (
+        status,
+        axum::Json(serde_json::json!({ "error": error, "error_description": description })),
+    )
+        .into_response()
 }
 
 /// `GET|POST /auth/token`.
@@ -47,17 +55,37 @@ pub async fn token(State(auth): State<Arc<Auth>>, req: Request) -> Response {
     if method == Method::POST {
         let bytes = match axum::body::to_bytes(body, MAX_FORM_BYTES).await {
             Ok(b) => b,
-            Err(_) => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "form body too large or unreadable"),
+            Err(_) => {
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "form body too large or unreadable",
+                );
+            }
         };
         let form: Vec<(String, String)> = match serde_urlencoded::from_bytes(&bytes) {
             Ok(f) => f,
-            Err(_) => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "body is not a form"),
+            Err(_) => {
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "body is not a form",
+                );
+            }
         };
-        let get = |k: &str| form.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+        let get = |k: &str| {
+            form.iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.clone())
+        };
         match get("grant_type").as_deref() {
             Some("password") => {
                 let (Some(user), Some(pass)) = (get("username"), get("password")) else {
-                    return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "username and password are required");
+                    return oauth_error(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_request",
+                        "username and password are required",
+                    );
                 };
                 form_credentials = Some((user, pass));
             }
@@ -68,22 +96,34 @@ pub async fn token(State(auth): State<Arc<Auth>>, req: Request) -> Response {
                     &format!("grant_type `{other}` is not supported; use password"),
                 );
             }
-            None => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "grant_type is required"),
+            None => {
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "grant_type is required",
+                );
+            }
         }
         params.extend(form);
     } else if method != Method::GET {
-        return ApiError::unsupported(StatusCode::METHOD_NOT_ALLOWED, "use GET or POST").into_response();
+        return ApiError::unsupported(StatusCode::METHOD_NOT_ALLOWED, "use GET or POST")
+            .into_response();
     }
     if let Some((_, service)) = params.iter().find(|(k, _)| k == "service")
         && service != &auth.service
     {
-        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", &format!("unknown service `{service}`"));
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            &format!("unknown service `{service}`"),
+        );
     }
 
     let authenticated = match form_credentials {
         Some((user, pass)) => {
             use base64::Engine as _;
-            let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+            let encoded =
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
             auth.basic(&encoded).await
         }
         None => {
@@ -92,10 +132,13 @@ pub async fn token(State(auth): State<Arc<Auth>>, req: Request) -> Response {
                 (None, _) => Ok((Caller::anonymous(), None)),
                 (Some(_), Some(_)) => Err(AuthFailure::MultipleHeaders),
                 (Some(v), None) => match v.to_str().ok().and_then(|v| v.split_once(' ')) {
-                    Some((scheme, rest)) if scheme.eq_ignore_ascii_case("basic") => auth.basic(rest.trim()).await,
-                    Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => {
-                        auth.bearer(rest.trim()).await.map(|(c, exp)| (c, Some(exp)))
+                    Some((scheme, rest)) if scheme.eq_ignore_ascii_case("basic") => {
+                        auth.basic(rest.trim()).await
                     }
+                    Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => auth
+                        .bearer(rest.trim())
+                        .await
+                        .map(|(c, exp)| (c, Some(exp))),
                     _ => Err(AuthFailure::Malformed("unsupported Authorization header")),
                 },
             }
@@ -136,14 +179,23 @@ fn grant(auth: &Auth, caller: &Caller, scope: &str) -> Option<AccessEntry> {
     match kind {
         "repository" => {
             let repo: RepoName = name.parse().ok()?;
-            let requested = actions.split(',').map(scope_actions).fold(Default::default(), |a: super::ActionSet, b| a.union(b));
+            let requested = actions
+                .split(',')
+                .map(scope_actions)
+                .fold(Default::default(), |a: super::ActionSet, b| a.union(b));
             let granted = requested.intersect(auth.grantable(caller.identity(), &repo));
             let words = scope_words(granted);
-            (!words.is_empty()).then(|| AccessEntry { kind: kind.into(), name: name.into(), actions: words })
+            (!words.is_empty()).then(|| AccessEntry {
+                kind: kind.into(),
+                name: name.into(),
+                actions: words,
+            })
         }
-        "registry" if name == "catalog" && caller.identity.is_some() => {
-            Some(AccessEntry { kind: kind.into(), name: name.into(), actions: vec!["*".into()] })
-        }
+        "registry" if name == "catalog" && caller.identity.is_some() => Some(AccessEntry {
+            kind: kind.into(),
+            name: name.into(),
+            actions: vec!["*".into()],
+        }),
         _ => None,
     }
 }
@@ -162,7 +214,12 @@ fn rfc3339(secs: u64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, (rem / 60) % 60, rem % 60)
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60
+    )
 }
 
 #[cfg(test)]

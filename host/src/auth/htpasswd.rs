@@ -24,7 +24,8 @@ pub struct Htpasswd {
 impl Htpasswd {
     /// Parses an htpasswd file; every bad line is reported (line number, why).
     pub fn load(path: &Path) -> Result<Htpasswd, Vec<String>> {
-        let text = std::fs::read_to_string(path).map_err(|e| vec![format!("cannot read {}: {e}", path.display())])?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| vec![format!("cannot read {}: {e}", path.display())])?;
         Htpasswd::parse(&text)
     }
 
@@ -41,14 +42,24 @@ impl Htpasswd {
                 continue;
             };
             if !(hash.starts_with("$2y$") || hash.starts_with("$2b$") || hash.starts_with("$2a$")) {
-                problems.push(format!("line {}: user `{user}` does not have a bcrypt hash (use `htpasswd -B`)", i + 1));
+                problems.push(format!(
+                    "line {}: user `{user}` does not have a bcrypt hash (use `htpasswd -B`)",
+                    i + 1
+                ));
                 continue;
             }
             if users.insert(user.to_string(), hash.to_string()).is_some() {
                 problems.push(format!("line {}: user `{user}` appears twice", i + 1));
             }
         }
-        if problems.is_empty() { Ok(Htpasswd { users, memo: Mutex::new(HashMap::new()) }) } else { Err(problems) }
+        if problems.is_empty() {
+            Ok(Htpasswd {
+                users,
+                memo: Mutex::new(HashMap::new()),
+            })
+        } else {
+            Err(problems)
+        }
     }
 
     pub fn has_user(&self, user: &str) -> bool {
@@ -57,7 +68,9 @@ impl Htpasswd {
 
     /// Checks a password; `false` for unknown users.
     pub async fn verify(&self, user: &str, password: &str) -> bool {
-        let Some(hash) = self.users.get(user).cloned() else { return false };
+        let Some(hash) = self.users.get(user).cloned() else {
+            return false;
+        };
         let key = (user.to_string(), Sha256::digest(password.as_bytes()).into());
         {
             let memo = self.memo.lock().unwrap_or_else(|p| p.into_inner());
@@ -66,9 +79,10 @@ impl Htpasswd {
             }
         }
         let password = password.to_string();
-        let ok = tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash).unwrap_or(false))
-            .await
-            .unwrap_or(false);
+        let ok =
+            tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash).unwrap_or(false))
+                .await
+                .unwrap_or(false);
         if ok {
             let mut memo = self.memo.lock().unwrap_or_else(|p| p.into_inner());
             if memo.len() >= MAX_REMEMBERED {
@@ -96,7 +110,9 @@ mod tests {
 
     #[test]
     fn reports_every_bad_line() {
-        let err = Htpasswd::parse("alice:{SHA}abc\nnocolon\n").err().expect("invalid");
+        let err = Htpasswd::parse("alice:{SHA}abc\nnocolon\n")
+            .err()
+            .expect("invalid");
         assert_eq!(err.len(), 2, "{err:?}");
         assert!(err[0].contains("line 1") && err[0].contains("bcrypt"));
     }

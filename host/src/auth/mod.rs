@@ -52,7 +52,10 @@ pub struct Caller {
 
 impl Caller {
     pub fn anonymous() -> Caller {
-        Caller { identity: None, token: None }
+        Caller {
+            identity: None,
+            token: None,
+        }
     }
 
     pub fn identity(&self) -> Option<&Identity> {
@@ -108,15 +111,26 @@ pub struct Auth {
 /// names behind its issuer's `username_prefix` and `groups_prefix`. The host
 /// has the last word on names: the prefixes keep one tenant's policy from
 /// minting another's. `gantry policy test --issuer` shows the same names.
-pub fn apply_prefixes(username_prefix: &str, groups_prefix: &str, policy_identity: &Identity) -> Identity {
+pub fn apply_prefixes(
+    username_prefix: &str,
+    groups_prefix: &str,
+    policy_identity: &Identity,
+) -> Identity {
     Identity {
         username: format!("{username_prefix}{}", policy_identity.username),
-        groups: policy_identity.groups.iter().map(|g| format!("{groups_prefix}{g}")).collect(),
+        groups: policy_identity
+            .groups
+            .iter()
+            .map(|g| format!("{groups_prefix}{g}"))
+            .collect(),
     }
 }
 
 fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// The first 16 hex digits of a SHA-256: enough to correlate log lines,
@@ -127,7 +141,10 @@ fn fingerprint(secret: &str) -> String {
 
 /// Looks like a compact JWS (three base64url parts).
 fn looks_like_jwt(s: &str) -> bool {
-    s.len() > 16 && s.split('.').count() == 3 && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+    s.len() > 16
+        && s.split('.').count() == 3
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
 }
 
 impl Auth {
@@ -150,7 +167,10 @@ impl Auth {
                 Ok(h) => Some(h),
                 Err(errs) => {
                     for e in errs {
-                        problems.push(Problem { path: "auth.htpasswd_file".into(), reason: format!("{}: {e}", path.display()) });
+                        problems.push(Problem {
+                            path: "auth.htpasswd_file".into(),
+                            reason: format!("{}: {e}", path.display()),
+                        });
                     }
                     None
                 }
@@ -160,19 +180,33 @@ impl Auth {
             Some(p) => (p.clone(), false),
             None => (storage_root.join("auth").join("token-signing-key.p8"), true),
         };
-        let tokens = match TokenService::open(cfg.realm(), cfg.service.clone(), &key_path, generate) {
+        let tokens = match TokenService::open(cfg.realm(), cfg.service.clone(), &key_path, generate)
+        {
             Ok(t) => Some(t),
             Err(e) => {
-                problems.push(Problem { path: "auth.token.key_file".into(), reason: e.to_string() });
+                problems.push(Problem {
+                    path: "auth.token.key_file".into(),
+                    reason: e.to_string(),
+                });
                 None
             }
         };
-        let verifier = match oidc::OidcVerifier::new(cfg.oidc.iter().map(|e| e.verifier.clone()).collect(), fetch) {
+        let verifier = match oidc::OidcVerifier::new(
+            cfg.oidc.iter().map(|e| e.verifier.clone()).collect(),
+            fetch,
+        ) {
             Ok(v) => Some(v),
             Err(errs) => {
                 for p in errs {
-                    let index = cfg.oidc.iter().position(|e| e.verifier.issuer == p.issuer).unwrap_or(0);
-                    problems.push(Problem { path: format!("auth.oidc[{index}].{}", p.field), reason: p.reason });
+                    let index = cfg
+                        .oidc
+                        .iter()
+                        .position(|e| e.verifier.issuer == p.issuer)
+                        .unwrap_or(0);
+                    problems.push(Problem {
+                        path: format!("auth.oidc[{index}].{}", p.field),
+                        reason: p.reason,
+                    });
                 }
                 None
             }
@@ -180,7 +214,15 @@ impl Auth {
         let mut issuers = HashMap::new();
         for entry in &cfg.oidc {
             let owner = &entry.verifier.issuer;
-            match engine.load(owner, &entry.policy.module, &entry.policy.settings, entry.policy.limits.clone()).await {
+            match engine
+                .load(
+                    owner,
+                    &entry.policy.module,
+                    &entry.policy.settings,
+                    entry.policy.limits.clone(),
+                )
+                .await
+            {
                 Ok(policy) => {
                     issuers.insert(
                         owner.clone(),
@@ -191,7 +233,10 @@ impl Auth {
                         },
                     );
                 }
-                Err(e) => problems.push(Problem { path: format!("auth.oidc[{}].policy", entry.index), reason: e.to_string() }),
+                Err(e) => problems.push(Problem {
+                    path: format!("auth.oidc[{}].policy", entry.index),
+                    reason: e.to_string(),
+                }),
             }
         }
         let (Some(tokens), Some(oidc), true) = (tokens, verifier, problems.is_empty()) else {
@@ -235,12 +280,18 @@ impl Auth {
     /// anonymous caller, not an error.
     pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, AuthFailure> {
         let mut values = headers.get_all(header::AUTHORIZATION).iter();
-        let Some(value) = values.next() else { return Ok(Caller::anonymous()) };
+        let Some(value) = values.next() else {
+            return Ok(Caller::anonymous());
+        };
         if values.next().is_some() {
             return Err(AuthFailure::MultipleHeaders);
         }
-        let value = value.to_str().map_err(|_| AuthFailure::Malformed("not ASCII"))?;
-        let (scheme, rest) = value.split_once(' ').ok_or(AuthFailure::Malformed("no scheme"))?;
+        let value = value
+            .to_str()
+            .map_err(|_| AuthFailure::Malformed("not ASCII"))?;
+        let (scheme, rest) = value
+            .split_once(' ')
+            .ok_or(AuthFailure::Malformed("no scheme"))?;
         let rest = rest.trim();
         if scheme.eq_ignore_ascii_case("bearer") {
             self.bearer(rest).await.map(|(caller, _)| caller)
@@ -258,8 +309,11 @@ impl Auth {
         let decoded = base64::engine::general_purpose::STANDARD
             .decode(encoded)
             .map_err(|_| AuthFailure::Malformed("basic credentials are not base64"))?;
-        let text = String::from_utf8(decoded).map_err(|_| AuthFailure::Malformed("basic credentials are not UTF-8"))?;
-        let (user, password) = text.split_once(':').ok_or(AuthFailure::Malformed("basic credentials have no ':'"))?;
+        let text = String::from_utf8(decoded)
+            .map_err(|_| AuthFailure::Malformed("basic credentials are not UTF-8"))?;
+        let (user, password) = text
+            .split_once(':')
+            .ok_or(AuthFailure::Malformed("basic credentials have no ':'"))?;
         if let Some(h) = &self.htpasswd
             && h.has_user(user)
         {
@@ -267,8 +321,17 @@ impl Auth {
             let ok = h.verify(user, password).await;
             audit_static(user, ok, started);
             return if ok {
-                let identity = Identity { username: user.to_string(), groups: Vec::new() };
-                Ok((Caller { identity: Some(Arc::new(identity)), token: None }, None))
+                let identity = Identity {
+                    username: user.to_string(),
+                    groups: Vec::new(),
+                };
+                Ok((
+                    Caller {
+                        identity: Some(Arc::new(identity)),
+                        token: None,
+                    },
+                    None,
+                ))
             } else {
                 Err(AuthFailure::BadPassword)
             };
@@ -290,7 +353,15 @@ impl Auth {
         }
         let started = Instant::now();
         let issuer = oidc::unverified_issuer(token).map_err(|e| {
-            audit_token(&Audit { method: "bearer", issuer: "", subject: None, fingerprint: &fingerprint(token), identity: None, reason: &e.to_string(), started });
+            audit_token(&Audit {
+                method: "bearer",
+                issuer: "",
+                subject: None,
+                fingerprint: &fingerprint(token),
+                identity: None,
+                reason: &e.to_string(),
+                started,
+            });
             AuthFailure::Token(e.to_string())
         })?;
         let outcome = if issuer == self.tokens.issuer() {
@@ -306,7 +377,11 @@ impl Auth {
             }
         };
         audit_token(&Audit {
-            method: if issuer == self.tokens.issuer() { "gantry-token" } else { "oidc" },
+            method: if issuer == self.tokens.issuer() {
+                "gantry-token"
+            } else {
+                "oidc"
+            },
             issuer: &issuer,
             subject: subject.as_deref(),
             fingerprint: &fingerprint(token),
@@ -320,26 +395,62 @@ impl Auth {
     }
 
     fn gantry_token(&self, token: &str) -> Outcome {
-        let t = self.tokens.verify(token).map_err(|e| (AuthFailure::Token(e.to_string()), None))?;
+        let t = self
+            .tokens
+            .verify(token)
+            .map_err(|e| (AuthFailure::Token(e.to_string()), None))?;
         let exp = t.expires_at;
         let subject = t.identity.as_ref().map(|i| i.username.clone());
-        Ok((Caller { identity: t.identity.clone().map(Arc::new), token: Some(Arc::new(t)) }, exp, subject))
+        Ok((
+            Caller {
+                identity: t.identity.clone().map(Arc::new),
+                token: Some(Arc::new(t)),
+            },
+            exp,
+            subject,
+        ))
     }
 
     async fn oidc_token(&self, token: &str, issuer: &str) -> Outcome {
-        let verified = self.oidc.verify(token).await.map_err(|e| (AuthFailure::Token(e.to_string()), None))?;
+        let verified = self
+            .oidc
+            .verify(token)
+            .await
+            .map_err(|e| (AuthFailure::Token(e.to_string()), None))?;
         let subject = verified.subject.clone();
         let Some(rt) = self.issuers.get(&verified.issuer) else {
-            return Err((AuthFailure::Token(format!("no policy for issuer {issuer}")), subject));
+            return Err((
+                AuthFailure::Token(format!("no policy for issuer {issuer}")),
+                subject,
+            ));
         };
         let claims = serde_json::Value::Object(verified.claims);
         match rt.policy.evaluate(&claims).await {
             Ok(Decision::Allow(id)) => {
                 let identity = apply_prefixes(&rt.username_prefix, &rt.groups_prefix, &id);
-                Ok((Caller { identity: Some(Arc::new(identity)), token: None }, verified.expires_at, subject))
+                Ok((
+                    Caller {
+                        identity: Some(Arc::new(identity)),
+                        token: None,
+                    },
+                    verified.expires_at,
+                    subject,
+                ))
             }
-            Ok(Decision::Deny(reason)) => Err((AuthFailure::PolicyDenied { issuer: verified.issuer, reason }, subject)),
-            Err(e) => Err((AuthFailure::PolicyFailed { issuer: verified.issuer, reason: e.to_string() }, subject)),
+            Ok(Decision::Deny(reason)) => Err((
+                AuthFailure::PolicyDenied {
+                    issuer: verified.issuer,
+                    reason,
+                },
+                subject,
+            )),
+            Err(e) => Err((
+                AuthFailure::PolicyFailed {
+                    issuer: verified.issuer,
+                    reason: e.to_string(),
+                },
+                subject,
+            )),
         }
     }
 
@@ -350,13 +461,21 @@ impl Auth {
         access: Vec<token::AccessEntry>,
         not_after: Option<u64>,
     ) -> Result<(String, u64, u64), token::TokenError> {
-        self.tokens.mint(identity, access, self.ttl_seconds, not_after)
+        self.tokens
+            .mint(identity, access, self.ttl_seconds, not_after)
     }
 
     /// The 401 every unauthenticated request gets: a Bearer challenge
     /// naming the scope the request needed.
-    pub fn challenge(&self, scope: Option<(&RepoName, Action)>, failure: Option<&AuthFailure>) -> ApiError {
-        let mut value = format!("Bearer realm=\"{}\",service=\"{}\"", self.realm, self.service);
+    pub fn challenge(
+        &self,
+        scope: Option<(&RepoName, Action)>,
+        failure: Option<&AuthFailure>,
+    ) -> ApiError {
+        let mut value = format!(
+            "Bearer realm=\"{}\",service=\"{}\"",
+            self.realm, self.service
+        );
         if let Some((repo, action)) = scope {
             let words = match action {
                 Action::Read => "pull",
@@ -368,7 +487,11 @@ impl Auth {
         if failure.is_some() {
             value.push_str(",error=\"invalid_token\"");
         }
-        let mut e = ApiError::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, "authentication required");
+        let mut e = ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            ErrorCode::Unauthorized,
+            "authentication required",
+        );
         if let Ok(v) = HeaderValue::from_str(&value) {
             e = e.with_header(header::WWW_AUTHENTICATE, v);
         }

@@ -57,7 +57,11 @@ impl GantryToken {
     /// The ceiling this token puts on `repo`.
     pub fn ceiling(&self, repo: &RepoName) -> ActionSet {
         let mut set = ActionSet::NONE;
-        for e in self.access.iter().filter(|e| e.kind == "repository" && e.name == repo.as_str()) {
+        for e in self
+            .access
+            .iter()
+            .filter(|e| e.kind == "repository" && e.name == repo.as_str())
+        {
             for a in &e.actions {
                 set = set.union(scope_actions(a));
             }
@@ -110,14 +114,25 @@ pub struct TokenService {
 }
 
 fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 impl TokenService {
     /// Loads the PKCS#8 P-256 key at `path`, or generates and stores one
     /// there (mode 0600) when `generate` is set and the file is absent.
-    pub fn open(issuer: String, audience: String, path: &Path, generate: bool) -> Result<TokenService, TokenError> {
-        let err = |reason: String| TokenError::Key { path: path.to_path_buf(), reason };
+    pub fn open(
+        issuer: String,
+        audience: String,
+        path: &Path,
+        generate: bool,
+    ) -> Result<TokenService, TokenError> {
+        let err = |reason: String| TokenError::Key {
+            path: path.to_path_buf(),
+            reason,
+        };
         let rng = ring::rand::SystemRandom::new();
         let pkcs8 = match std::fs::read(path) {
             Ok(bytes) => bytes,
@@ -136,14 +151,24 @@ impl TokenService {
         if public.len() != 65 {
             return Err(err("unexpected public key encoding".into()));
         }
-        let (x, y) = (URL_SAFE_NO_PAD.encode(&public[1..33]), URL_SAFE_NO_PAD.encode(&public[33..]));
-        let decoding = DecodingKey::from_ec_components(&x, &y).map_err(|e| err(format!("public key: {e}")))?;
+        let (x, y) = (
+            URL_SAFE_NO_PAD.encode(&public[1..33]),
+            URL_SAFE_NO_PAD.encode(&public[33..]),
+        );
+        let decoding =
+            DecodingKey::from_ec_components(&x, &y).map_err(|e| err(format!("public key: {e}")))?;
         let kid = {
             use sha2::Digest as _;
             let h = sha2::Sha256::digest(public);
             URL_SAFE_NO_PAD.encode(&h[..12])
         };
-        Ok(TokenService { issuer, audience, kid, encoding: EncodingKey::from_ec_der(&pkcs8), decoding })
+        Ok(TokenService {
+            issuer,
+            audience,
+            kid,
+            encoding: EncodingKey::from_ec_der(&pkcs8),
+            decoding,
+        })
     }
 
     /// The `iss` of every token we mint; never a configured OIDC issuer.
@@ -178,7 +203,8 @@ impl TokenService {
         };
         let mut header = Header::new(Algorithm::ES256);
         header.kid = Some(self.kid.clone());
-        let token = jsonwebtoken::encode(&header, &claims, &self.encoding).map_err(|e| TokenError::Invalid(e.to_string()))?;
+        let token = jsonwebtoken::encode(&header, &claims, &self.encoding)
+            .map_err(|e| TokenError::Invalid(e.to_string()))?;
         Ok((token, iat, exp))
     }
 
@@ -191,10 +217,18 @@ impl TokenService {
         v.validate_nbf = true;
         // Our own clock signs and checks: a small leeway covers rounding.
         v.leeway = 5;
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &v).map_err(|e| TokenError::Invalid(e.to_string()))?;
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &v)
+            .map_err(|e| TokenError::Invalid(e.to_string()))?;
         let c = data.claims;
-        let identity = c.sub.map(|username| Identity { username, groups: c.groups });
-        Ok(GantryToken { identity, access: c.access, expires_at: c.exp })
+        let identity = c.sub.map(|username| Identity {
+            username,
+            groups: c.groups,
+        });
+        Ok(GantryToken {
+            identity,
+            access: c.access,
+            expires_at: c.exp,
+        })
     }
 }
 
@@ -220,16 +254,31 @@ mod tests {
     use super::*;
 
     fn service(dir: &Path) -> TokenService {
-        TokenService::open("http://127.0.0.1:5000/auth/token".into(), "gantry".into(), &dir.join("key.p8"), true).expect("key")
+        TokenService::open(
+            "http://127.0.0.1:5000/auth/token".into(),
+            "gantry".into(),
+            &dir.join("key.p8"),
+            true,
+        )
+        .expect("key")
     }
 
     #[test]
     fn mint_then_verify_round_trips_and_key_persists() {
         let dir = tempfile::tempdir().expect("tmp");
         let s = service(dir.path());
-        let who = Identity { username: "ci/app".into(), groups: vec!["ci/team".into()] };
-        let access = vec![AccessEntry { kind: "repository".into(), name: "a/b".into(), actions: vec!["pull".into()] }];
-        let (tok, iat, exp) = s.mint(Some(&who), access, 300, Some(now() + 60)).expect("mint");
+        let who = Identity {
+            username: "ci/app".into(),
+            groups: vec!["ci/team".into()],
+        };
+        let access = vec![AccessEntry {
+            kind: "repository".into(),
+            name: "a/b".into(),
+            actions: vec!["pull".into()],
+        }];
+        let (tok, iat, exp) = s
+            .mint(Some(&who), access, 300, Some(now() + 60))
+            .expect("mint");
         assert!(exp <= iat + 60, "capped by the OIDC token's expiry");
         // A second service over the same key file verifies it (restart).
         let again = service(dir.path());
@@ -244,10 +293,15 @@ mod tests {
     fn tampered_and_foreign_tokens_are_refused() {
         let a = tempfile::tempdir().expect("tmp");
         let b = tempfile::tempdir().expect("tmp");
-        let (tok, _, _) = service(a.path()).mint(None, vec![], 300, None).expect("mint");
+        let (tok, _, _) = service(a.path())
+            .mint(None, vec![], 300, None)
+            .expect("mint");
         assert!(service(b.path()).verify(&tok).is_err(), "another key");
         let mut parts: Vec<String> = tok.split('.').map(str::to_string).collect();
         parts[1] = URL_SAFE_NO_PAD.encode(br#"{"iss":"x","aud":"gantry","exp":99999999999,"nbf":0,"iat":0,"jti":"x","access":[]}"#);
-        assert!(service(a.path()).verify(&parts.join(".")).is_err(), "tampered payload");
+        assert!(
+            service(a.path()).verify(&parts.join(".")).is_err(),
+            "tampered payload"
+        );
     }
 }

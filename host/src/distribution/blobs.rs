@@ -15,7 +15,9 @@ use crate::storage::{ByteRange, Storage};
 /// Parses a `Range: bytes=a-b` / `bytes=a-` / `bytes=-n` request header
 /// against a blob of `size` bytes. `Ok(None)` means "whole blob".
 fn parse_range(headers: &HeaderMap, size: u64) -> Result<Option<ByteRange>, ()> {
-    let Some(value) = headers.get(header::RANGE) else { return Ok(None) };
+    let Some(value) = headers.get(header::RANGE) else {
+        return Ok(None);
+    };
     let value = value.to_str().map_err(|_| ())?.trim();
     let spec = value.strip_prefix("bytes=").ok_or(())?;
     // One range only; multipart byteranges are not worth their complexity here.
@@ -32,7 +34,12 @@ fn parse_range(headers: &HeaderMap, size: u64) -> Result<Option<ByteRange>, ()> 
             (size.saturating_sub(n), size - 1)
         }
         (a, "") => (a.parse().map_err(|_| ())?, size.saturating_sub(1)),
-        (a, b) => (a.parse().map_err(|_| ())?, b.parse::<u64>().map_err(|_| ())?.min(size.saturating_sub(1))),
+        (a, b) => (
+            a.parse().map_err(|_| ())?,
+            b.parse::<u64>()
+                .map_err(|_| ())?
+                .min(size.saturating_sub(1)),
+        ),
     };
     if start >= size || end < start {
         return Err(());
@@ -40,13 +47,26 @@ fn parse_range(headers: &HeaderMap, size: u64) -> Result<Option<ByteRange>, ()> 
     Ok(Some(ByteRange { start, end }))
 }
 
-pub async fn get(s: &dyn Storage, repo: &RepoName, digest: &Digest, headers: &HeaderMap, head: bool) -> Result<Response, ApiError> {
+pub async fn get(
+    s: &dyn Storage,
+    repo: &RepoName,
+    digest: &Digest,
+    headers: &HeaderMap,
+    head: bool,
+) -> Result<Response, ApiError> {
     let Some(size) = s.blob_size(repo, digest).await? else {
         return Err(crate::storage::StorageError::BlobUnknown(digest.clone()).into());
     };
     let range = parse_range(headers, size).map_err(|()| {
-        ApiError::new(StatusCode::RANGE_NOT_SATISFIABLE, ErrorCode::BlobUploadInvalid, "requested range not satisfiable")
-            .with_header(header::CONTENT_RANGE, header_value(&format!("bytes */{size}")))
+        ApiError::new(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            ErrorCode::BlobUploadInvalid,
+            "requested range not satisfiable",
+        )
+        .with_header(
+            header::CONTENT_RANGE,
+            header_value(&format!("bytes */{size}")),
+        )
     })?;
     let digest_text = header_value(&digest.to_string());
     let mut builder = Response::builder()
@@ -56,19 +76,28 @@ pub async fn get(s: &dyn Storage, repo: &RepoName, digest: &Digest, headers: &He
         .header(header::ETAG, header_value(&format!("\"{digest}\"")));
     let len = match range {
         Some(r) => {
-            builder = builder
-                .status(StatusCode::PARTIAL_CONTENT)
-                .header(header::CONTENT_RANGE, header_value(&format!("bytes {}-{}/{size}", r.start, r.end)));
+            builder = builder.status(StatusCode::PARTIAL_CONTENT).header(
+                header::CONTENT_RANGE,
+                header_value(&format!("bytes {}-{}/{size}", r.start, r.end)),
+            );
             r.len()
         }
         None => size,
     };
     builder = builder.header(header::CONTENT_LENGTH, len);
-    let body = if head { Body::empty() } else { Body::from_stream(s.read_blob(repo, digest, range).await?.body) };
+    let body = if head {
+        Body::empty()
+    } else {
+        Body::from_stream(s.read_blob(repo, digest, range).await?.body)
+    };
     builder.body(body).map_err(ApiError::internal)
 }
 
-pub async fn delete(s: &dyn Storage, repo: &RepoName, digest: &Digest) -> Result<Response, ApiError> {
+pub async fn delete(
+    s: &dyn Storage,
+    repo: &RepoName,
+    digest: &Digest,
+) -> Result<Response, ApiError> {
     s.delete_blob(repo, digest).await?;
     Ok(StatusCode::ACCEPTED.into_response())
 }
@@ -77,7 +106,10 @@ fn created_blob(repo: &RepoName, digest: &Digest) -> Response {
     (
         StatusCode::CREATED,
         [
-            (header::LOCATION, header_value(&format!("/v2/{repo}/blobs/{digest}"))),
+            (
+                header::LOCATION,
+                header_value(&format!("/v2/{repo}/blobs/{digest}")),
+            ),
             (super::CONTENT_DIGEST, header_value(&digest.to_string())),
             (header::CONTENT_LENGTH, header_value("0")),
         ],
@@ -89,9 +121,15 @@ fn upload_accepted(status: StatusCode, repo: &RepoName, id: UploadId, offset: u6
     (
         status,
         [
-            (header::LOCATION, header_value(&format!("/v2/{repo}/blobs/uploads/{id}"))),
+            (
+                header::LOCATION,
+                header_value(&format!("/v2/{repo}/blobs/uploads/{id}")),
+            ),
             (header::RANGE, upload_range(offset)),
-            (header::HeaderName::from_static("docker-upload-uuid"), header_value(&id.to_string())),
+            (
+                header::HeaderName::from_static("docker-upload-uuid"),
+                header_value(&id.to_string()),
+            ),
             (header::CONTENT_LENGTH, header_value("0")),
         ],
     )
@@ -99,15 +137,24 @@ fn upload_accepted(status: StatusCode, repo: &RepoName, id: UploadId, offset: u6
 }
 
 fn parse_digest_param(value: &str) -> Result<Digest, ApiError> {
-    value.parse().map_err(|e: crate::oci::DigestError| ApiError::digest_invalid(e.to_string()))
+    value
+        .parse()
+        .map_err(|e: crate::oci::DigestError| ApiError::digest_invalid(e.to_string()))
 }
 
 /// `POST /v2/<name>/blobs/uploads/`: mount, monolithic upload, or a new session.
-pub async fn start_upload(s: &dyn Storage, access: &super::Access, repo: &RepoName, req: Request) -> Result<Response, ApiError> {
+pub async fn start_upload(
+    s: &dyn Storage,
+    access: &super::Access,
+    repo: &RepoName,
+    req: Request,
+) -> Result<Response, ApiError> {
     let q = query_pairs(req.uri().query());
     if let (Some(mount), Some(from)) = (query_get(&q, "mount"), query_get(&q, "from")) {
         let digest = parse_digest_param(mount)?;
-        let from: RepoName = from.parse().map_err(|e: crate::oci::NameError| ApiError::name_invalid(e.to_string()))?;
+        let from: RepoName = from
+            .parse()
+            .map_err(|e: crate::oci::NameError| ApiError::name_invalid(e.to_string()))?;
         // Mounting from a repository the caller cannot read would leak its
         // content; that case falls back to an upload, like a missing blob.
         if access.can_read(&from) && s.mount_blob(repo, &from, &digest).await?.is_some() {
@@ -117,14 +164,19 @@ pub async fn start_upload(s: &dyn Storage, access: &super::Access, repo: &RepoNa
     } else if let Some(d) = query_get(&q, "digest") {
         let digest = parse_digest_param(d)?;
         let expected = content_length(req.headers());
-        s.put_blob(repo, &digest, body_stream(req.into_body()), expected).await?;
+        s.put_blob(repo, &digest, body_stream(req.into_body()), expected)
+            .await?;
         return Ok(created_blob(repo, &digest));
     }
     let id = s.start_upload(repo).await?;
     Ok(upload_accepted(StatusCode::ACCEPTED, repo, id, 0))
 }
 
-pub async fn upload_status(s: &dyn Storage, repo: &RepoName, id: UploadId) -> Result<Response, ApiError> {
+pub async fn upload_status(
+    s: &dyn Storage,
+    repo: &RepoName,
+    id: UploadId,
+) -> Result<Response, ApiError> {
     let offset = s.upload_offset(repo, id).await?;
     Ok(upload_accepted(StatusCode::NO_CONTENT, repo, id, offset))
 }
@@ -132,10 +184,21 @@ pub async fn upload_status(s: &dyn Storage, repo: &RepoName, id: UploadId) -> Re
 /// Parses `Content-Range: <start>-<end>` (the form registry clients send;
 /// a `bytes ` prefix and `/total` suffix are tolerated).
 fn parse_content_range(headers: &HeaderMap) -> Result<Option<(u64, u64)>, ApiError> {
-    let Some(v) = headers.get(header::CONTENT_RANGE) else { return Ok(None) };
-    let bad = || ApiError::new(StatusCode::RANGE_NOT_SATISFIABLE, ErrorCode::BlobUploadInvalid, "malformed Content-Range");
+    let Some(v) = headers.get(header::CONTENT_RANGE) else {
+        return Ok(None);
+    };
+    let bad = || {
+        ApiError::new(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            ErrorCode::BlobUploadInvalid,
+            "malformed Content-Range",
+        )
+    };
     let text = v.to_str().map_err(|_| bad())?.trim();
-    let text = text.strip_prefix("bytes").map(str::trim_start).unwrap_or(text);
+    let text = text
+        .strip_prefix("bytes")
+        .map(str::trim_start)
+        .unwrap_or(text);
     let text = text.strip_prefix('=').unwrap_or(text);
     let text = text.split('/').next().unwrap_or(text);
     let (a, b) = text.split_once('-').ok_or_else(bad)?;
@@ -169,16 +232,30 @@ fn chunk_bounds(headers: &HeaderMap) -> Result<(Option<u64>, Option<u64>), ApiEr
     }
 }
 
-pub async fn patch_upload(s: &dyn Storage, repo: &RepoName, id: UploadId, req: Request) -> Result<Response, ApiError> {
+pub async fn patch_upload(
+    s: &dyn Storage,
+    repo: &RepoName,
+    id: UploadId,
+    req: Request,
+) -> Result<Response, ApiError> {
     let (start, expected) = chunk_bounds(req.headers())?;
-    let offset = s.append_upload(repo, id, start, body_stream(req.into_body()), expected).await?;
+    let offset = s
+        .append_upload(repo, id, start, body_stream(req.into_body()), expected)
+        .await?;
     Ok(upload_accepted(StatusCode::ACCEPTED, repo, id, offset))
 }
 
-pub async fn finish_upload(s: &dyn Storage, repo: &RepoName, id: UploadId, req: Request) -> Result<Response, ApiError> {
+pub async fn finish_upload(
+    s: &dyn Storage,
+    repo: &RepoName,
+    id: UploadId,
+    req: Request,
+) -> Result<Response, ApiError> {
     let q = query_pairs(req.uri().query());
     let Some(d) = query_get(&q, "digest") else {
-        return Err(ApiError::digest_invalid("the digest query parameter is required to complete an upload"));
+        return Err(ApiError::digest_invalid(
+            "the digest query parameter is required to complete an upload",
+        ));
     };
     let digest = parse_digest_param(d)?;
     let (start, expected) = chunk_bounds(req.headers())?;
@@ -198,7 +275,11 @@ pub async fn finish_upload(s: &dyn Storage, repo: &RepoName, id: UploadId, req: 
     Ok(created_blob(repo, &digest))
 }
 
-pub async fn cancel_upload(s: &dyn Storage, repo: &RepoName, id: UploadId) -> Result<Response, ApiError> {
+pub async fn cancel_upload(
+    s: &dyn Storage,
+    repo: &RepoName,
+    id: UploadId,
+) -> Result<Response, ApiError> {
     s.cancel_upload(repo, id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -215,10 +296,22 @@ mod tests {
 
     #[test]
     fn ranges() {
-        assert_eq!(range("bytes=0-9", 100), Ok(Some(ByteRange { start: 0, end: 9 })));
-        assert_eq!(range("bytes=90-", 100), Ok(Some(ByteRange { start: 90, end: 99 })));
-        assert_eq!(range("bytes=-10", 100), Ok(Some(ByteRange { start: 90, end: 99 })));
-        assert_eq!(range("bytes=50-500", 100), Ok(Some(ByteRange { start: 50, end: 99 })));
+        assert_eq!(
+            range("bytes=0-9", 100),
+            Ok(Some(ByteRange { start: 0, end: 9 }))
+        );
+        assert_eq!(
+            range("bytes=90-", 100),
+            Ok(Some(ByteRange { start: 90, end: 99 }))
+        );
+        assert_eq!(
+            range("bytes=-10", 100),
+            Ok(Some(ByteRange { start: 90, end: 99 }))
+        );
+        assert_eq!(
+            range("bytes=50-500", 100),
+            Ok(Some(ByteRange { start: 50, end: 99 }))
+        );
         assert_eq!(range("bytes=100-", 100), Err(()));
         assert_eq!(range("bytes=5-1", 100), Err(()));
         assert_eq!(range("bytes=0-1,5-6", 100), Err(()));

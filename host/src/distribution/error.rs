@@ -48,7 +48,14 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> ApiError {
-        ApiError { status, code, message: message.into(), detail: None, headers: Vec::new(), internal: None }
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            detail: None,
+            headers: Vec::new(),
+            internal: None,
+        }
     }
 
     pub fn with_detail(mut self, detail: serde_json::Value) -> ApiError {
@@ -79,7 +86,11 @@ impl ApiError {
 
     /// Our own failure: the client learns only that it happened.
     pub fn internal(cause: impl std::fmt::Display) -> ApiError {
-        let mut e = ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Unknown, "internal error; see the registry log");
+        let mut e = ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::Unknown,
+            "internal error; see the registry log",
+        );
         e.internal = Some(cause.to_string());
         e
     }
@@ -87,7 +98,8 @@ impl ApiError {
 
 /// The `Range` header value for an upload holding `offset` bytes.
 pub fn upload_range(offset: u64) -> HeaderValue {
-    HeaderValue::from_str(&format!("0-{}", offset.saturating_sub(1))).unwrap_or(HeaderValue::from_static("0-0"))
+    HeaderValue::from_str(&format!("0-{}", offset.saturating_sub(1)))
+        .unwrap_or(HeaderValue::from_static("0-0"))
 }
 
 impl From<StorageError> for ApiError {
@@ -145,7 +157,13 @@ struct Entry<'a> {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Envelope { errors: [Entry { code: self.code, message: &self.message, detail: self.detail.as_ref() }] };
+        let body = Envelope {
+            errors: [Entry {
+                code: self.code,
+                message: &self.message,
+                detail: self.detail.as_ref(),
+            }],
+        };
         let mut resp = (self.status, Json(body)).into_response();
         for (name, value) in self.headers {
             resp.headers_mut().insert(name, value);

@@ -24,10 +24,16 @@ fn page(query: Option<&str>) -> Result<Page, ApiError> {
     let n = match query_get(&q, "n") {
         None => None,
         Some(v) => Some(v.parse::<usize>().map_err(|_| {
-            ApiError::unsupported(StatusCode::BAD_REQUEST, format!("pagination parameter n=`{v}` is not a number"))
+            ApiError::unsupported(
+                StatusCode::BAD_REQUEST,
+                format!("pagination parameter n=`{v}` is not a number"),
+            )
         })?),
     };
-    Ok(Page { n, last: query_get(&q, "last").map(str::to_string) })
+    Ok(Page {
+        n,
+        last: query_get(&q, "last").map(str::to_string),
+    })
 }
 
 /// Applies `last`/`n` to a sorted list; returns the page and whether more follow.
@@ -42,15 +48,29 @@ fn paginate(all: Vec<String>, p: &Page) -> (Vec<String>, bool) {
     (items, rest > limit)
 }
 
-fn with_link(mut resp: Response, more: bool, base: &str, n: usize, last: Option<&String>) -> Response {
+fn with_link(
+    mut resp: Response,
+    more: bool,
+    base: &str,
+    n: usize,
+    last: Option<&String>,
+) -> Response {
     if more && let Some(last) = last {
-        let query = serde_urlencoded::to_string([("n", n.to_string()), ("last", last.clone())]).unwrap_or_default();
-        resp.headers_mut().insert(header::LINK, header_value(&format!("<{base}?{query}>; rel=\"next\"")));
+        let query = serde_urlencoded::to_string([("n", n.to_string()), ("last", last.clone())])
+            .unwrap_or_default();
+        resp.headers_mut().insert(
+            header::LINK,
+            header_value(&format!("<{base}?{query}>; rel=\"next\"")),
+        );
     }
     resp
 }
 
-pub async fn tags(s: &dyn Storage, repo: &RepoName, query: Option<&str>) -> Result<Response, ApiError> {
+pub async fn tags(
+    s: &dyn Storage,
+    repo: &RepoName,
+    query: Option<&str>,
+) -> Result<Response, ApiError> {
     let p = page(query)?;
     let Some(all) = s.tags(repo).await? else {
         return Err(crate::storage::StorageError::NameUnknown.into());
@@ -58,21 +78,41 @@ pub async fn tags(s: &dyn Storage, repo: &RepoName, query: Option<&str>) -> Resu
     let (tags, more) = paginate(all, &p);
     let resp = axum::Json(serde_json::json!({ "name": repo, "tags": tags })).into_response();
     let n = p.n.unwrap_or(MAX_PAGE);
-    Ok(with_link(resp, more, &format!("/v2/{repo}/tags/list"), n, tags.last()))
+    Ok(with_link(
+        resp,
+        more,
+        &format!("/v2/{repo}/tags/list"),
+        n,
+        tags.last(),
+    ))
 }
 
-pub async fn catalog(s: &dyn Storage, access: &super::Access, query: Option<&str>) -> Result<Response, ApiError> {
+pub async fn catalog(
+    s: &dyn Storage,
+    access: &super::Access,
+    query: Option<&str>,
+) -> Result<Response, ApiError> {
     let p = page(query)?;
     // Only what the caller may read: the catalog must not leak names.
-    let all: Vec<String> =
-        s.repositories().await?.into_iter().filter(|r| access.can_read(r)).map(|r| r.to_string()).collect();
+    let all: Vec<String> = s
+        .repositories()
+        .await?
+        .into_iter()
+        .filter(|r| access.can_read(r))
+        .map(|r| r.to_string())
+        .collect();
     let (repos, more) = paginate(all, &p);
     let resp = axum::Json(serde_json::json!({ "repositories": repos })).into_response();
     let n = p.n.unwrap_or(MAX_PAGE);
     Ok(with_link(resp, more, "/v2/_catalog", n, repos.last()))
 }
 
-pub async fn referrers(s: &dyn Storage, repo: &RepoName, subject: &Digest, query: Option<&str>) -> Result<Response, ApiError> {
+pub async fn referrers(
+    s: &dyn Storage,
+    repo: &RepoName,
+    subject: &Digest,
+    query: Option<&str>,
+) -> Result<Response, ApiError> {
     let q = query_pairs(query);
     let filter = query_get(&q, "artifactType");
     let mut manifests = s.referrers(repo, subject).await?;
@@ -85,9 +125,11 @@ pub async fn referrers(s: &dyn Storage, repo: &RepoName, subject: &Digest, query
         "manifests": manifests,
     });
     let mut resp = axum::Json(body).into_response();
-    resp.headers_mut().insert(header::CONTENT_TYPE, header_value(media::OCI_INDEX));
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, header_value(media::OCI_INDEX));
     if filter.is_some() {
-        resp.headers_mut().insert("oci-filters-applied", header_value("artifactType"));
+        resp.headers_mut()
+            .insert("oci-filters-applied", header_value("artifactType"));
     }
     Ok(resp)
 }
@@ -103,11 +145,29 @@ mod tests {
     #[test]
     fn pagination_follows_last_and_n() {
         let all = names(&["a", "b", "c", "d"]);
-        let (p, more) = paginate(all.clone(), &Page { n: Some(2), last: None });
+        let (p, more) = paginate(
+            all.clone(),
+            &Page {
+                n: Some(2),
+                last: None,
+            },
+        );
         assert_eq!((p, more), (names(&["a", "b"]), true));
-        let (p, more) = paginate(all.clone(), &Page { n: Some(2), last: Some("b".into()) });
+        let (p, more) = paginate(
+            all.clone(),
+            &Page {
+                n: Some(2),
+                last: Some("b".into()),
+            },
+        );
         assert_eq!((p, more), (names(&["c", "d"]), false));
-        let (p, more) = paginate(all, &Page { n: Some(0), last: None });
+        let (p, more) = paginate(
+            all,
+            &Page {
+                n: Some(0),
+                last: None,
+            },
+        );
         assert_eq!((p, more), (vec![], true));
     }
 }

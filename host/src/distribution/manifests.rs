@@ -22,11 +22,20 @@ use crate::storage::{Referrer, Storage, StoredManifest};
 /// Largest manifest accepted. The spec suggests at least 4 MiB.
 pub const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
 
-pub async fn get(s: &dyn Storage, repo: &RepoName, reference: &Reference, head: bool) -> Result<Response, ApiError> {
+pub async fn get(
+    s: &dyn Storage,
+    repo: &RepoName,
+    reference: &Reference,
+    head: bool,
+) -> Result<Response, ApiError> {
     let Some(m) = s.get_manifest(repo, reference).await? else {
         return Err(crate::storage::StorageError::ManifestUnknown(reference.to_string()).into());
     };
-    let mut resp = Response::new(if head { Body::empty() } else { Body::from(m.bytes.clone()) });
+    let mut resp = Response::new(if head {
+        Body::empty()
+    } else {
+        Body::from(m.bytes.clone())
+    });
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, header_value(&m.media_type));
     h.insert(header::CONTENT_LENGTH, m.bytes.len().into());
@@ -35,7 +44,11 @@ pub async fn get(s: &dyn Storage, repo: &RepoName, reference: &Reference, head: 
     Ok(resp)
 }
 
-pub async fn delete(s: &dyn Storage, repo: &RepoName, reference: &Reference) -> Result<Response, ApiError> {
+pub async fn delete(
+    s: &dyn Storage,
+    repo: &RepoName,
+    reference: &Reference,
+) -> Result<Response, ApiError> {
     match reference {
         Reference::Digest(d) => s.delete_manifest(repo, d).await?,
         Reference::Tag(t) => s.delete_tag(repo, t).await?,
@@ -66,14 +79,16 @@ pub async fn put(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(|v| v.split(';').next().unwrap_or(v).trim().to_string());
-    let bytes = axum::body::to_bytes(req.into_body(), MAX_MANIFEST_BYTES).await.map_err(|e| {
-        // `to_bytes` reports both an over-limit body and a broken one.
-        if caused_by_length_limit(&e) {
-            too_big()
-        } else {
-            ApiError::manifest_invalid("the manifest body could not be read")
-        }
-    })?;
+    let bytes = axum::body::to_bytes(req.into_body(), MAX_MANIFEST_BYTES)
+        .await
+        .map_err(|e| {
+            // `to_bytes` reports both an over-limit body and a broken one.
+            if caused_by_length_limit(&e) {
+                too_big()
+            } else {
+                ApiError::manifest_invalid("the manifest body could not be read")
+            }
+        })?;
     let algorithm = match reference {
         Reference::Digest(d) => d.algorithm(),
         Reference::Tag(_) => Algorithm::Sha256,
@@ -82,8 +97,12 @@ pub async fn put(
     if let Reference::Digest(expected) = reference
         && expected != &digest
     {
-        return Err(ApiError::digest_invalid(format!("manifest digest is {digest}, not {expected}"))
-            .with_detail(serde_json::json!({ "expected": expected.to_string(), "actual": digest.to_string() })));
+        return Err(ApiError::digest_invalid(format!(
+            "manifest digest is {digest}, not {expected}"
+        ))
+        .with_detail(
+            serde_json::json!({ "expected": expected.to_string(), "actual": digest.to_string() }),
+        ));
     }
     let parsed = Parsed::from_bytes(content_type.as_deref(), &bytes)?;
     parsed.check_references(s, repo).await?;
@@ -95,23 +114,41 @@ pub async fn put(
     };
     // Moving an existing tag is `update`; anything else a push does is `create`.
     let moves_tag = match tag {
-        Some(t) => s.tag_target(repo, t).await?.is_some_and(|old| old != digest),
+        Some(t) => s
+            .tag_target(repo, t)
+            .await?
+            .is_some_and(|old| old != digest),
         None => false,
     };
-    access.require(if moves_tag { Action::Update } else { Action::Create }, repo)?;
-    let manifest = StoredManifest { digest: digest.clone(), media_type: parsed.media_type, bytes: Bytes::clone(&bytes) };
+    access.require(
+        if moves_tag {
+            Action::Update
+        } else {
+            Action::Create
+        },
+        repo,
+    )?;
+    let manifest = StoredManifest {
+        digest: digest.clone(),
+        media_type: parsed.media_type,
+        bytes: Bytes::clone(&bytes),
+    };
     s.put_manifest(repo, manifest, tag, referrer).await?;
     let mut resp = (
         StatusCode::CREATED,
         [
-            (header::LOCATION, header_value(&format!("/v2/{repo}/manifests/{digest}"))),
+            (
+                header::LOCATION,
+                header_value(&format!("/v2/{repo}/manifests/{digest}")),
+            ),
             (super::CONTENT_DIGEST, header_value(&digest.to_string())),
             (header::CONTENT_LENGTH, header_value("0")),
         ],
     )
         .into_response();
     if let Some(subject) = subject {
-        resp.headers_mut().insert("oci-subject", header_value(&subject.to_string()));
+        resp.headers_mut()
+            .insert("oci-subject", header_value(&subject.to_string()));
     }
     Ok(resp)
 }
@@ -157,14 +194,16 @@ fn kind_of(media_type: &str) -> Option<Kind> {
 
 /// A descriptor's digest (and size), naming the field on error.
 fn descriptor(v: &Value, field: &str) -> Result<(Digest, Option<u64>), ApiError> {
-    let obj = v.as_object().ok_or_else(|| ApiError::manifest_invalid(format!("`{field}` must be a descriptor object")))?;
+    let obj = v.as_object().ok_or_else(|| {
+        ApiError::manifest_invalid(format!("`{field}` must be a descriptor object"))
+    })?;
     let digest = obj
         .get("digest")
         .and_then(Value::as_str)
         .ok_or_else(|| ApiError::manifest_invalid(format!("`{field}.digest` is required")))?;
-    let digest = digest
-        .parse()
-        .map_err(|e: crate::oci::DigestError| ApiError::manifest_invalid(format!("`{field}.digest`: {e}")))?;
+    let digest = digest.parse().map_err(|e: crate::oci::DigestError| {
+        ApiError::manifest_invalid(format!("`{field}.digest`: {e}"))
+    })?;
     let size = obj.get("size").and_then(Value::as_u64);
     Ok((digest, size))
 }
@@ -172,14 +211,23 @@ fn descriptor(v: &Value, field: &str) -> Result<(Digest, Option<u64>), ApiError>
 /// Layers that are never pushed to a registry (Windows foreign layers, and
 /// anything served from `urls`) are not required to exist.
 fn is_external_layer(v: &Value) -> bool {
-    let foreign = v.get("mediaType").and_then(Value::as_str).is_some_and(|m| m.contains("foreign") || m.contains("nondistributable"));
-    foreign || v.get("urls").and_then(Value::as_array).is_some_and(|u| !u.is_empty())
+    let foreign = v
+        .get("mediaType")
+        .and_then(Value::as_str)
+        .is_some_and(|m| m.contains("foreign") || m.contains("nondistributable"));
+    foreign
+        || v.get("urls")
+            .and_then(Value::as_array)
+            .is_some_and(|u| !u.is_empty())
 }
 
 impl Parsed {
     fn from_bytes(content_type: Option<&str>, bytes: &[u8]) -> Result<Parsed, ApiError> {
-        let doc: Value = serde_json::from_slice(bytes).map_err(|e| ApiError::manifest_invalid(format!("manifest is not valid JSON: {e}")))?;
-        let obj = doc.as_object().ok_or_else(|| ApiError::manifest_invalid("manifest must be a JSON object"))?;
+        let doc: Value = serde_json::from_slice(bytes)
+            .map_err(|e| ApiError::manifest_invalid(format!("manifest is not valid JSON: {e}")))?;
+        let obj = doc
+            .as_object()
+            .ok_or_else(|| ApiError::manifest_invalid("manifest must be a JSON object"))?;
         if obj.get("schemaVersion").and_then(Value::as_u64) != Some(2) {
             return Err(ApiError::manifest_invalid("`schemaVersion` must be 2"));
         }
@@ -189,7 +237,9 @@ impl Parsed {
         if let (Some(h), Some(d)) = (header, declared)
             && h != d
         {
-            return Err(ApiError::manifest_invalid(format!("Content-Type `{h}` does not match the manifest's mediaType `{d}`")));
+            return Err(ApiError::manifest_invalid(format!(
+                "Content-Type `{h}` does not match the manifest's mediaType `{d}`"
+            )));
         }
         let media_type = match header.or(declared) {
             Some(m) => m.to_string(),
@@ -199,7 +249,9 @@ impl Parsed {
             None => return Err(ApiError::manifest_invalid("manifest media type is missing")),
         };
         let Some(kind) = kind_of(&media_type) else {
-            return Err(ApiError::manifest_invalid(format!("manifest media type `{media_type}` is not supported")));
+            return Err(ApiError::manifest_invalid(format!(
+                "manifest media type `{media_type}` is not supported"
+            )));
         };
         let mut parsed = Parsed {
             media_type,
@@ -207,19 +259,29 @@ impl Parsed {
             blobs: Vec::new(),
             children: Vec::new(),
             subject: None,
-            artifact_type: obj.get("artifactType").and_then(Value::as_str).map(str::to_string),
+            artifact_type: obj
+                .get("artifactType")
+                .and_then(Value::as_str)
+                .map(str::to_string),
             annotations: obj.get("annotations").filter(|a| a.is_object()).cloned(),
         };
         match parsed.kind {
             Kind::Image => {
-                let config = obj.get("config").ok_or_else(|| ApiError::manifest_invalid("`config` is required"))?;
+                let config = obj
+                    .get("config")
+                    .ok_or_else(|| ApiError::manifest_invalid("`config` is required"))?;
                 parsed.blobs.push(descriptor(config, "config")?);
                 if parsed.artifact_type.is_none() {
-                    parsed.artifact_type = config.get("mediaType").and_then(Value::as_str).map(str::to_string);
+                    parsed.artifact_type = config
+                        .get("mediaType")
+                        .and_then(Value::as_str)
+                        .map(str::to_string);
                 }
                 let layers = match obj.get("layers") {
                     None => &Vec::new(),
-                    Some(l) => l.as_array().ok_or_else(|| ApiError::manifest_invalid("`layers` must be an array"))?,
+                    Some(l) => l
+                        .as_array()
+                        .ok_or_else(|| ApiError::manifest_invalid("`layers` must be an array"))?,
                 };
                 for (i, layer) in layers.iter().enumerate() {
                     let d = descriptor(layer, &format!("layers[{i}]"))?;
@@ -234,7 +296,9 @@ impl Parsed {
                     .and_then(Value::as_array)
                     .ok_or_else(|| ApiError::manifest_invalid("`manifests` must be an array"))?;
                 for (i, m) in manifests.iter().enumerate() {
-                    parsed.children.push(descriptor(m, &format!("manifests[{i}]"))?.0);
+                    parsed
+                        .children
+                        .push(descriptor(m, &format!("manifests[{i}]"))?.0);
                 }
             }
         }
@@ -246,8 +310,12 @@ impl Parsed {
 
     async fn check_references(&self, s: &dyn Storage, repo: &RepoName) -> Result<(), ApiError> {
         let unknown = |d: &Digest| {
-            ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::ManifestBlobUnknown, format!("blob {d} is not in repository {repo}"))
-                .with_detail(serde_json::json!({ "digest": d.to_string() }))
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::ManifestBlobUnknown,
+                format!("blob {d} is not in repository {repo}"),
+            )
+            .with_detail(serde_json::json!({ "digest": d.to_string() }))
         };
         for (d, declared) in &self.blobs {
             match s.blob_size(repo, d).await? {
@@ -262,7 +330,10 @@ impl Parsed {
             }
         }
         for d in &self.children {
-            if s.get_manifest(repo, &Reference::Digest(d.clone())).await?.is_none() {
+            if s.get_manifest(repo, &Reference::Digest(d.clone()))
+                .await?
+                .is_none()
+            {
                 return Err(unknown(d));
             }
         }
@@ -283,7 +354,10 @@ impl Parsed {
         if let Some(a) = &self.annotations {
             d["annotations"] = a.clone();
         }
-        Some(Referrer { subject, descriptor: d })
+        Some(Referrer {
+            subject,
+            descriptor: d,
+        })
     }
 }
 
@@ -306,14 +380,19 @@ mod tests {
 
     #[test]
     fn mismatched_content_type_is_refused() {
-        let m = format!(r#"{{"schemaVersion":2,"mediaType":"{}","manifests":[]}}"#, media::OCI_INDEX);
+        let m = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{}","manifests":[]}}"#,
+            media::OCI_INDEX
+        );
         let e = Parsed::from_bytes(Some(media::OCI_MANIFEST), m.as_bytes()).expect_err("mismatch");
         assert_eq!(e.code, ErrorCode::ManifestInvalid);
     }
 
     #[test]
     fn bad_shapes_name_the_field() {
-        let m = format!(r#"{{"schemaVersion":2,"config":{{"digest":"{CFG}"}},"layers":[{{"digest":"nope"}}]}}"#);
+        let m = format!(
+            r#"{{"schemaVersion":2,"config":{{"digest":"{CFG}"}},"layers":[{{"digest":"nope"}}]}}"#
+        );
         let e = Parsed::from_bytes(None, m.as_bytes()).expect_err("bad layer");
         assert!(e.message.contains("layers[0].digest"), "{}", e.message);
         let e = Parsed::from_bytes(None, b"[1,2]").expect_err("not an object");
@@ -329,7 +408,9 @@ mod tests {
             media::OCI_MANIFEST
         );
         let p = Parsed::from_bytes(None, m.as_bytes()).expect("valid");
-        let r = p.referrer(&Digest::sha256_of(m.as_bytes()), m.len()).expect("has subject");
+        let r = p
+            .referrer(&Digest::sha256_of(m.as_bytes()), m.len())
+            .expect("has subject");
         assert_eq!(r.descriptor["artifactType"], "application/vnd.example.sbom");
     }
 }

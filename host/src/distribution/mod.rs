@@ -43,7 +43,9 @@ pub struct AppState {
 /// The registry's HTTP application.
 pub fn app(state: AppState) -> Router {
     let token_endpoint = match &state.auth {
-        Some(auth) => Router::new().route("/auth/token", any(crate::auth::endpoint::token)).with_state(auth.clone()),
+        Some(auth) => Router::new()
+            .route("/auth/token", any(crate::auth::endpoint::token))
+            .with_state(auth.clone()),
         None => Router::new(),
     };
     Router::new()
@@ -86,7 +88,8 @@ async fn log_and_stamp(req: Request, next: Next) -> Response {
     let path = uri.path();
     let mut resp = next.run(req).await;
     if path.starts_with("/v2") {
-        resp.headers_mut().insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
+        resp.headers_mut()
+            .insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
     }
     let status = resp.status().as_u16();
     let latency_us = started.elapsed().as_micros() as u64;
@@ -94,7 +97,9 @@ async fn log_and_stamp(req: Request, next: Next) -> Response {
         Some(InternalCause(cause)) if status >= 500 => {
             tracing::error!(%method, %path, status, latency_us, cause = %cause, "request failed");
         }
-        Some(InternalCause(cause)) => tracing::info!(%method, %path, status, latency_us, cause = %cause, "request refused"),
+        Some(InternalCause(cause)) => {
+            tracing::info!(%method, %path, status, latency_us, cause = %cause, "request refused")
+        }
         None => tracing::debug!(%method, %path, status, latency_us, "request"),
     }
     resp
@@ -107,7 +112,8 @@ async fn v2(State(state): State<AppState>, req: Request) -> Response {
         Ok(r) => r,
         Err(PathError::Invalid(e)) => return e.into_response(),
         Err(PathError::NotFound) => {
-            return ApiError::unsupported(StatusCode::NOT_FOUND, "no such endpoint").into_response();
+            return ApiError::unsupported(StatusCode::NOT_FOUND, "no such endpoint")
+                .into_response();
         }
     };
     let access = match authorize(&state, &route, req.method(), req.headers()).await {
@@ -155,7 +161,9 @@ impl Access {
                 ErrorCode::Denied,
                 format!("{} may not {action} repository {repo}", id.username),
             )
-            .with_detail(serde_json::json!({ "action": action.as_str(), "repository": repo.as_str() })),
+            .with_detail(
+                serde_json::json!({ "action": action.as_str(), "repository": repo.as_str() }),
+            ),
         }
     }
 }
@@ -175,9 +183,18 @@ fn required_action(route: &Route, method: &Method) -> Option<Action> {
     }
 }
 
-async fn authorize(state: &AppState, route: &Route, method: &Method, headers: &HeaderMap) -> Result<Access, ApiError> {
+async fn authorize(
+    state: &AppState,
+    route: &Route,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Result<Access, ApiError> {
     let Some(auth) = &state.auth else {
-        return Ok(Access { auth: None, caller: Caller::anonymous(), here: ActionSet::ALL });
+        return Ok(Access {
+            auth: None,
+            caller: Caller::anonymous(),
+            here: ActionSet::ALL,
+        });
     };
     let repo = route.repository();
     let needed = required_action(route, method);
@@ -186,7 +203,11 @@ async fn authorize(state: &AppState, route: &Route, method: &Method, headers: &H
         Err(failure) => return Err(auth.challenge(repo.zip(needed), Some(&failure))),
     };
     let here = repo.map(|r| auth.allowed(&caller, r)).unwrap_or_default();
-    let access = Access { auth: Some(auth.clone()), caller, here };
+    let access = Access {
+        auth: Some(auth.clone()),
+        caller,
+        here,
+    };
     match (route, repo, needed) {
         // `/v2/` is how clients discover that they must log in.
         (Route::Base, _, _) if access.caller.identity.is_none() => Err(auth.challenge(None, None)),
@@ -202,7 +223,12 @@ async fn authorize(state: &AppState, route: &Route, method: &Method, headers: &H
     }
 }
 
-async fn dispatch(state: &AppState, access: &Access, route: Route, req: Request) -> Result<Response, ApiError> {
+async fn dispatch(
+    state: &AppState,
+    access: &Access,
+    route: Route,
+    req: Request,
+) -> Result<Response, ApiError> {
     let method = req.method().clone();
     let s = &*state.storage;
     match (route, method) {
@@ -211,20 +237,29 @@ async fn dispatch(state: &AppState, access: &Access, route: Route, req: Request)
         }
         (Route::Catalog, Method::GET) => listing::catalog(s, access, req.uri().query()).await,
         (Route::Tags(repo), Method::GET) => listing::tags(s, &repo, req.uri().query()).await,
-        (Route::Referrers(repo, digest), Method::GET) => listing::referrers(s, &repo, &digest, req.uri().query()).await,
-        (Route::Manifest(repo, r), m @ (Method::GET | Method::HEAD)) => manifests::get(s, &repo, &r, m == Method::HEAD).await,
+        (Route::Referrers(repo, digest), Method::GET) => {
+            listing::referrers(s, &repo, &digest, req.uri().query()).await
+        }
+        (Route::Manifest(repo, r), m @ (Method::GET | Method::HEAD)) => {
+            manifests::get(s, &repo, &r, m == Method::HEAD).await
+        }
         (Route::Manifest(repo, r), Method::PUT) => manifests::put(s, access, &repo, &r, req).await,
         (Route::Manifest(repo, r), Method::DELETE) => manifests::delete(s, &repo, &r).await,
         (Route::Blob(repo, d), m @ (Method::GET | Method::HEAD)) => {
             blobs::get(s, &repo, &d, req.headers(), m == Method::HEAD).await
         }
         (Route::Blob(repo, d), Method::DELETE) => blobs::delete(s, &repo, &d).await,
-        (Route::UploadStart(repo), Method::POST) => blobs::start_upload(s, access, &repo, req).await,
+        (Route::UploadStart(repo), Method::POST) => {
+            blobs::start_upload(s, access, &repo, req).await
+        }
         (Route::Upload(repo, id), Method::GET) => blobs::upload_status(s, &repo, id).await,
         (Route::Upload(repo, id), Method::PATCH) => blobs::patch_upload(s, &repo, id, req).await,
         (Route::Upload(repo, id), Method::PUT) => blobs::finish_upload(s, &repo, id, req).await,
         (Route::Upload(repo, id), Method::DELETE) => blobs::cancel_upload(s, &repo, id).await,
-        (_, m) => Err(ApiError::unsupported(StatusCode::METHOD_NOT_ALLOWED, format!("method {m} is not supported here"))),
+        (_, m) => Err(ApiError::unsupported(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("method {m} is not supported here"),
+        )),
     }
 }
 
@@ -236,12 +271,21 @@ fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
 }
 
 fn query_get<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    pairs
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
 }
 
 /// The declared `Content-Length`, if any and well-formed.
 fn content_length(headers: &HeaderMap) -> Option<u64> {
-    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// The body as a storage byte stream.

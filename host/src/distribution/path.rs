@@ -53,11 +53,15 @@ pub enum PathError {
 
 fn name(segments: &[&str]) -> Result<RepoName, PathError> {
     let joined = segments.join("/");
-    joined.parse().map_err(|e: crate::oci::NameError| PathError::Invalid(ApiError::name_invalid(e.to_string())))
+    joined.parse().map_err(|e: crate::oci::NameError| {
+        PathError::Invalid(ApiError::name_invalid(e.to_string()))
+    })
 }
 
 fn digest(s: &str) -> Result<Digest, PathError> {
-    s.parse().map_err(|e: crate::oci::DigestError| PathError::Invalid(ApiError::digest_invalid(e.to_string())))
+    s.parse().map_err(|e: crate::oci::DigestError| {
+        PathError::Invalid(ApiError::digest_invalid(e.to_string()))
+    })
 }
 
 /// Parses `rest`, the path after `/v2/`.
@@ -97,7 +101,8 @@ pub fn parse(rest: &str) -> Result<Route, PathError> {
                     let e = if last.contains(':') {
                         ApiError::digest_invalid(reason)
                     } else {
-                        ApiError::manifest_invalid(reason).with_detail(serde_json::json!({ "reference": "tag" }))
+                        ApiError::manifest_invalid(reason)
+                            .with_detail(serde_json::json!({ "reference": "tag" }))
                     };
                     PathError::Invalid(e)
                 });
@@ -145,25 +150,49 @@ mod tests {
         assert_eq!(ok(""), Route::Base);
         assert_eq!(ok("_catalog"), Route::Catalog);
         assert_eq!(ok("a/b/c/tags/list"), Route::Tags(repo.clone()));
-        assert_eq!(ok("a/b/c/manifests/latest"), Route::Manifest(repo.clone(), "latest".parse().expect("tag")));
-        assert_eq!(ok(&format!("a/b/c/manifests/{D}")), Route::Manifest(repo.clone(), D.parse().expect("digest")));
-        assert_eq!(ok(&format!("a/b/c/blobs/{D}")), Route::Blob(repo.clone(), D.parse().expect("digest")));
+        assert_eq!(
+            ok("a/b/c/manifests/latest"),
+            Route::Manifest(repo.clone(), "latest".parse().expect("tag"))
+        );
+        assert_eq!(
+            ok(&format!("a/b/c/manifests/{D}")),
+            Route::Manifest(repo.clone(), D.parse().expect("digest"))
+        );
+        assert_eq!(
+            ok(&format!("a/b/c/blobs/{D}")),
+            Route::Blob(repo.clone(), D.parse().expect("digest"))
+        );
         assert_eq!(ok("a/b/c/blobs/uploads/"), Route::UploadStart(repo.clone()));
         assert_eq!(ok("a/b/c/blobs/uploads"), Route::UploadStart(repo.clone()));
         let id = UploadId::new_random();
-        assert_eq!(ok(&format!("a/b/c/blobs/uploads/{id}")), Route::Upload(repo.clone(), id));
-        assert_eq!(ok(&format!("a/b/c/referrers/{D}")), Route::Referrers(repo, D.parse().expect("digest")));
+        assert_eq!(
+            ok(&format!("a/b/c/blobs/uploads/{id}")),
+            Route::Upload(repo.clone(), id)
+        );
+        assert_eq!(
+            ok(&format!("a/b/c/referrers/{D}")),
+            Route::Referrers(repo, D.parse().expect("digest"))
+        );
     }
 
     #[test]
     fn names_that_look_like_operations_still_parse() {
         let repo: RepoName = "manifests/blobs/tags".parse().expect("name");
-        assert_eq!(ok("manifests/blobs/tags/manifests/v1"), Route::Manifest(repo, "v1".parse().expect("tag")));
+        assert_eq!(
+            ok("manifests/blobs/tags/manifests/v1"),
+            Route::Manifest(repo, "v1".parse().expect("tag"))
+        );
     }
 
     #[test]
     fn traversal_is_a_name_error() {
-        for p in ["../etc/manifests/latest", "%2e%2e/manifests/latest", "a/%2e%2e/b/tags/list", "/abs/tags/list", "a//b/tags/list"] {
+        for p in [
+            "../etc/manifests/latest",
+            "%2e%2e/manifests/latest",
+            "a/%2e%2e/b/tags/list",
+            "/abs/tags/list",
+            "a//b/tags/list",
+        ] {
             assert_eq!(code(p), ErrorCode::NameInvalid, "{p}");
         }
     }
@@ -174,8 +203,14 @@ mod tests {
         assert_eq!(code("a/manifests/sha256:00"), ErrorCode::DigestInvalid);
         assert_eq!(code("a/manifests/-bad"), ErrorCode::ManifestInvalid);
         assert_eq!(code("../blobs/uploads/"), ErrorCode::NameInvalid);
-        assert!(matches!(parse("a/blobs/uploads/../../x"), Err(PathError::NotFound)));
-        assert_eq!(code("a/blobs/uploads/not-a-uuid"), ErrorCode::BlobUploadUnknown);
+        assert!(matches!(
+            parse("a/blobs/uploads/../../x"),
+            Err(PathError::NotFound)
+        ));
+        assert_eq!(
+            code("a/blobs/uploads/not-a-uuid"),
+            ErrorCode::BlobUploadUnknown
+        );
     }
 
     #[test]

@@ -81,18 +81,25 @@ impl FromStr for Digest {
     type Err = DigestError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (alg, hex) = s.split_once(':').ok_or_else(|| DigestError::NoAlgorithm(s.to_string()))?;
+        let (alg, hex) = s
+            .split_once(':')
+            .ok_or_else(|| DigestError::NoAlgorithm(s.to_string()))?;
         let algorithm = match alg {
             "sha256" => Algorithm::Sha256,
             "sha512" => Algorithm::Sha512,
             other => return Err(DigestError::UnsupportedAlgorithm(other.to_string())),
         };
         let valid = hex.len() == algorithm.hex_len()
-            && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         if !valid {
             return Err(DigestError::BadEncoding(s.to_string()));
         }
-        Ok(Digest { algorithm, hex: hex.to_string() })
+        Ok(Digest {
+            algorithm,
+            hex: hex.to_string(),
+        })
     }
 }
 
@@ -157,7 +164,10 @@ mod tests {
             .expect("valid");
         assert_eq!(d, Digest::sha256_of(b""));
         let d512 = Digest::compute(Algorithm::Sha512, b"abc");
-        assert_eq!(d512.to_string().parse::<Digest>().expect("round trip"), d512);
+        assert_eq!(
+            d512.to_string().parse::<Digest>().expect("round trip"),
+            d512
+        );
     }
 
     #[test]

@@ -128,8 +128,13 @@ impl FromStr for Tag {
         let ok = !b.is_empty()
             && b.len() <= 128
             && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
-            && b.iter().all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'));
-        if ok { Ok(Tag(s.to_string())) } else { Err(NameError::InvalidTag(s.to_string())) }
+            && b.iter()
+                .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'));
+        if ok {
+            Ok(Tag(s.to_string()))
+        } else {
+            Err(NameError::InvalidTag(s.to_string()))
+        }
     }
 }
 
@@ -157,9 +162,13 @@ impl FromStr for Reference {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if s.contains(':') {
-            s.parse().map(Reference::Digest).map_err(|e: super::DigestError| e.to_string())
+            s.parse()
+                .map(Reference::Digest)
+                .map_err(|e: super::DigestError| e.to_string())
         } else {
-            s.parse().map(Reference::Tag).map_err(|e: NameError| e.to_string())
+            s.parse()
+                .map(Reference::Tag)
+                .map_err(|e: NameError| e.to_string())
         }
     }
 }
@@ -208,7 +217,16 @@ mod tests {
 
     #[test]
     fn accepts_spec_names() {
-        for ok in ["a", "library/ubuntu", "a/b/c/d", "my-app", "a__b", "a_b.c--d", "0", "x.y/z_0"] {
+        for ok in [
+            "a",
+            "library/ubuntu",
+            "a/b/c/d",
+            "my-app",
+            "a__b",
+            "a_b.c--d",
+            "0",
+            "x.y/z_0",
+        ] {
             assert!(ok.parse::<RepoName>().is_ok(), "{ok} must be accepted");
         }
     }
@@ -216,12 +234,15 @@ mod tests {
     #[test]
     fn refuses_traversal_and_non_grammar_names() {
         for bad in [
-            "", "..", "a/..", "../a", "/a", "a/", "a//b", ".", "a/./b", "%2e%2e", "a%2fb", "A", "a___b",
-            "-a", "a-", "a..b", "a._b", "a b", "a\\b", "a\0b",
+            "", "..", "a/..", "../a", "/a", "a/", "a//b", ".", "a/./b", "%2e%2e", "a%2fb", "A",
+            "a___b", "-a", "a-", "a..b", "a._b", "a b", "a\\b", "a\0b",
         ] {
             assert!(bad.parse::<RepoName>().is_err(), "{bad:?} must be refused");
         }
-        assert_eq!("a".repeat(256).parse::<RepoName>(), Err(NameError::NameTooLong));
+        assert_eq!(
+            "a".repeat(256).parse::<RepoName>(),
+            Err(NameError::NameTooLong)
+        );
     }
 
     #[test]

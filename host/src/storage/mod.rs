@@ -118,7 +118,11 @@ pub trait Storage: Send + Sync + 'static {
     async fn check_writable(&self) -> Result<(), StorageError>;
 
     /// The size of a blob linked into `repo`, or `None`.
-    async fn blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>, StorageError>;
+    async fn blob_size(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<u64>, StorageError>;
 
     /// Streams a blob linked into `repo`; `range` selects part of it. The
     /// caller has checked the range against `blob_size`.
@@ -140,8 +144,12 @@ pub trait Storage: Send + Sync + 'static {
     ) -> Result<u64, StorageError>;
 
     /// Links a blob that `from` has into `repo`; `None` when `from` lacks it.
-    async fn mount_blob(&self, repo: &RepoName, from: &RepoName, digest: &Digest)
-    -> Result<Option<u64>, StorageError>;
+    async fn mount_blob(
+        &self,
+        repo: &RepoName,
+        from: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<u64>, StorageError>;
 
     /// Unlinks a blob from `repo`; other repositories keep it.
     async fn delete_blob(&self, repo: &RepoName, digest: &Digest) -> Result<(), StorageError>;
@@ -211,5 +219,9 @@ pub trait Storage: Send + Sync + 'static {
     async fn repositories(&self) -> Result<Vec<RepoName>, StorageError>;
 
     /// Descriptors of the manifests in `repo` whose subject is `subject`.
-    async fn referrers(&self, repo: &RepoName, subject: &Digest) -> Result<Vec<serde_json::Value>, StorageError>;
+    async fn referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+    ) -> Result<Vec<serde_json::Value>, StorageError>;
 }

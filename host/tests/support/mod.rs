@@ -73,7 +73,11 @@ impl Gantry {
         Gantry::start_with(root, None, Some(sections))
     }
 
-    fn start_with(root: &Path, tls: Option<Tls>, sections: Option<&dyn Fn(u16) -> String>) -> Gantry {
+    fn start_with(
+        root: &Path,
+        tls: Option<Tls>,
+        sections: Option<&dyn Fn(u16) -> String>,
+    ) -> Gantry {
         // A port found free can be taken before gantry binds it: retry.
         let mut last_log = String::new();
         for _ in 0..5 {

@@ -213,7 +213,10 @@ mod tests {
 
     #[test]
     fn keys_with_escapes_are_read() {
-        assert_eq!(eval(r#"{"a\"b\u00e9": 1}"#, "claims['a\"b\u{e9}']"), Value::Int(1));
+        assert_eq!(
+            eval(r#"{"a\"b\u00e9": 1}"#, "claims['a\"b\u{e9}']"),
+            Value::Int(1)
+        );
     }
 
     #[test]

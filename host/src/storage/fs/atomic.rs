@@ -36,7 +36,9 @@ pub fn write_file(tmp_dir: &Path, dest: &Path, bytes: &[u8]) -> io::Result<()> {
 /// Moves a complete, fsynced temporary file to `dest`, creating parent
 /// directories, and makes the rename durable.
 pub fn publish(tmp: &Path, dest: &Path) -> io::Result<()> {
-    let parent = dest.parent().ok_or_else(|| io::Error::other("destination has no parent"))?;
+    let parent = dest
+        .parent()
+        .ok_or_else(|| io::Error::other("destination has no parent"))?;
     fs::create_dir_all(parent)?;
     fs::rename(tmp, dest)?;
     sync_dir(parent)
@@ -60,7 +62,11 @@ pub fn remove_file(path: &Path) -> io::Result<bool> {
 pub fn read_optional(path: &Path) -> io::Result<Option<Vec<u8>>> {
     match fs::read(path) {
         Ok(b) => Ok(Some(b)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound || e.kind() == io::ErrorKind::NotADirectory => Ok(None),
+        Err(e)
+            if e.kind() == io::ErrorKind::NotFound || e.kind() == io::ErrorKind::NotADirectory =>
+        {
+            Ok(None)
+        }
         Err(e) => Err(e),
     }
 }

@@ -44,7 +44,13 @@ impl ManifestCache {
         self.generation.load(Ordering::Acquire)
     }
 
-    pub fn insert(&self, generation: u64, repo: &RepoName, reference: Reference, m: Arc<StoredManifest>) {
+    pub fn insert(
+        &self,
+        generation: u64,
+        repo: &RepoName,
+        reference: Reference,
+        m: Arc<StoredManifest>,
+    ) {
         let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
         // Checked under the write lock: `invalidate` bumps it under the same lock.
         if self.generation.load(Ordering::Acquire) != generation {
@@ -56,7 +62,12 @@ impl ManifestCache {
         inner.entries += 1;
         inner.bytes += m.bytes.len();
         // Two readers that missed together both insert: count the entry once.
-        if let Some(old) = inner.repos.entry(repo.clone()).or_default().insert(reference, m) {
+        if let Some(old) = inner
+            .repos
+            .entry(repo.clone())
+            .or_default()
+            .insert(reference, m)
+        {
             inner.entries -= 1;
             inner.bytes -= old.bytes.len();
         }

@@ -32,7 +32,9 @@ use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 use tokio_util::io::ReaderStream;
 
 use self::cache::ManifestCache;
-use super::{BlobRead, ByteRange, ByteStream, Referrer, Storage, StorageError, StoredManifest, TagChange};
+use super::{
+    BlobRead, ByteRange, ByteStream, Referrer, Storage, StorageError, StoredManifest, TagChange,
+};
 use crate::oci::{Digest, Hasher, Reference, RepoName, Tag, UploadId};
 
 /// Read buffer for streaming blobs out: large enough for loopback speed,
@@ -71,7 +73,11 @@ impl FsStorage {
             Ok(())
         })
         .await?;
-        Ok(FsStorage { root, cache: ManifestCache::default(), uploads: Mutex::new(upload::Sessions::default()) })
+        Ok(FsStorage {
+            root,
+            cache: ManifestCache::default(),
+            uploads: Mutex::new(upload::Sessions::default()),
+        })
     }
 
     fn tmp_dir(&self) -> PathBuf {
@@ -79,7 +85,11 @@ impl FsStorage {
     }
 
     fn blob_path(&self, d: &Digest) -> PathBuf {
-        self.root.join("blobs").join(d.algorithm().as_str()).join(&d.hex()[..2]).join(d.hex())
+        self.root
+            .join("blobs")
+            .join(d.algorithm().as_str())
+            .join(&d.hex()[..2])
+            .join(d.hex())
     }
 
     fn repo_dir(&self, repo: &RepoName) -> PathBuf {
@@ -89,11 +99,17 @@ impl FsStorage {
     }
 
     fn layer_link(&self, repo: &RepoName, d: &Digest) -> PathBuf {
-        self.repo_dir(repo).join("_layers").join(d.algorithm().as_str()).join(d.hex())
+        self.repo_dir(repo)
+            .join("_layers")
+            .join(d.algorithm().as_str())
+            .join(d.hex())
     }
 
     fn revision_path(&self, repo: &RepoName, d: &Digest) -> PathBuf {
-        self.repo_dir(repo).join("_manifests/revisions").join(d.algorithm().as_str()).join(d.hex())
+        self.repo_dir(repo)
+            .join("_manifests/revisions")
+            .join(d.algorithm().as_str())
+            .join(d.hex())
     }
 
     fn tags_dir(&self, repo: &RepoName) -> PathBuf {
@@ -101,7 +117,10 @@ impl FsStorage {
     }
 
     fn referrers_dir(&self, repo: &RepoName, subject: &Digest) -> PathBuf {
-        self.repo_dir(repo).join("_referrers").join(subject.algorithm().as_str()).join(subject.hex())
+        self.repo_dir(repo)
+            .join("_referrers")
+            .join(subject.algorithm().as_str())
+            .join(subject.hex())
     }
 
     /// Streams `body` into a new temporary file, hashing as it goes.
@@ -121,7 +140,9 @@ impl FsStorage {
         let mut hasher = algorithm.hasher();
         let result = async {
             let n = copy_stream(body, &mut file, &mut hasher).await?;
-            file.sync_all().await.map_err(StorageError::io("syncing a blob"))?;
+            file.sync_all()
+                .await
+                .map_err(StorageError::io("syncing a blob"))?;
             Ok(n)
         }
         .await;
@@ -135,10 +156,18 @@ impl FsStorage {
     /// What publishing `digest` into `repo` needs, for use inside one
     /// blocking task.
     fn blob_commit(&self, repo: &RepoName, digest: &Digest) -> BlobCommit {
-        BlobCommit { dest: self.blob_path(digest), link: self.layer_link(repo, digest), tmp_dir: self.tmp_dir() }
+        BlobCommit {
+            dest: self.blob_path(digest),
+            link: self.layer_link(repo, digest),
+            tmp_dir: self.tmp_dir(),
+        }
     }
 
-    async fn manifest_from_disk(&self, repo: &RepoName, reference: &Reference) -> Result<Option<StoredManifest>, StorageError> {
+    async fn manifest_from_disk(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> Result<Option<StoredManifest>, StorageError> {
         let digest = match reference {
             Reference::Digest(d) => d.clone(),
             Reference::Tag(t) => match self.tag_target(repo, t).await? {
@@ -149,13 +178,21 @@ impl FsStorage {
         let revision = self.revision_path(repo, &digest);
         let blob = self.blob_path(&digest);
         let found = run_blocking("reading a manifest", move || {
-            let Some(rev) = atomic::read_optional(&revision)? else { return Ok(None) };
+            let Some(rev) = atomic::read_optional(&revision)? else {
+                return Ok(None);
+            };
             let rev: Revision = serde_json::from_slice(&rev).map_err(io::Error::other)?;
-            let Some(bytes) = atomic::read_optional(&blob)? else { return Ok(None) };
+            let Some(bytes) = atomic::read_optional(&blob)? else {
+                return Ok(None);
+            };
             Ok(Some((rev.media_type, bytes)))
         })
         .await?;
-        Ok(found.map(|(media_type, bytes)| StoredManifest { digest, media_type, bytes: Bytes::from(bytes) }))
+        Ok(found.map(|(media_type, bytes)| StoredManifest {
+            digest,
+            media_type,
+            bytes: Bytes::from(bytes),
+        }))
     }
 }
 
@@ -211,27 +248,40 @@ async fn run_blocking<T: Send + 'static>(
 ) -> Result<T, StorageError> {
     match tokio::task::spawn_blocking(f).await {
         Ok(r) => r.map_err(StorageError::io(context)),
-        Err(join) => Err(StorageError::Io { context: context.into(), source: io::Error::other(join) }),
+        Err(join) => Err(StorageError::Io {
+            context: context.into(),
+            source: io::Error::other(join),
+        }),
     }
 }
 
 /// Copies a body stream into a file, hashing every byte; a body error is
 /// the client's, a write error is ours.
-async fn copy_stream(mut body: ByteStream, file: &mut tokio::fs::File, hasher: &mut Hasher) -> Result<u64, StorageError> {
+async fn copy_stream(
+    mut body: ByteStream,
+    file: &mut tokio::fs::File,
+    hasher: &mut Hasher,
+) -> Result<u64, StorageError> {
     let mut n = 0u64;
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(StorageError::Body)?;
         hasher.update(&chunk);
-        file.write_all(&chunk).await.map_err(StorageError::io("writing a blob"))?;
+        file.write_all(&chunk)
+            .await
+            .map_err(StorageError::io("writing a blob"))?;
         n += chunk.len() as u64;
     }
-    file.flush().await.map_err(StorageError::io("writing a blob"))?;
+    file.flush()
+        .await
+        .map_err(StorageError::io("writing a blob"))?;
     Ok(n)
 }
 
 fn check_len(expected: Option<u64>, actual: u64) -> Result<(), StorageError> {
     match expected {
-        Some(expected) if expected != actual => Err(StorageError::SizeMismatch { expected, actual }),
+        Some(expected) if expected != actual => {
+            Err(StorageError::SizeMismatch { expected, actual })
+        }
         _ => Ok(()),
     }
 }
@@ -239,7 +289,11 @@ fn check_len(expected: Option<u64>, actual: u64) -> Result<(), StorageError> {
 fn file_len(path: &Path) -> io::Result<Option<u64>> {
     match std::fs::metadata(path) {
         Ok(m) => Ok(Some(m.len())),
-        Err(e) if e.kind() == io::ErrorKind::NotFound || e.kind() == io::ErrorKind::NotADirectory => Ok(None),
+        Err(e)
+            if e.kind() == io::ErrorKind::NotFound || e.kind() == io::ErrorKind::NotADirectory =>
+        {
+            Ok(None)
+        }
         Err(e) => Err(e),
     }
 }
@@ -256,7 +310,11 @@ impl Storage for FsStorage {
         .await
     }
 
-    async fn blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>, StorageError> {
+    async fn blob_size(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<u64>, StorageError> {
         let link = self.layer_link(repo, digest);
         let blob = self.blob_path(digest);
         run_blocking("looking up a blob", move || {
@@ -268,20 +326,33 @@ impl Storage for FsStorage {
         .await
     }
 
-    async fn read_blob(&self, repo: &RepoName, digest: &Digest, range: Option<ByteRange>) -> Result<BlobRead, StorageError> {
+    async fn read_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        range: Option<ByteRange>,
+    ) -> Result<BlobRead, StorageError> {
         if self.blob_size(repo, digest).await?.is_none() {
             return Err(StorageError::BlobUnknown(digest.clone()));
         }
         let mut file = match tokio::fs::File::open(self.blob_path(digest)).await {
             Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(StorageError::BlobUnknown(digest.clone())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(StorageError::BlobUnknown(digest.clone()));
+            }
             Err(e) => return Err(StorageError::io("opening a blob")(e)),
         };
-        let size = file.metadata().await.map_err(StorageError::io("reading blob metadata"))?.len();
+        let size = file
+            .metadata()
+            .await
+            .map_err(StorageError::io("reading blob metadata"))?
+            .len();
         let body: ByteStream = match range {
             None => Box::pin(ReaderStream::with_capacity(file, READ_CHUNK)),
             Some(r) => {
-                file.seek(io::SeekFrom::Start(r.start)).await.map_err(StorageError::io("seeking in a blob"))?;
+                file.seek(io::SeekFrom::Start(r.start))
+                    .await
+                    .map_err(StorageError::io("seeking in a blob"))?;
                 use tokio::io::AsyncReadExt;
                 Box::pin(ReaderStream::with_capacity(file.take(r.len()), READ_CHUNK))
             }
@@ -289,13 +360,22 @@ impl Storage for FsStorage {
         Ok(BlobRead { size, body })
     }
 
-    async fn put_blob(&self, repo: &RepoName, digest: &Digest, body: ByteStream, expected_len: Option<u64>) -> Result<u64, StorageError> {
+    async fn put_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        body: ByteStream,
+        expected_len: Option<u64>,
+    ) -> Result<u64, StorageError> {
         let (tmp, n, actual) = self.spool(body, digest.algorithm()).await?;
         let verdict = check_len(expected_len, n).and_then(|()| {
             if &actual == digest {
                 Ok(())
             } else {
-                Err(StorageError::DigestMismatch { expected: digest.clone(), actual })
+                Err(StorageError::DigestMismatch {
+                    expected: digest.clone(),
+                    actual,
+                })
             }
         });
         verdict?;
@@ -313,18 +393,32 @@ impl Storage for FsStorage {
         Ok(n)
     }
 
-    async fn mount_blob(&self, repo: &RepoName, from: &RepoName, digest: &Digest) -> Result<Option<u64>, StorageError> {
-        let Some(size) = self.blob_size(from, digest).await? else { return Ok(None) };
+    async fn mount_blob(
+        &self,
+        repo: &RepoName,
+        from: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<u64>, StorageError> {
+        let Some(size) = self.blob_size(from, digest).await? else {
+            return Ok(None);
+        };
         let link = self.layer_link(repo, digest);
         let tmp_dir = self.tmp_dir();
-        run_blocking("linking a blob", move || atomic::write_file(&tmp_dir, &link, b"")).await?;
+        run_blocking("linking a blob", move || {
+            atomic::write_file(&tmp_dir, &link, b"")
+        })
+        .await?;
         Ok(Some(size))
     }
 
     async fn delete_blob(&self, repo: &RepoName, digest: &Digest) -> Result<(), StorageError> {
         let link = self.layer_link(repo, digest);
         let existed = run_blocking("unlinking a blob", move || atomic::remove_file(&link)).await?;
-        if existed { Ok(()) } else { Err(StorageError::BlobUnknown(digest.clone())) }
+        if existed {
+            Ok(())
+        } else {
+            Err(StorageError::BlobUnknown(digest.clone()))
+        }
     }
 
     async fn start_upload(&self, repo: &RepoName) -> Result<UploadId, StorageError> {
@@ -363,20 +457,29 @@ impl Storage for FsStorage {
         upload::cancel(self, repo, id).await
     }
 
-    async fn get_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<Option<Arc<StoredManifest>>, StorageError> {
+    async fn get_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> Result<Option<Arc<StoredManifest>>, StorageError> {
         if let Some(m) = self.cache.get(repo, reference) {
             return Ok(Some(m));
         }
         let generation = self.cache.generation();
-        let Some(m) = self.manifest_from_disk(repo, reference).await? else { return Ok(None) };
+        let Some(m) = self.manifest_from_disk(repo, reference).await? else {
+            return Ok(None);
+        };
         let m = Arc::new(m);
-        self.cache.insert(generation, repo, reference.clone(), m.clone());
+        self.cache
+            .insert(generation, repo, reference.clone(), m.clone());
         Ok(Some(m))
     }
 
     async fn tag_target(&self, repo: &RepoName, tag: &Tag) -> Result<Option<Digest>, StorageError> {
         let path = self.tags_dir(repo).join(tag.as_str());
-        let Some(bytes) = run_blocking("reading a tag", move || atomic::read_optional(&path)).await? else {
+        let Some(bytes) =
+            run_blocking("reading a tag", move || atomic::read_optional(&path)).await?
+        else {
             return Ok(None);
         };
         let text = String::from_utf8_lossy(&bytes);
@@ -403,12 +506,23 @@ impl Storage for FsStorage {
         let tag_path = tag.map(|t| self.tags_dir(repo).join(t.as_str()));
         let referrer_path = referrer.as_ref().map(|r| {
             let d = &manifest.digest;
-            self.referrers_dir(repo, &r.subject).join(format!("{}-{}", d.algorithm().as_str(), d.hex()))
+            self.referrers_dir(repo, &r.subject).join(format!(
+                "{}-{}",
+                d.algorithm().as_str(),
+                d.hex()
+            ))
         });
-        let rev = Revision { media_type: manifest.media_type.clone(), subject: referrer.as_ref().map(|r| r.subject.to_string()) };
-        let rev = serde_json::to_vec(&rev).map_err(|e| StorageError::io("encoding a revision")(io::Error::other(e)))?;
+        let rev = Revision {
+            media_type: manifest.media_type.clone(),
+            subject: referrer.as_ref().map(|r| r.subject.to_string()),
+        };
+        let rev = serde_json::to_vec(&rev)
+            .map_err(|e| StorageError::io("encoding a revision")(io::Error::other(e)))?;
         let descriptor = match &referrer {
-            Some(r) => Some(serde_json::to_vec(&r.descriptor).map_err(|e| StorageError::io("encoding a referrer")(io::Error::other(e)))?),
+            Some(r) => Some(
+                serde_json::to_vec(&r.descriptor)
+                    .map_err(|e| StorageError::io("encoding a referrer")(io::Error::other(e)))?,
+            ),
             None => None,
         };
         let bytes = manifest.bytes.clone();
@@ -445,13 +559,16 @@ impl Storage for FsStorage {
         let target = digest.to_string();
         let own_name = format!("{}-{}", digest.algorithm().as_str(), digest.hex());
         let existed = run_blocking("deleting a manifest", move || {
-            let Some(rev) = atomic::read_optional(&revision)? else { return Ok(false) };
+            let Some(rev) = atomic::read_optional(&revision)? else {
+                return Ok(false);
+            };
             // Tags first: a crash part-way leaves the manifest reachable by
             // digest, never a tag pointing at nothing.
             if let Ok(entries) = std::fs::read_dir(&tags_dir) {
                 for entry in entries {
                     let entry = entry?;
-                    let points_here = std::fs::read(entry.path()).map(|b| b.trim_ascii() == target.as_bytes())?;
+                    let points_here =
+                        std::fs::read(entry.path()).map(|b| b.trim_ascii() == target.as_bytes())?;
                     if points_here {
                         atomic::remove_file(&entry.path())?;
                     }
@@ -472,14 +589,22 @@ impl Storage for FsStorage {
         })
         .await?;
         self.cache.invalidate(repo);
-        if existed { Ok(()) } else { Err(StorageError::ManifestUnknown(digest.to_string())) }
+        if existed {
+            Ok(())
+        } else {
+            Err(StorageError::ManifestUnknown(digest.to_string()))
+        }
     }
 
     async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<(), StorageError> {
         let path = self.tags_dir(repo).join(tag.as_str());
         let existed = run_blocking("deleting a tag", move || atomic::remove_file(&path)).await?;
         self.cache.invalidate(repo);
-        if existed { Ok(()) } else { Err(StorageError::ManifestUnknown(tag.to_string())) }
+        if existed {
+            Ok(())
+        } else {
+            Err(StorageError::ManifestUnknown(tag.to_string()))
+        }
     }
 
     async fn tags(&self, repo: &RepoName) -> Result<Option<Vec<String>>, StorageError> {
@@ -521,11 +646,17 @@ impl Storage for FsStorage {
                 let mut is_repo = false;
                 for entry in entries {
                     let entry = entry?;
-                    let Ok(file_name) = entry.file_name().into_string() else { continue };
+                    let Ok(file_name) = entry.file_name().into_string() else {
+                        continue;
+                    };
                     if file_name == "_manifests" {
                         is_repo = true;
                     } else if !file_name.starts_with('_') && entry.file_type()?.is_dir() {
-                        let child = if name.is_empty() { file_name.clone() } else { format!("{name}/{file_name}") };
+                        let child = if name.is_empty() {
+                            file_name.clone()
+                        } else {
+                            format!("{name}/{file_name}")
+                        };
                         stack.push((entry.path(), child));
                     }
                 }
@@ -539,7 +670,11 @@ impl Storage for FsStorage {
         .await
     }
 
-    async fn referrers(&self, repo: &RepoName, subject: &Digest) -> Result<Vec<serde_json::Value>, StorageError> {
+    async fn referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+    ) -> Result<Vec<serde_json::Value>, StorageError> {
         let dir = self.referrers_dir(repo, subject);
         run_blocking("listing referrers", move || {
             let mut out = Vec::new();
@@ -548,7 +683,9 @@ impl Storage for FsStorage {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
                 Err(e) => return Err(e),
             };
-            let mut paths: Vec<PathBuf> = entries.map(|e| e.map(|e| e.path())).collect::<io::Result<_>>()?;
+            let mut paths: Vec<PathBuf> = entries
+                .map(|e| e.map(|e| e.path()))
+                .collect::<io::Result<_>>()?;
             paths.sort();
             for path in paths {
                 if let Some(bytes) = atomic::read_optional(&path)?

@@ -57,8 +57,10 @@ pub async fn start(s: &FsStorage, repo: &RepoName) -> Result<UploadId, StorageEr
     let id = UploadId::new_random();
     let d = dir(s, id);
     let tmp_dir = s.tmp_dir();
-    let info = serde_json::to_vec(&Info { repository: repo.to_string() })
-        .map_err(|e| StorageError::io("encoding an upload session")(io::Error::other(e)))?;
+    let info = serde_json::to_vec(&Info {
+        repository: repo.to_string(),
+    })
+    .map_err(|e| StorageError::io("encoding an upload session")(io::Error::other(e)))?;
     run_blocking("opening an upload session", move || {
         std::fs::create_dir_all(&d)?;
         std::fs::File::create(d.join("data"))?.sync_all()?;
@@ -67,8 +69,18 @@ pub async fn start(s: &FsStorage, repo: &RepoName) -> Result<UploadId, StorageEr
         atomic::write_file(&tmp_dir, &d.join("info.json"), &info)
     })
     .await?;
-    let session = Session { offset: 0, hasher: Some(crate::oci::Algorithm::Sha256.hasher()), closed: false };
-    lock_map(s).live.insert(id, Arc::new(Handle { repo: repo.clone(), state: AsyncMutex::new(session) }));
+    let session = Session {
+        offset: 0,
+        hasher: Some(crate::oci::Algorithm::Sha256.hasher()),
+        closed: false,
+    };
+    lock_map(s).live.insert(
+        id,
+        Arc::new(Handle {
+            repo: repo.clone(),
+            state: AsyncMutex::new(session),
+        }),
+    );
     Ok(id)
 }
 
@@ -77,23 +89,42 @@ fn lock_map(s: &FsStorage) -> std::sync::MutexGuard<'_, Sessions> {
 }
 
 /// The session `id` if it belongs to `repo`, loading it from disk after a restart.
-pub async fn session(s: &FsStorage, repo: &RepoName, id: UploadId) -> Result<Arc<Handle>, StorageError> {
+pub async fn session(
+    s: &FsStorage,
+    repo: &RepoName,
+    id: UploadId,
+) -> Result<Arc<Handle>, StorageError> {
     let existing = lock_map(s).live.get(&id).cloned();
     let session = match existing {
         Some(sess) => sess,
         None => {
             let d = dir(s, id);
             let loaded = run_blocking("loading an upload session", move || {
-                let Some(info) = atomic::read_optional(&d.join("info.json"))? else { return Ok(None) };
-                let Some(offset) = atomic::read_optional(&d.join("offset"))? else { return Ok(None) };
+                let Some(info) = atomic::read_optional(&d.join("info.json"))? else {
+                    return Ok(None);
+                };
+                let Some(offset) = atomic::read_optional(&d.join("offset"))? else {
+                    return Ok(None);
+                };
                 let info: Info = serde_json::from_slice(&info).map_err(io::Error::other)?;
-                let offset: u64 = String::from_utf8_lossy(&offset).trim().parse().map_err(io::Error::other)?;
+                let offset: u64 = String::from_utf8_lossy(&offset)
+                    .trim()
+                    .parse()
+                    .map_err(io::Error::other)?;
                 Ok(Some((info, offset)))
             })
             .await?;
-            let Some((info, offset)) = loaded else { return Err(StorageError::UploadUnknown) };
-            let Ok(owner) = info.repository.parse::<RepoName>() else { return Err(StorageError::UploadUnknown) };
-            let state = AsyncMutex::new(Session { offset, hasher: None, closed: false });
+            let Some((info, offset)) = loaded else {
+                return Err(StorageError::UploadUnknown);
+            };
+            let Ok(owner) = info.repository.parse::<RepoName>() else {
+                return Err(StorageError::UploadUnknown);
+            };
+            let state = AsyncMutex::new(Session {
+                offset,
+                hasher: None,
+                closed: false,
+            });
             let fresh = Arc::new(Handle { repo: owner, state });
             lock_map(s).live.entry(id).or_insert(fresh).clone()
         }
@@ -122,13 +153,22 @@ async fn append_locked(
         .await
         .map_err(StorageError::io("opening an upload"))?;
     // Drop anything past the acknowledged offset (a torn earlier chunk).
-    file.set_len(state.offset).await.map_err(StorageError::io("truncating an upload"))?;
-    file.seek(io::SeekFrom::Start(state.offset)).await.map_err(StorageError::io("seeking in an upload"))?;
-    let mut hasher = state.hasher.clone().unwrap_or_else(|| crate::oci::Algorithm::Sha256.hasher());
+    file.set_len(state.offset)
+        .await
+        .map_err(StorageError::io("truncating an upload"))?;
+    file.seek(io::SeekFrom::Start(state.offset))
+        .await
+        .map_err(StorageError::io("seeking in an upload"))?;
+    let mut hasher = state
+        .hasher
+        .clone()
+        .unwrap_or_else(|| crate::oci::Algorithm::Sha256.hasher());
     let copied = async {
         let n = copy_stream(body, &mut file, &mut hasher).await?;
         check_len(expected_len, n)?;
-        file.sync_all().await.map_err(StorageError::io("syncing an upload"))?;
+        file.sync_all()
+            .await
+            .map_err(StorageError::io("syncing an upload"))?;
         Ok(n)
     }
     .await;
@@ -143,7 +183,11 @@ async fn append_locked(
     let new_offset = state.offset + n;
     let tmp_dir = s.tmp_dir();
     run_blocking("recording upload progress", move || {
-        atomic::write_file(&tmp_dir, &d.join("offset"), new_offset.to_string().as_bytes())
+        atomic::write_file(
+            &tmp_dir,
+            &d.join("offset"),
+            new_offset.to_string().as_bytes(),
+        )
     })
     .await?;
     state.offset = new_offset;
@@ -175,13 +219,22 @@ pub async fn append(
 }
 
 /// Hashes `data[..len]` from disk with `digest`'s algorithm.
-async fn rehash(path: PathBuf, len: u64, algorithm: crate::oci::Algorithm) -> Result<Digest, StorageError> {
-    let file = tokio::fs::File::open(&path).await.map_err(StorageError::io("reading an upload"))?;
+async fn rehash(
+    path: PathBuf,
+    len: u64,
+    algorithm: crate::oci::Algorithm,
+) -> Result<Digest, StorageError> {
+    let file = tokio::fs::File::open(&path)
+        .await
+        .map_err(StorageError::io("reading an upload"))?;
     let mut reader = file.take(len);
     let mut hasher = algorithm.hasher();
     let mut buf = vec![0u8; 256 * 1024];
     loop {
-        let n = reader.read(&mut buf).await.map_err(StorageError::io("reading an upload"))?;
+        let n = reader
+            .read(&mut buf)
+            .await
+            .map_err(StorageError::io("reading an upload"))?;
         if n == 0 {
             break;
         }
@@ -214,7 +267,10 @@ pub async fn complete(
     if &actual != digest {
         // The session stays open and unchanged: the client may retry with
         // the right digest or cancel.
-        return Err(StorageError::DigestMismatch { expected: digest.clone(), actual });
+        return Err(StorageError::DigestMismatch {
+            expected: digest.clone(),
+            actual,
+        });
     }
     let size = state.offset;
     // Move the data out of the session directory into tmp first, so the blob
@@ -259,7 +315,10 @@ pub async fn cancel(s: &FsStorage, repo: &RepoName, id: UploadId) -> Result<(), 
     }
     state.closed = true;
     let d = dir(s, id);
-    run_blocking("removing an upload session", move || std::fs::remove_dir_all(&d)).await?;
+    run_blocking("removing an upload session", move || {
+        std::fs::remove_dir_all(&d)
+    })
+    .await?;
     lock_map(s).live.remove(&id);
     Ok(())
 }
