@@ -126,7 +126,8 @@ pub fn apply_prefixes(
     }
 }
 
-fn now() -> u64 {
+/// Seconds since the Unix epoch: the one clock of token checks.
+pub(crate) fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())

@@ -7,8 +7,8 @@
 //! its subject and groups and the access it was granted, which is a ceiling:
 //! each request is still checked against access control as configured now.
 
+use super::now;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -111,13 +111,6 @@ pub struct TokenService {
     kid: String,
     encoding: EncodingKey,
     decoding: DecodingKey,
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 impl TokenService {

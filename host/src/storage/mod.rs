@@ -97,20 +97,6 @@ pub struct Referrer {
     pub descriptor: serde_json::Value,
 }
 
-/// What a manifest push did to its tag, for access control (`create` vs
-/// `update`) and logs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TagChange {
-    /// Pushed by digest: no tag involved.
-    None,
-    /// The tag did not exist.
-    Created,
-    /// The tag already pointed at this digest.
-    Unchanged,
-    /// The tag pointed at another manifest and now points here.
-    Moved,
-}
-
 /// The storage contract. Every method is safe to call concurrently.
 #[async_trait::async_trait]
 pub trait Storage: Send + Sync + 'static {
@@ -196,15 +182,16 @@ pub trait Storage: Send + Sync + 'static {
     /// What `tag` points at now, if anything (to tell `create` from `update`).
     async fn tag_target(&self, repo: &RepoName, tag: &Tag) -> Result<Option<Digest>, StorageError>;
 
-    /// Stores a manifest (already validated by the caller), optionally tags
-    /// it, and records it as a referrer of its subject.
+    /// Stores a manifest (already validated and authorized by the caller,
+    /// which reads `tag_target` itself to tell `create` from `update`),
+    /// optionally tags it, and records it as a referrer of its subject.
     async fn put_manifest(
         &self,
         repo: &RepoName,
         manifest: StoredManifest,
         tag: Option<&Tag>,
         referrer: Option<Referrer>,
-    ) -> Result<TagChange, StorageError>;
+    ) -> Result<(), StorageError>;
 
     /// Deletes a manifest and every tag pointing at it.
     async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<(), StorageError>;

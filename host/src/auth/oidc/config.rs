@@ -137,6 +137,15 @@ pub(crate) struct ValidIssuer {
     pub source: SourceConfig,
 }
 
+/// Every problem of one issuer's configuration (URLs, audiences,
+/// algorithms, leeway, CA and JWKS files), without fetching anything: the
+/// configuration loader reports these with its other problems.
+pub(crate) fn problems_of(cfg: &IssuerConfig) -> Vec<IssuerProblem> {
+    let mut problems = Vec::new();
+    let _ = validate_one(cfg.clone(), &FetchOptions::default(), &mut problems);
+    problems
+}
+
 /// Validates every issuer, collecting every problem.
 pub(crate) fn validate(
     issuers: Vec<IssuerConfig>,

@@ -29,17 +29,18 @@ mod token;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::Algorithm;
 use serde_json::{Map, Value};
 
+pub(crate) use config::problems_of;
 pub use config::{DEFAULT_ALGORITHMS, DEFAULT_LEEWAY, FetchOptions, IssuerConfig, MAX_LEEWAY};
 pub use error::{IssuerProblem, VerifyError};
 pub use jwks::MAX_KEYS;
 pub use keystore::IssuerStatus;
 pub use token::{MAX_TOKEN_BYTES, unverified_issuer};
 
+use super::now;
 use config::ValidIssuer;
 use keystore::{KeyStore, Trigger};
 
@@ -309,11 +310,4 @@ impl std::fmt::Debug for OidcVerifier {
             .field("issuers", &self.inner.order)
             .finish_non_exhaustive()
     }
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }

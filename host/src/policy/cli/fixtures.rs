@@ -160,7 +160,7 @@ pub fn read(path: &Path) -> Result<Vec<Case>, String> {
         Some("toml") => {
             let table: toml::Table = toml::from_str(&text)
                 .map_err(|e| at(format!("invalid TOML: {}", e.to_string().trim_end())))?;
-            toml_to_json(toml::Value::Table(table))
+            crate::config::toml_to_json(toml::Value::Table(table))
         }
         Some("json") => {
             serde_json::from_str(&text).map_err(|e| at(format!("invalid JSON: {e}")))?
@@ -245,22 +245,6 @@ fn case(raw: serde_json::Value) -> Result<Case, String> {
             reason_contains: raw.reason_contains,
         },
     })
-}
-
-/// TOML to JSON; a datetime becomes its RFC 3339 text.
-pub fn toml_to_json(value: toml::Value) -> serde_json::Value {
-    use serde_json::Value as J;
-    match value {
-        toml::Value::String(s) => J::String(s),
-        toml::Value::Integer(i) => J::from(i),
-        toml::Value::Float(f) => serde_json::Number::from_f64(f).map_or(J::Null, J::Number),
-        toml::Value::Boolean(b) => J::Bool(b),
-        toml::Value::Datetime(d) => J::String(d.to_string()),
-        toml::Value::Array(a) => J::Array(a.into_iter().map(toml_to_json).collect()),
-        toml::Value::Table(t) => {
-            J::Object(t.into_iter().map(|(k, v)| (k, toml_to_json(v))).collect())
-        }
-    }
 }
 
 #[cfg(test)]

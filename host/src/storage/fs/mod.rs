@@ -32,9 +32,7 @@ use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 use tokio_util::io::ReaderStream;
 
 use self::cache::ManifestCache;
-use super::{
-    BlobRead, ByteRange, ByteStream, Referrer, Storage, StorageError, StoredManifest, TagChange,
-};
+use super::{BlobRead, ByteRange, ByteStream, Referrer, Storage, StorageError, StoredManifest};
 use crate::oci::{Digest, Hasher, Reference, RepoName, Tag, UploadId};
 
 /// Read buffer for streaming blobs out: large enough for loopback speed,
@@ -332,7 +330,13 @@ impl Storage for FsStorage {
         digest: &Digest,
         range: Option<ByteRange>,
     ) -> Result<BlobRead, StorageError> {
-        if self.blob_size(repo, digest).await?.is_none() {
+        // Only the link is checked here: the open below finds the blob, and
+        // its size comes from the open file.
+        let link = self.layer_link(repo, digest);
+        if run_blocking("looking up a blob", move || file_len(&link))
+            .await?
+            .is_none()
+        {
             return Err(StorageError::BlobUnknown(digest.clone()));
         }
         let mut file = match tokio::fs::File::open(self.blob_path(digest)).await {
@@ -495,11 +499,7 @@ impl Storage for FsStorage {
         manifest: StoredManifest,
         tag: Option<&Tag>,
         referrer: Option<Referrer>,
-    ) -> Result<TagChange, StorageError> {
-        let before = match tag {
-            Some(t) => Some(self.tag_target(repo, t).await?),
-            None => None,
-        };
+    ) -> Result<(), StorageError> {
         let tmp_dir = self.tmp_dir();
         let blob = self.blob_path(&manifest.digest);
         let revision = self.revision_path(repo, &manifest.digest);
@@ -544,12 +544,7 @@ impl Storage for FsStorage {
         })
         .await?;
         self.cache.invalidate(repo);
-        Ok(match before {
-            None => TagChange::None,
-            Some(None) => TagChange::Created,
-            Some(Some(old)) if old == manifest.digest => TagChange::Unchanged,
-            Some(Some(_)) => TagChange::Moved,
-        })
+        Ok(())
     }
 
     async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<(), StorageError> {
