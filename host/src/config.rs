@@ -12,6 +12,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
@@ -37,6 +38,38 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// HTTPS when both files are set; validated (readable, matching) at load.
     pub tls: Option<TlsFiles>,
+    /// How connections are bounded in time and number.
+    pub limits: ConnectionLimits,
+}
+
+/// `[server]` bounds on connections, so that slow or idle clients cannot
+/// hold the registry's file descriptors (see `server`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// A connection must deliver a whole request head (after the TLS
+    /// handshake, which counts too) within this long.
+    pub header_read_timeout: Duration,
+    /// A connection with no request in flight is closed after this long.
+    pub idle_timeout: Duration,
+    /// The window of the request-body progress rule.
+    pub body_timeout: Duration,
+    /// Each `body_timeout` spent waiting for a request body must bring at
+    /// least `body_timeout × body_min_bytes_per_second` bytes.
+    pub body_min_bytes_per_second: u64,
+    /// Connections served at once; 0: half the process's open-file limit.
+    pub max_connections: usize,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            body_timeout: Duration::from_secs(30),
+            body_min_bytes_per_second: 1024,
+            max_connections: 0,
+        }
+    }
 }
 
 /// PEM certificate chain and private key for HTTPS.
@@ -50,6 +83,8 @@ pub struct TlsFiles {
 #[derive(Debug, Clone)]
 pub struct StorageConfig {
     pub root: PathBuf,
+    /// `max_uploads_per_identity` and `[storage.gc] upload_ttl`.
+    pub uploads: crate::storage::UploadLimits,
 }
 
 /// `[log]`: verbosity and output format.
@@ -235,19 +270,72 @@ fn read_server(mut s: Section<'_>, base: &Path) -> ServerConfig {
         }
         (None, None) => None,
     };
+    let d = ConnectionLimits::default();
+    let limits = ConnectionLimits {
+        header_read_timeout: s.duration("header_read_timeout", d.header_read_timeout),
+        idle_timeout: s.duration("idle_timeout", d.idle_timeout),
+        body_timeout: s.duration("body_timeout", d.body_timeout),
+        body_min_bytes_per_second: s.get("body_min_bytes_per_second", || {
+            d.body_min_bytes_per_second
+        }),
+        max_connections: s.get("max_connections", || d.max_connections),
+    };
     s.finish();
-    ServerConfig { listen, tls }
+    ServerConfig {
+        listen,
+        tls,
+        limits,
+    }
 }
 
 fn read_storage(mut s: Section<'_>, base: &Path) -> StorageConfig {
+    use crate::storage::UploadLimits;
     let root: String = s.get("root", || "./gantry-data".to_string());
     if root.is_empty() {
         s.problem("root", "must not be empty".into());
     }
+    let max_per_owner = s.get("max_uploads_per_identity", || {
+        UploadLimits::DEFAULT_MAX_PER_OWNER
+    });
+    let mut gc = s.section("gc");
+    let ttl = gc.duration("upload_ttl", UploadLimits::DEFAULT_TTL);
+    gc.finish();
     s.finish();
     StorageConfig {
         root: base.join(root),
+        uploads: UploadLimits { ttl, max_per_owner },
     }
+}
+
+/// Parses a duration written as a whole number and a unit: `"500ms"`,
+/// `"30s"`, `"15m"`, `"24h"`, `"7d"`; `"0"` alone is zero.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if text == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("`{text}` has no unit: write it like \"30s\", \"15m\" or \"24h\""))?;
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration like \"30s\", \"15m\" or \"24h\""))?;
+    let seconds_per = match unit {
+        "ms" => return Ok(Duration::from_millis(n)),
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        other => {
+            return Err(format!(
+                "`{text}`: unknown unit `{other}` (use ms, s, m, h or d)"
+            ));
+        }
+    };
+    n.checked_mul(seconds_per)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("`{text}` is too long"))
 }
 
 fn read_log(mut s: Section<'_>) -> LogConfig {
@@ -273,6 +361,7 @@ pub fn known_keys() -> Vec<String> {
     const SKELETON: &str = r#"
         [server]
         [storage]
+        [storage.gc]
         [log]
         [auth]
         [auth.token]
@@ -464,6 +553,25 @@ impl<'p> Section<'p> {
                     default()
                 }
             },
+        }
+    }
+
+    /// Takes a positive duration (see [`parse_duration`]), or the default
+    /// when absent.
+    pub fn duration(&mut self, key: &str, default: Duration) -> Duration {
+        let Some(text) = self.get::<Option<String>>(key, || None) else {
+            return default;
+        };
+        match parse_duration(&text) {
+            Ok(d) if d.is_zero() => {
+                self.problem(key, "must be longer than zero".into());
+                default
+            }
+            Ok(d) => d,
+            Err(reason) => {
+                self.problem(key, reason);
+                default
+            }
         }
     }
 

@@ -151,10 +151,13 @@ async fn run(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
         Some(p) => tracing::info!(config = %p.display(), "configuration loaded"),
         None => tracing::info!("using the embedded default configuration"),
     }
-    let storage = gantry::storage::fs::FsStorage::open(&config.storage.root)
-        .await
-        .with_context(|| format!("opening storage root {}", config.storage.root.display()))?;
+    let storage =
+        gantry::storage::fs::FsStorage::open_with(&config.storage.root, config.storage.uploads)
+            .await
+            .with_context(|| format!("opening storage root {}", config.storage.root.display()))?;
+    let storage: Arc<dyn gantry::storage::Storage> = Arc::new(storage);
     tracing::info!(root = %config.storage.root.display(), "storage ready");
+    gantry::storage::spawn_upload_sweep(storage.clone(), config.storage.uploads);
     let auth = match &config.auth {
         None => {
             tracing::warn!(
@@ -194,14 +197,11 @@ async fn run(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    let state = gantry::distribution::AppState {
-        storage: Arc::new(storage),
-        auth,
-    };
+    let state = gantry::distribution::AppState { storage, auth };
     let listener = std::net::TcpListener::bind(config.server.listen)
         .with_context(|| format!("binding {}", config.server.listen))?;
     listener.set_nonblocking(true)?;
-    gantry::server::serve(listener, gantry::app(state), tls).await?;
+    gantry::server::serve(listener, gantry::app(state), tls, config.server.limits).await?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -6,6 +6,12 @@
 //! token as the password; none at all is an anonymous request. The answer
 //! is a token minted by Gantry whose scope is narrowed to what access
 //! control grants, and whose lifetime never exceeds the OIDC token's.
+//!
+//! A Gantry token is accepted as the credential too (Bearer, or as the Basic
+//! password), so a client can trade it for a token of another scope. Such a
+//! token is never wider than the one presented: its scope is the
+//! intersection of what was asked, what access control grants now and the
+//! presented token's own scope; it never outlives the presented token.
 
 use std::sync::Arc;
 
@@ -183,7 +189,9 @@ fn grant(auth: &Auth, caller: &Caller, scope: &str) -> Option<AccessEntry> {
                 .split(',')
                 .map(scope_actions)
                 .fold(Default::default(), |a: super::ActionSet, b| a.union(b));
-            let granted = requested.intersect(auth.grantable(caller.identity(), &repo));
+            // `allowed` caps access control by the scope of a presented
+            // Gantry token: trading a token in never widens it.
+            let granted = requested.intersect(auth.allowed(caller, &repo));
             let words = scope_words(granted);
             (!words.is_empty()).then(|| AccessEntry {
                 kind: kind.into(),
@@ -191,11 +199,17 @@ fn grant(auth: &Auth, caller: &Caller, scope: &str) -> Option<AccessEntry> {
                 actions: words,
             })
         }
-        "registry" if name == "catalog" && caller.identity.is_some() => Some(AccessEntry {
+        "registry"
+            if name == "catalog"
+                && caller.identity.is_some()
+                && caller.token.as_ref().is_none_or(|t| t.grants_catalog()) =>
+        {
+            Some(AccessEntry {
             kind: kind.into(),
             name: name.into(),
-            actions: vec!["*".into()],
-        }),
+                actions: vec!["*".into()],
+            })
+        }
         _ => None,
     }
 }

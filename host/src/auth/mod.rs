@@ -271,12 +271,6 @@ impl Auth {
         }
     }
 
-    /// What `caller`'s identity may do to `repo`, ignoring any token ceiling
-    /// (the token endpoint grants from this).
-    pub fn grantable(&self, identity: Option<&Identity>, repo: &RepoName) -> ActionSet {
-        self.access.allowed(identity, repo)
-    }
-
     /// Authenticates a request from its headers. No credentials is an
     /// anonymous caller, not an error.
     pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, AuthFailure> {

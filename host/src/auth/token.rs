@@ -68,6 +68,13 @@ impl GantryToken {
         }
         set
     }
+
+    /// Whether this token's scope lists the catalog (`registry:catalog:*`).
+    pub fn grants_catalog(&self) -> bool {
+        self.access
+            .iter()
+            .any(|e| e.kind == "registry" && e.name == "catalog" && !e.actions.is_empty())
+    }
 }
 
 /// Docker scope action words → our actions.

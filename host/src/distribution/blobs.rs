@@ -168,7 +168,7 @@ pub async fn start_upload(
             .await?;
         return Ok(created_blob(repo, &digest));
     }
-    let id = s.start_upload(repo).await?;
+    let id = s.start_upload(repo, access.upload_owner()).await?;
     Ok(upload_accepted(StatusCode::ACCEPTED, repo, id, 0))
 }
 

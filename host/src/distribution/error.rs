@@ -117,6 +117,10 @@ impl From<StorageError> for ApiError {
             StorageError::UploadUnknown => {
                 ApiError::new(StatusCode::NOT_FOUND, ErrorCode::BlobUploadUnknown, "blob upload unknown to registry")
             }
+            e @ StorageError::TooManyUploads { .. } => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, ErrorCode::Toomanyrequests, e.to_string())
+                    .with_detail(serde_json::json!({ "hint": "finish or cancel open upload sessions first" }))
+            }
             StorageError::OffsetMismatch { have } => ApiError::new(
                 StatusCode::RANGE_NOT_SATISFIABLE,
                 ErrorCode::BlobUploadInvalid,
@@ -132,6 +136,11 @@ impl From<StorageError> for ApiError {
                 ErrorCode::SizeInvalid,
                 format!("received {actual} bytes, but {expected} were declared"),
             ),
+            StorageError::Body(err) if err.kind() == std::io::ErrorKind::TimedOut => {
+                let mut e = ApiError::new(StatusCode::REQUEST_TIMEOUT, ErrorCode::BlobUploadInvalid, "the request body arrived too slowly");
+                e.internal = Some(err.to_string());
+                e
+            }
             StorageError::Body(err) => {
                 let mut e = ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::BlobUploadInvalid, "the request body ended early or could not be read");
                 e.internal = Some(err.to_string());

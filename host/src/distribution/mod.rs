@@ -143,6 +143,12 @@ impl Access {
         }
     }
 
+    /// Whose budget of upload sessions a new session counts against: the
+    /// identity's name, or "" for every anonymous caller together.
+    pub fn upload_owner(&self) -> &str {
+        self.caller.identity().map_or("", |id| id.username.as_str())
+    }
+
     /// Refuses `action` on `repo` unless allowed: 401 with a challenge for
     /// anonymous callers, 403 for authenticated ones.
     pub fn require(&self, action: Action, repo: &RepoName) -> Result<(), ApiError> {

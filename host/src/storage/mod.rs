@@ -15,6 +15,7 @@ pub mod fs;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::Stream;
@@ -36,6 +37,8 @@ pub enum StorageError {
     NameUnknown,
     #[error("upload session is unknown")]
     UploadUnknown,
+    #[error("too many open upload sessions (at most {limit} per identity)")]
+    TooManyUploads { limit: usize },
     #[error("chunk does not start where the upload ends (upload has {have} bytes)")]
     OffsetMismatch { have: u64 },
     #[error("content has digest {actual}, not the declared {expected}")]
@@ -52,6 +55,38 @@ impl StorageError {
     pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(io::Error) -> StorageError {
         let context = context.into();
         move |source| StorageError::Io { context, source }
+    }
+}
+
+/// Bounds on upload sessions (`[storage] max_uploads_per_identity`,
+/// `[storage.gc] upload_ttl`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UploadLimits {
+    /// A session with no new chunk for longer than this is gone.
+    pub ttl: Duration,
+    /// Open sessions one owner may hold at once; 0: no limit.
+    pub max_per_owner: usize,
+}
+
+impl UploadLimits {
+    pub const DEFAULT_TTL: Duration = Duration::from_secs(24 * 3600);
+    pub const DEFAULT_MAX_PER_OWNER: usize = 100;
+
+    /// How often the sweep looks for expired sessions: a quarter of the
+    /// TTL, between one second and ten minutes, so a session is removed at
+    /// most a quarter TTL after it expired (it answers 404 from the moment
+    /// it expires, sweep or not).
+    pub fn sweep_interval(&self) -> Duration {
+        (self.ttl / 4).clamp(Duration::from_secs(1), Duration::from_secs(600))
+    }
+}
+
+impl Default for UploadLimits {
+    fn default() -> Self {
+        UploadLimits {
+            ttl: Self::DEFAULT_TTL,
+            max_per_owner: Self::DEFAULT_MAX_PER_OWNER,
+        }
     }
 }
 
@@ -140,8 +175,13 @@ pub trait Storage: Send + Sync + 'static {
     /// Unlinks a blob from `repo`; other repositories keep it.
     async fn delete_blob(&self, repo: &RepoName, digest: &Digest) -> Result<(), StorageError>;
 
-    /// Opens an upload session for `repo`.
-    async fn start_upload(&self, repo: &RepoName) -> Result<UploadId, StorageError>;
+    /// Opens an upload session for `repo` on behalf of `owner` (an
+    /// identity's name; "" for every anonymous caller together), refused
+    /// with `TooManyUploads` when the owner holds its limit of open sessions.
+    async fn start_upload(&self, repo: &RepoName, owner: &str) -> Result<UploadId, StorageError>;
+
+    /// Removes upload sessions idle past their TTL; returns how many.
+    async fn sweep_uploads(&self) -> Result<usize, StorageError>;
 
     /// How many bytes the session has durably received.
     async fn upload_offset(&self, repo: &RepoName, id: UploadId) -> Result<u64, StorageError>;
@@ -211,4 +251,22 @@ pub trait Storage: Send + Sync + 'static {
         repo: &RepoName,
         subject: &Digest,
     ) -> Result<Vec<serde_json::Value>, StorageError>;
+}
+
+/// Runs the upload-session sweep every [`UploadLimits::sweep_interval`]
+/// for as long as the process lives.
+pub fn spawn_upload_sweep(storage: Arc<dyn Storage>, limits: UploadLimits) {
+    let every = limits.sweep_interval();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match storage.sweep_uploads().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(removed = n, "expired upload sessions removed"),
+                Err(e) => tracing::warn!(error = %e, "upload session sweep failed"),
+            }
+        }
+    });
 }

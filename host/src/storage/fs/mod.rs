@@ -32,7 +32,9 @@ use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 use tokio_util::io::ReaderStream;
 
 use self::cache::ManifestCache;
-use super::{BlobRead, ByteRange, ByteStream, Referrer, Storage, StorageError, StoredManifest};
+use super::{
+    BlobRead, ByteRange, ByteStream, Referrer, Storage, StorageError, StoredManifest, UploadLimits,
+};
 use crate::oci::{Digest, Hasher, Reference, RepoName, Tag, UploadId};
 
 /// Read buffer for streaming blobs out: large enough for loopback speed,
@@ -44,6 +46,7 @@ pub struct FsStorage {
     root: PathBuf,
     cache: ManifestCache,
     uploads: Mutex<upload::Sessions>,
+    upload_limits: UploadLimits,
 }
 
 /// What a revision file records about a manifest in a repository.
@@ -55,12 +58,19 @@ struct Revision {
 }
 
 impl FsStorage {
-    /// Opens (creating if needed) a storage root, and clears temporary files
-    /// a previous crash may have left.
+    /// Opens (creating if needed) a storage root with the default upload
+    /// limits.
     pub async fn open(root: &Path) -> Result<FsStorage, StorageError> {
+        FsStorage::open_with(root, UploadLimits::default()).await
+    }
+
+    /// Opens (creating if needed) a storage root, clears temporary files a
+    /// previous crash may have left, and counts the upload sessions already
+    /// open against their owners.
+    pub async fn open_with(root: &Path, limits: UploadLimits) -> Result<FsStorage, StorageError> {
         let root = root.to_path_buf();
         let r = root.clone();
-        run_blocking("opening the storage root", move || {
+        let sessions = run_blocking("opening the storage root", move || {
             for dir in ["blobs", "repositories", "uploads", "tmp"] {
                 std::fs::create_dir_all(r.join(dir))?;
             }
@@ -68,13 +78,14 @@ impl FsStorage {
                 let entry = entry?;
                 let _ = std::fs::remove_file(entry.path());
             }
-            Ok(())
+            upload::count_existing(&r)
         })
         .await?;
         Ok(FsStorage {
             root,
             cache: ManifestCache::default(),
-            uploads: Mutex::new(upload::Sessions::default()),
+            uploads: Mutex::new(sessions),
+            upload_limits: limits,
         })
     }
 
@@ -425,8 +436,12 @@ impl Storage for FsStorage {
         }
     }
 
-    async fn start_upload(&self, repo: &RepoName) -> Result<UploadId, StorageError> {
-        upload::start(self, repo).await
+    async fn start_upload(&self, repo: &RepoName, owner: &str) -> Result<UploadId, StorageError> {
+        upload::start(self, repo, owner).await
+    }
+
+    async fn sweep_uploads(&self) -> Result<usize, StorageError> {
+        upload::sweep(self).await
     }
 
     async fn upload_offset(&self, repo: &RepoName, id: UploadId) -> Result<u64, StorageError> {

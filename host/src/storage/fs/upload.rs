@@ -10,11 +10,19 @@
 //!
 //! Each session has its own async mutex, so concurrent requests on one
 //! session are serialised while different sessions proceed in parallel.
+//!
+//! Sessions are bounded two ways ([`UploadLimits`]): one idle longer than
+//! the TTL is gone (404 `BLOB_UPLOAD_UNKNOWN`, and [`sweep`] removes its
+//! files), and each owner (an identity, or every anonymous caller together)
+//! holds at most so many open sessions. Idle time is measured from the last
+//! change of `offset`, so it survives a restart.
 
 use std::collections::HashMap;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::Mutex as AsyncMutex;
@@ -23,10 +31,33 @@ use super::{FsStorage, atomic, check_len, copy_stream, run_blocking};
 use crate::oci::{Digest, Hasher, RepoName, UploadId};
 use crate::storage::{ByteStream, StorageError};
 
-/// A live session: its owner, and its state behind its own mutex.
+/// A live session: its repository and owner, when it last made progress,
+/// and its state behind its own mutex.
 pub struct Handle {
     pub repo: RepoName,
+    owner: String,
+    /// Milliseconds since the Unix epoch of the last append (or the start).
+    /// Outside the mutex so the sweep can read it without waiting on a
+    /// chunk in flight.
+    touched_ms: AtomicU64,
     pub state: AsyncMutex<Session>,
+}
+
+impl Handle {
+    fn touch(&self) {
+        self.touched_ms.store(millis(SystemTime::now()), Ordering::Relaxed);
+    }
+
+    fn idle_longer_than(&self, ttl: Duration) -> bool {
+        let idle = millis(SystemTime::now()).saturating_sub(self.touched_ms.load(Ordering::Relaxed));
+        u128::from(idle) > ttl.as_millis()
+    }
+}
+
+fn millis(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// A session's mutable state.
@@ -39,49 +70,243 @@ pub struct Session {
     closed: bool,
 }
 
+/// The sessions this process has touched, and how many open sessions each
+/// owner holds (all of them, counted from disk at start).
 #[derive(Default)]
 pub struct Sessions {
     live: HashMap<UploadId, Arc<Handle>>,
+    /// Open sessions (on disk, not completed, cancelled or expired) → owner.
+    owner_of: HashMap<UploadId, String>,
+    per_owner: HashMap<String, usize>,
+}
+
+impl Sessions {
+    /// Counts a session against its owner.
+    fn count(&mut self, id: UploadId, owner: &str) {
+        if self.owner_of.insert(id, owner.to_string()).is_none() {
+            *self.per_owner.entry(owner.to_string()).or_default() += 1;
+        }
+    }
+
+    /// Forgets a session: frees its owner's slot.
+    fn forget(&mut self, id: UploadId) {
+        self.live.remove(&id);
+        if let Some(owner) = self.owner_of.remove(&id)
+            && let Some(n) = self.per_owner.get_mut(&owner)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.per_owner.remove(&owner);
+            }
+        }
+    }
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Info {
     repository: String,
+    /// Who opened it ("" for anonymous callers); absent in sessions written
+    /// before owners were recorded, which count as anonymous.
+    #[serde(default)]
+    owner: String,
 }
 
 fn dir(s: &FsStorage, id: UploadId) -> PathBuf {
     s.root.join("uploads").join(id.to_string())
 }
 
-pub async fn start(s: &FsStorage, repo: &RepoName) -> Result<UploadId, StorageError> {
+pub async fn start(s: &FsStorage, repo: &RepoName, owner: &str) -> Result<UploadId, StorageError> {
     let id = UploadId::new_random();
+    // Take the slot before any disk work, so concurrent starts cannot
+    // overshoot the limit; give it back if the session cannot be written.
+    {
+        let mut map = lock_map(s);
+        let limit = s.upload_limits.max_per_owner;
+        if limit > 0 && map.per_owner.get(owner).copied().unwrap_or(0) >= limit {
+            return Err(StorageError::TooManyUploads { limit });
+        }
+        map.count(id, owner);
+    }
     let d = dir(s, id);
     let tmp_dir = s.tmp_dir();
-    let info = serde_json::to_vec(&Info {
-        repository: repo.to_string(),
-    })
-    .map_err(|e| StorageError::io("encoding an upload session")(io::Error::other(e)))?;
-    run_blocking("opening an upload session", move || {
-        std::fs::create_dir_all(&d)?;
-        std::fs::File::create(d.join("data"))?.sync_all()?;
-        atomic::write_file(&tmp_dir, &d.join("offset"), b"0")?;
-        // info.json last: a session without it is not a session.
-        atomic::write_file(&tmp_dir, &d.join("info.json"), &info)
-    })
-    .await?;
+    let written = async {
+        let info = serde_json::to_vec(&Info {
+            repository: repo.to_string(),
+            owner: owner.to_string(),
+        })
+        .map_err(|e| StorageError::io("encoding an upload session")(io::Error::other(e)))?;
+        run_blocking("opening an upload session", move || {
+            std::fs::create_dir_all(&d)?;
+            std::fs::File::create(d.join("data"))?.sync_all()?;
+            atomic::write_file(&tmp_dir, &d.join("offset"), b"0")?;
+            // info.json last: a session without it is not a session.
+            atomic::write_file(&tmp_dir, &d.join("info.json"), &info)
+        })
+        .await
+    }
+    .await;
+    if let Err(e) = written {
+        lock_map(s).forget(id);
+        return Err(e);
+    }
     let session = Session {
         offset: 0,
         hasher: Some(crate::oci::Algorithm::Sha256.hasher()),
         closed: false,
     };
-    lock_map(s).live.insert(
-        id,
-        Arc::new(Handle {
-            repo: repo.clone(),
-            state: AsyncMutex::new(session),
-        }),
-    );
+    let handle = Arc::new(Handle {
+        repo: repo.clone(),
+        owner: owner.to_string(),
+        touched_ms: AtomicU64::new(millis(SystemTime::now())),
+        state: AsyncMutex::new(session),
+    });
+    lock_map(s).live.insert(id, handle);
     Ok(id)
+}
+
+/// What `uploads/<id>/` holds on disk: its info and offset, and when the
+/// offset last changed. `None` when it is not (or no longer) a session.
+fn read_on_disk(d: &Path) -> io::Result<Option<(Info, u64, SystemTime)>> {
+    let Some(info) = atomic::read_optional(&d.join("info.json"))? else {
+        return Ok(None);
+    };
+    let offset_path = d.join("offset");
+    let Some(offset) = atomic::read_optional(&offset_path)? else {
+        return Ok(None);
+    };
+    let touched = std::fs::metadata(&offset_path)?.modified()?;
+    let info: Info = serde_json::from_slice(&info).map_err(io::Error::other)?;
+    let offset: u64 = String::from_utf8_lossy(&offset)
+        .trim()
+        .parse()
+        .map_err(io::Error::other)?;
+    Ok(Some((info, offset, touched)))
+}
+
+/// Counts the sessions already on disk against their owners (at open).
+pub fn count_existing(root: &Path) -> io::Result<Sessions> {
+    let mut sessions = Sessions::default();
+    for entry in std::fs::read_dir(root.join("uploads"))? {
+        let entry = entry?;
+        let Some(id) = entry.file_name().to_str().and_then(|n| n.parse::<UploadId>().ok()) else {
+            continue;
+        };
+        if let Ok(Some((info, _, _))) = read_on_disk(&entry.path()) {
+            sessions.count(id, &info.owner);
+        }
+    }
+    Ok(sessions)
+}
+
+/// The session `id`, whatever its repository: from memory, or loaded from
+/// disk after a restart. `None` when there is no such session.
+async fn load(s: &FsStorage, id: UploadId) -> Result<Option<Arc<Handle>>, StorageError> {
+    if let Some(handle) = lock_map(s).live.get(&id).cloned() {
+        return Ok(Some(handle));
+    }
+    let d = dir(s, id);
+    let Some((info, offset, touched)) =
+        run_blocking("loading an upload session", move || read_on_disk(&d)).await?
+    else {
+        return Ok(None);
+    };
+    let Ok(repo) = info.repository.parse::<RepoName>() else {
+        return Ok(None);
+    };
+    let fresh = Arc::new(Handle {
+        repo,
+        owner: info.owner,
+        touched_ms: AtomicU64::new(millis(touched)),
+        state: AsyncMutex::new(Session {
+            offset,
+            hasher: None,
+            closed: false,
+        }),
+    });
+    let mut map = lock_map(s);
+    map.count(id, &fresh.owner);
+    Ok(Some(map.live.entry(id).or_insert(fresh).clone()))
+}
+
+/// Ends `handle`'s session if it has been idle past the TTL and no request
+/// is working on it: its files are removed and its owner's slot freed.
+/// Returns whether it ended.
+async fn expire_if_idle(
+    s: &FsStorage,
+    id: UploadId,
+    handle: &Handle,
+) -> Result<bool, StorageError> {
+    if !handle.idle_longer_than(s.upload_limits.ttl) {
+        return Ok(false);
+    }
+    // A chunk in flight holds the lock: that session is not idle.
+    let Ok(mut state) = handle.state.try_lock() else {
+        return Ok(false);
+    };
+    if state.closed {
+        return Ok(true);
+    }
+    state.closed = true;
+    let d = dir(s, id);
+    run_blocking("removing an expired upload session", move || {
+        match std::fs::remove_dir_all(&d) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    })
+    .await?;
+    lock_map(s).forget(id);
+    tracing::info!(upload = %id, repository = %handle.repo, "upload session expired");
+    Ok(true)
+}
+
+/// Removes every session idle longer than the TTL, and leftovers of
+/// sessions whose start was cut off (no `info.json`) older than the TTL.
+/// Returns how many sessions it removed.
+pub async fn sweep(s: &FsStorage) -> Result<usize, StorageError> {
+    let uploads = s.root.join("uploads");
+    let ttl = s.upload_limits.ttl;
+    let (ids, leftovers) = run_blocking("listing upload sessions", move || {
+        let mut ids = Vec::new();
+        let mut leftovers = Vec::new();
+        for entry in std::fs::read_dir(&uploads)? {
+            let entry = entry?;
+            let path = entry.path();
+            match entry.file_name().to_str().and_then(|n| n.parse::<UploadId>().ok()) {
+                Some(id) if path.join("info.json").exists() => ids.push(id),
+                _ => {
+                    let age = entry
+                        .metadata()?
+                        .modified()?
+                        .elapsed()
+                        .unwrap_or_default();
+                    if age > ttl {
+                        leftovers.push(path);
+                    }
+                }
+            }
+        }
+        Ok((ids, leftovers))
+    })
+    .await?;
+    let mut removed = 0;
+    for id in ids {
+        if let Some(handle) = load(s, id).await?
+            && expire_if_idle(s, id, &handle).await?
+        {
+            removed += 1;
+        }
+    }
+    if !leftovers.is_empty() {
+        run_blocking("removing incomplete upload sessions", move || {
+            for path in leftovers {
+                let _ = std::fs::remove_dir_all(path);
+            }
+            Ok(())
+        })
+        .await?;
+    }
+    Ok(removed)
 }
 
 fn lock_map(s: &FsStorage) -> std::sync::MutexGuard<'_, Sessions> {
@@ -94,43 +319,15 @@ pub async fn session(
     repo: &RepoName,
     id: UploadId,
 ) -> Result<Arc<Handle>, StorageError> {
-    let existing = lock_map(s).live.get(&id).cloned();
-    let session = match existing {
-        Some(sess) => sess,
-        None => {
-            let d = dir(s, id);
-            let loaded = run_blocking("loading an upload session", move || {
-                let Some(info) = atomic::read_optional(&d.join("info.json"))? else {
-                    return Ok(None);
-                };
-                let Some(offset) = atomic::read_optional(&d.join("offset"))? else {
-                    return Ok(None);
-                };
-                let info: Info = serde_json::from_slice(&info).map_err(io::Error::other)?;
-                let offset: u64 = String::from_utf8_lossy(&offset)
-                    .trim()
-                    .parse()
-                    .map_err(io::Error::other)?;
-                Ok(Some((info, offset)))
-            })
-            .await?;
-            let Some((info, offset)) = loaded else {
-                return Err(StorageError::UploadUnknown);
-            };
-            let Ok(owner) = info.repository.parse::<RepoName>() else {
-                return Err(StorageError::UploadUnknown);
-            };
-            let state = AsyncMutex::new(Session {
-                offset,
-                hasher: None,
-                closed: false,
-            });
-            let fresh = Arc::new(Handle { repo: owner, state });
-            lock_map(s).live.entry(id).or_insert(fresh).clone()
-        }
+    let Some(session) = load(s, id).await? else {
+        return Err(StorageError::UploadUnknown);
     };
     // A session is only visible through the repository that opened it.
     if &session.repo != repo {
+        return Err(StorageError::UploadUnknown);
+    }
+    // Past its TTL a session is gone, even before the sweep comes by.
+    if expire_if_idle(s, id, &session).await? {
         return Err(StorageError::UploadUnknown);
     }
     Ok(session)
@@ -215,7 +412,12 @@ pub async fn append(
     {
         return Err(StorageError::OffsetMismatch { have: state.offset });
     }
-    append_locked(s, id, &mut state, body, expected_len).await
+    // Progress is counted from both ends of a chunk: a long chunk that
+    // started just inside the TTL is not expired right after it lands.
+    session.touch();
+    let result = append_locked(s, id, &mut state, body, expected_len).await;
+    session.touch();
+    result
 }
 
 /// Hashes `data[..len]` from disk with `digest`'s algorithm.
@@ -303,7 +505,7 @@ pub async fn complete(
     })
     .await?;
     state.closed = true;
-    lock_map(s).live.remove(&id);
+    lock_map(s).forget(id);
     Ok(size)
 }
 
@@ -319,6 +521,6 @@ pub async fn cancel(s: &FsStorage, repo: &RepoName, id: UploadId) -> Result<(), 
         std::fs::remove_dir_all(&d)
     })
     .await?;
-    lock_map(s).live.remove(&id);
+    lock_map(s).forget(id);
     Ok(())
 }

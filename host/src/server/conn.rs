@@ -1,0 +1,194 @@
+//! One connection: TLS handshake, HTTP/1.1 or HTTP/2 (hyper-util's auto
+//! builder), and the watchdog that closes it when it says nothing for too
+//! long, when the accept loop needs its slot, or at shutdown.
+//!
+//! "Nothing for too long" is measured from the connection's last finished
+//! request (or its start): `header_read_timeout` until the first request
+//! head has arrived, `idle_timeout` after. A connection with a request in
+//! flight is never idle; the request body rule ([`super::body`]) bounds a
+//! request that stalls.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder;
+use tokio::net::TcpStream;
+use tokio::sync::{Notify, watch};
+use tower::ServiceExt as _;
+
+use super::body::{Progress, Rule, Tracked};
+use crate::config::ConnectionLimits;
+
+/// What the accept loop and the watchdog know of one connection.
+pub struct ConnState {
+    pub id: u64,
+    started: Instant,
+    in_flight: AtomicUsize,
+    served_any: AtomicBool,
+    /// Milliseconds after `started` when the last request finished.
+    last_done_ms: AtomicU64,
+    shed_requested: AtomicBool,
+    shed: Notify,
+}
+
+impl ConnState {
+    pub fn new(id: u64) -> ConnState {
+        ConnState {
+            id,
+            started: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            served_any: AtomicBool::new(false),
+            last_done_ms: AtomicU64::new(0),
+            shed_requested: AtomicBool::new(false),
+            shed: Notify::new(),
+        }
+    }
+
+    /// Whether the accept loop may close this connection to make room: no
+    /// request in flight, and not already asked to.
+    pub fn sheddable(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) == 0 && !self.shed_requested.load(Ordering::Acquire)
+    }
+
+    /// Asks the connection to close now.
+    pub fn shed(&self) {
+        self.shed_requested.store(true, Ordering::Release);
+        // notify_one keeps a permit when nobody waits yet.
+        self.shed.notify_one();
+    }
+
+    fn begin(self: &Arc<Self>) -> RequestGuard {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.served_any.store(true, Ordering::Release);
+        RequestGuard(self.clone())
+    }
+
+    fn idle_for(&self) -> Duration {
+        let last = Duration::from_millis(self.last_done_ms.load(Ordering::Acquire));
+        self.started.elapsed().saturating_sub(last)
+    }
+
+    fn idle_limit(&self, limits: &ConnectionLimits) -> Duration {
+        if self.served_any.load(Ordering::Acquire) {
+            limits.idle_timeout
+        } else {
+            limits.header_read_timeout
+        }
+    }
+
+    /// How long until the watchdog should look again.
+    fn until_deadline(&self, limits: &ConnectionLimits) -> Duration {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return self.idle_limit(limits);
+        }
+        self.idle_limit(limits).saturating_sub(self.idle_for())
+    }
+
+    fn expired(&self, limits: &ConnectionLimits) -> bool {
+        self.in_flight.load(Ordering::Acquire) == 0 && self.idle_for() >= self.idle_limit(limits)
+    }
+}
+
+/// Held by a request from its head's arrival until its response body is
+/// dropped (sent, or the connection gone).
+pub struct RequestGuard(Arc<ConnState>);
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        let s = &self.0;
+        let now = u64::try_from(s.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        s.last_done_ms.store(now, Ordering::Release);
+        s.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Everything one connection task needs.
+pub struct Connection {
+    pub app: Router,
+    pub builder: Arc<Builder<TokioExecutor>>,
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    pub limits: ConnectionLimits,
+    pub state: Arc<ConnState>,
+    pub stop: watch::Receiver<bool>,
+}
+
+impl Connection {
+    pub async fn run(self, stream: TcpStream, peer: SocketAddr) {
+        let Some(acceptor) = self.tls.clone() else {
+            return self.serve(TokioIo::new(stream), peer).await;
+        };
+        // The handshake counts against the header deadline: a client that
+        // opens a socket and says nothing is a slowloris over TLS too.
+        let handshake = tokio::time::timeout(
+            self.limits.header_read_timeout,
+            acceptor.accept(stream),
+        );
+        let state = self.state.clone();
+        tokio::select! {
+            done = handshake => match done {
+                Ok(Ok(tls)) => self.serve(TokioIo::new(tls), peer).await,
+                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+            },
+            () = state.shed.notified() => {
+                tracing::debug!(%peer, "closed during its TLS handshake to make room");
+            }
+        }
+    }
+
+    async fn serve<I>(self, io: I, peer: SocketAddr)
+    where
+        I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    {
+        let rule = Rule::new(&self.limits);
+        let state = self.state.clone();
+        let app = self.app.clone();
+        let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+            let guard = state.begin();
+            let req = req.map(|body| axum::body::Body::new(Progress::new(body, rule)));
+            let app = app.clone();
+            async move {
+                let resp = app.oneshot(req).await.unwrap_or_else(|never| match never {});
+                Ok::<_, Infallible>(resp.map(|body| Tracked::new(body, guard)))
+            }
+        });
+        let conn = self.builder.serve_connection_with_upgrades(io, service);
+        tokio::pin!(conn);
+        let mut stop = self.stop.clone();
+        let mut stopping = *stop.borrow();
+        if stopping {
+            conn.as_mut().graceful_shutdown();
+        }
+        loop {
+            let wait = self.state.until_deadline(&self.limits);
+            tokio::select! {
+                done = conn.as_mut() => {
+                    if let Err(e) = done {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                    return;
+                }
+                () = tokio::time::sleep(wait), if !stopping => {
+                    if self.state.expired(&self.limits) {
+                        tracing::debug!(%peer, "closing a silent or idle connection");
+                        return;
+                    }
+                }
+                () = self.state.shed.notified() => {
+                    tracing::debug!(%peer, "closing an idle connection to make room for a new one");
+                    return;
+                }
+                _ = stop.changed(), if !stopping => {
+                    stopping = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+}
