@@ -102,24 +102,61 @@ pub fn rerun_if_changed(path: &Path) {
     println!("cargo:rerun-if-changed={}", path.display());
 }
 
-/// Fails the build, saying the one command that fixes it, when the toolchain
-/// lacks the guests' target. (rustup installs it from rust-toolchain.toml on
-/// first use; a toolchain installed otherwise may not have it.)
+/// Makes sure the toolchain has the guests' target. When it is missing and
+/// rustup is at hand, installs it for the toolchain this build runs on
+/// (`rust-toolchain.toml` pins it) and says so in a build warning, so a
+/// fresh clone builds with `cargo run --release` alone; without rustup the
+/// build stops, saying the one command that fixes it.
 fn ensure_target_installed() {
+    if target_libdir_exists() {
+        return;
+    }
+    // Set by rustup's proxies for the toolchain they picked.
+    let toolchain = env::var("RUSTUP_TOOLCHAIN").ok();
+    let mut rustup = Command::new("rustup");
+    rustup.args(["target", "add", TARGET]);
+    if let Some(t) = &toolchain {
+        rustup.args(["--toolchain", t]);
+    }
+    // rustup's progress goes to stderr, shown when the build fails.
+    rustup.stdout(Stdio::from(std::io::stderr()));
+    let shown = format!(
+        "rustup target add {TARGET}{}",
+        toolchain
+            .as_deref()
+            .map(|t| format!(" --toolchain {t}"))
+            .unwrap_or_default()
+    );
+    match rustup.status() {
+        Ok(status) if status.success() && target_libdir_exists() => {
+            println!(
+                "cargo:warning=installed the Rust target {TARGET}, which Gantry's policy plugins are built for (ran `{shown}`)"
+            );
+        }
+        Ok(status) => panic!(
+            "\n\nThe Rust target `{TARGET}` is not installed, and Gantry's policy plugins are built for it.\n\
+             Installing it with `{shown}` failed ({status}); its output is above.\n\
+             Fix: run `{shown}` yourself, then build again.\n\n"
+        ),
+        Err(e) => panic!(
+            "\n\nThe Rust target `{TARGET}` is not installed, and Gantry's policy plugins are built for it.\n\
+             rustup is not available to install it ({e}).\n\
+             Fix: install the target for your toolchain (with rustup: `rustup target add {TARGET}`), then build again.\n\n"
+        ),
+    }
+}
+
+/// Whether rustc has the standard library of the guests' target.
+fn target_libdir_exists() -> bool {
     let rustc = env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
-    let libdir = Command::new(&rustc)
+    Command::new(&rustc)
         .args(["--print", "target-libdir", "--target", TARGET])
         .stderr(Stdio::null())
         .output()
         .ok()
         .filter(|out| out.status.success())
-        .map(|out| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()));
-    if !libdir.is_some_and(|dir| dir.is_dir()) {
-        panic!(
-            "\n\nThe Rust target `{TARGET}` is not installed, and Gantry's policy plugins are built for it.\n\
-             Fix: rustup target add {TARGET}\n\n"
-        );
-    }
+        .map(|out| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+        .is_some_and(|dir| dir.is_dir())
 }
 
 /// Removes what the outer cargo set for *this* build (host target flags,

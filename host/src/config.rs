@@ -40,6 +40,9 @@ pub struct ServerConfig {
     pub tls: Option<TlsFiles>,
     /// How connections are bounded in time and number.
     pub limits: ConnectionLimits,
+    /// How often the config file is checked for a change (which reloads
+    /// it); 0: only SIGHUP reloads.
+    pub reload_poll_seconds: u64,
 }
 
 /// `[server]` bounds on connections, so that slow or idle clients cannot
@@ -245,14 +248,12 @@ fn read_server(mut s: Section<'_>, base: &Path) -> ServerConfig {
     let key: Option<String> = s.get("tls_key_file", || None);
     let tls = match (cert, key) {
         (Some(c), Some(k)) => {
-            let files = TlsFiles {
+            // Read and checked (PEM, matching key) once, where they are
+            // loaded: `cli::check::build`, at start, check and reload.
+            Some(TlsFiles {
                 cert_file: base.join(c),
                 key_file: base.join(k),
-            };
-            if let Err((field, reason)) = crate::server::check_tls_files(&files) {
-                s.problem(field, reason);
-            }
-            Some(files)
+            })
         }
         (Some(_), None) => {
             s.problem(
@@ -275,16 +276,17 @@ fn read_server(mut s: Section<'_>, base: &Path) -> ServerConfig {
         header_read_timeout: s.duration("header_read_timeout", d.header_read_timeout),
         idle_timeout: s.duration("idle_timeout", d.idle_timeout),
         body_timeout: s.duration("body_timeout", d.body_timeout),
-        body_min_bytes_per_second: s.get("body_min_bytes_per_second", || {
-            d.body_min_bytes_per_second
-        }),
+        body_min_bytes_per_second: s
+            .get("body_min_bytes_per_second", || d.body_min_bytes_per_second),
         max_connections: s.get("max_connections", || d.max_connections),
     };
+    let reload_poll_seconds = s.get("reload_poll_seconds", || 10);
     s.finish();
     ServerConfig {
         listen,
         tls,
         limits,
+        reload_poll_seconds,
     }
 }
 
@@ -314,9 +316,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     if text == "0" {
         return Ok(Duration::ZERO);
     }
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| format!("`{text}` has no unit: write it like \"30s\", \"15m\" or \"24h\""))?;
+    let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(|| {
+        format!("`{text}` has no unit: write it like \"30s\", \"15m\" or \"24h\"")
+    })?;
     let (number, unit) = text.split_at(split);
     let n: u64 = number
         .parse()

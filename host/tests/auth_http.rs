@@ -82,14 +82,12 @@ async fn registry(issuers: &str, rest: &str) -> Registry {
         &config.storage.root,
         &engine(),
         fetch_options(),
+        None,
     )
     .await
     .unwrap_or_else(|p| panic!("{p:?}"));
     auth.start();
-    let state = AppState {
-        storage: Arc::new(storage),
-        auth: Some(Arc::new(auth)),
-    };
+    let state = AppState::new(Arc::new(storage), Some(Arc::new(auth)));
     Registry {
         app: gantry::app(state),
         _dir: dir,

@@ -205,8 +205,8 @@ fn grant(auth: &Auth, caller: &Caller, scope: &str) -> Option<AccessEntry> {
                 && caller.token.as_ref().is_none_or(|t| t.grants_catalog()) =>
         {
             Some(AccessEntry {
-            kind: kind.into(),
-            name: name.into(),
+                kind: kind.into(),
+                name: name.into(),
                 actions: vec!["*".into()],
             })
         }

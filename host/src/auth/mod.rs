@@ -153,12 +153,16 @@ impl Auth {
     /// under `storage_root` when no key file is set), reads htpasswd,
     /// validates issuers and loads every issuer's claim policy (running its
     /// `init`). Returns every problem, each naming its config key.
+    /// Issuers configured exactly as in `previous` (the authentication a
+    /// reload replaces) share its key stores: their keys and refresh
+    /// schedule carry over.
     pub async fn build(
         cfg: &AuthConfig,
         access: Option<AccessControl>,
         storage_root: &Path,
         engine: &PolicyEngine,
         fetch: oidc::FetchOptions,
+        previous: Option<&Auth>,
     ) -> Result<Auth, Vec<crate::config::Problem>> {
         use crate::config::Problem;
         let mut problems = Vec::new();
@@ -192,9 +196,10 @@ impl Auth {
                 None
             }
         };
-        let verifier = match oidc::OidcVerifier::new(
+        let verifier = match oidc::OidcVerifier::new_reusing(
             cfg.oidc.iter().map(|e| e.verifier.clone()).collect(),
             fetch,
+            previous.map(|p| &p.oidc),
         ) {
             Ok(v) => Some(v),
             Err(errs) => {

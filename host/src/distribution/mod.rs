@@ -24,6 +24,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header}
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
+use arc_swap::ArcSwapOption;
 
 use self::error::{ApiError, ErrorCode, InternalCause};
 use self::path::{PathError, Route};
@@ -36,27 +37,54 @@ use crate::storage::Storage;
 #[derive(Clone)]
 pub struct AppState {
     pub storage: Arc<dyn Storage>,
-    /// `None`: an open registry (no `[auth]`): everyone may do everything.
-    pub auth: Option<Arc<Auth>>,
+    /// The authentication in force; `None`: an open registry (no `[auth]`),
+    /// where everyone may do everything. A configuration reload swaps it
+    /// whole: each request reads it once and finishes on what it read.
+    auth: Arc<ArcSwapOption<Auth>>,
+}
+
+impl AppState {
+    pub fn new(storage: Arc<dyn Storage>, auth: Option<Arc<Auth>>) -> AppState {
+        AppState {
+            storage,
+            auth: Arc::new(ArcSwapOption::new(auth)),
+        }
+    }
+
+    /// The authentication in force now.
+    pub fn auth(&self) -> Option<Arc<Auth>> {
+        self.auth.load_full()
+    }
+
+    /// Puts `auth` in force for every request that starts from now on.
+    pub fn set_auth(&self, auth: Option<Arc<Auth>>) {
+        self.auth.store(auth);
+    }
 }
 
 /// The registry's HTTP application.
 pub fn app(state: AppState) -> Router {
-    let token_endpoint = match &state.auth {
-        Some(auth) => Router::new()
-            .route("/auth/token", any(crate::auth::endpoint::token))
-            .with_state(auth.clone()),
-        None => Router::new(),
-    };
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/v2", any(v2))
         .route("/v2/", any(v2))
         .route("/v2/{*rest}", any(v2))
+        .route("/auth/token", any(token_endpoint))
         .with_state(state)
-        .merge(token_endpoint)
         .layer(middleware::from_fn(log_and_stamp))
+}
+
+/// `/auth/token`, while `[auth]` is configured.
+async fn token_endpoint(State(state): State<AppState>, req: Request) -> Response {
+    match state.auth() {
+        Some(auth) => crate::auth::endpoint::token(State(auth), req).await,
+        None => ApiError::unsupported(
+            StatusCode::NOT_FOUND,
+            "this registry has no [auth]: there is no token endpoint",
+        )
+        .into_response(),
+    }
 }
 
 async fn healthz() -> &'static str {
@@ -195,7 +223,7 @@ async fn authorize(
     method: &Method,
     headers: &HeaderMap,
 ) -> Result<Access, ApiError> {
-    let Some(auth) = &state.auth else {
+    let Some(auth) = state.auth() else {
         return Ok(Access {
             auth: None,
             caller: Caller::anonymous(),
@@ -217,11 +245,13 @@ async fn authorize(
     match (route, repo, needed) {
         // `/v2/` is how clients discover that they must log in.
         (Route::Base, _, _) if access.caller.identity.is_none() => Err(auth.challenge(None, None)),
-        (Route::Manifest(..), Some(r), Some(Action::Create)) if *method == Method::PUT => {
+        (Route::Manifest(..) | Route::BadManifestRef(..), Some(r), Some(Action::Create))
+            if *method == Method::PUT =>
+        {
             if access.here.contains(Action::Create) || access.here.contains(Action::Update) {
                 Ok(access)
             } else {
-                Err(access.refuse(auth, Action::Create, r))
+                Err(access.refuse(&auth, Action::Create, r))
             }
         }
         (_, Some(r), Some(action)) => access.require(action, r).map(|()| access),
@@ -251,6 +281,10 @@ async fn dispatch(
         }
         (Route::Manifest(repo, r), Method::PUT) => manifests::put(s, access, &repo, &r, req).await,
         (Route::Manifest(repo, r), Method::DELETE) => manifests::delete(s, &repo, &r).await,
+        (Route::BadManifestRef(_, bad), Method::PUT) => Err(bad.put_error()),
+        (Route::BadManifestRef(_, bad), Method::GET | Method::HEAD | Method::DELETE) => {
+            Err(bad.lookup_error())
+        }
         (Route::Blob(repo, d), m @ (Method::GET | Method::HEAD)) => {
             blobs::get(s, &repo, &d, req.headers(), m == Method::HEAD).await
         }
@@ -297,7 +331,19 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
 /// The body as a storage byte stream.
 fn body_stream(body: Body) -> crate::storage::ByteStream {
     use futures_util::TryStreamExt;
-    Box::pin(body.into_data_stream().map_err(std::io::Error::other))
+    Box::pin(body.into_data_stream().map_err(body_error))
+}
+
+/// A body error as an `io::Error` that keeps the kind of an `io::Error`
+/// inside it: the connection layer's progress rule fails a slow body with
+/// `TimedOut`, which is answered 408.
+fn body_error(e: axum::Error) -> std::io::Error {
+    let kind = std::iter::successors(Some(&e as &(dyn std::error::Error + 'static)), |e| {
+        e.source()
+    })
+    .find_map(|e| e.downcast_ref::<std::io::Error>())
+    .map_or(std::io::ErrorKind::Other, std::io::Error::kind);
+    std::io::Error::new(kind, e)
 }
 
 fn header_value(s: &str) -> HeaderValue {

@@ -19,6 +19,11 @@ pub enum Route {
     Tags(RepoName),
     /// `/v2/<name>/manifests/<reference>`
     Manifest(RepoName, Reference),
+    /// `/v2/<name>/manifests/<text>` where the text is neither a tag nor a
+    /// digest. What it answers depends on the method: nothing can be found
+    /// there (404 `MANIFEST_UNKNOWN`, as distribution, zot and the v1.1.1
+    /// conformance suite expect), and nothing can be stored there (400).
+    BadManifestRef(RepoName, BadReference),
     /// `/v2/<name>/blobs/<digest>`
     Blob(RepoName, Digest),
     /// `/v2/<name>/blobs/uploads/`
@@ -36,11 +41,42 @@ impl Route {
             Route::Base | Route::Catalog => None,
             Route::Tags(n)
             | Route::Manifest(n, _)
+            | Route::BadManifestRef(n, _)
             | Route::Blob(n, _)
             | Route::UploadStart(n)
             | Route::Upload(n, _)
             | Route::Referrers(n, _) => Some(n),
         }
+    }
+}
+
+/// A manifest reference that is neither a valid tag nor a valid digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadReference {
+    /// As sent (still percent-encoded).
+    pub text: String,
+    pub reason: String,
+}
+
+impl BadReference {
+    /// The answer to a `PUT` there: `DIGEST_INVALID` for what tried to be a
+    /// digest (it has a `:`), `TAG_INVALID` otherwise.
+    pub fn put_error(&self) -> ApiError {
+        if self.text.contains(':') {
+            ApiError::digest_invalid(self.reason.clone())
+        } else {
+            ApiError::new(
+                http::StatusCode::BAD_REQUEST,
+                super::error::ErrorCode::TagInvalid,
+                self.reason.clone(),
+            )
+            .with_detail(serde_json::json!({ "tag": self.text }))
+        }
+    }
+
+    /// The answer to a read or delete there: nothing by that name.
+    pub fn lookup_error(&self) -> ApiError {
+        crate::storage::StorageError::ManifestUnknown(self.text.clone()).into()
     }
 }
 
@@ -97,17 +133,17 @@ pub fn parse(rest: &str) -> Result<Route, PathError> {
         let last = segs[n - 1];
         match segs[n - 2] {
             "manifests" => {
-                let reference = last.parse().map_err(|reason: String| {
-                    let e = if last.contains(':') {
-                        ApiError::digest_invalid(reason)
-                    } else {
-                        ApiError::manifest_invalid(reason)
-                            .with_detail(serde_json::json!({ "reference": "tag" }))
-                    };
-                    PathError::Invalid(e)
-                });
                 let repo = repo()?;
-                return Ok(Route::Manifest(repo, reference?));
+                return Ok(match last.parse() {
+                    Ok(reference) => Route::Manifest(repo, reference),
+                    Err(reason) => Route::BadManifestRef(
+                        repo,
+                        BadReference {
+                            text: last.to_string(),
+                            reason,
+                        },
+                    ),
+                });
             }
             "blobs" => {
                 let repo = repo()?;
@@ -200,8 +236,19 @@ mod tests {
     #[test]
     fn bad_digests_and_tags_are_named() {
         assert_eq!(code("a/blobs/sha256:xyz"), ErrorCode::DigestInvalid);
-        assert_eq!(code("a/manifests/sha256:00"), ErrorCode::DigestInvalid);
-        assert_eq!(code("a/manifests/-bad"), ErrorCode::ManifestInvalid);
+        for bad in ["sha256:00", "-bad", ".INVALID_MANIFEST_NAME"] {
+            let Ok(Route::BadManifestRef(_, r)) = parse(&format!("a/manifests/{bad}")) else {
+                panic!("{bad}: not a bad manifest reference");
+            };
+            assert_eq!(r.lookup_error().code, ErrorCode::ManifestUnknown, "{bad}");
+            assert_eq!(r.lookup_error().status, http::StatusCode::NOT_FOUND, "{bad}");
+        }
+        let put = |bad: &str| match parse(&format!("a/manifests/{bad}")) {
+            Ok(Route::BadManifestRef(_, r)) => r.put_error().code,
+            other => panic!("{bad}: {other:?}"),
+        };
+        assert_eq!(put("sha256:00"), ErrorCode::DigestInvalid);
+        assert_eq!(put("-bad"), ErrorCode::TagInvalid);
         assert_eq!(code("../blobs/uploads/"), ErrorCode::NameInvalid);
         assert!(matches!(
             parse("a/blobs/uploads/../../x"),

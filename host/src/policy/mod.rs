@@ -13,8 +13,9 @@
 //! Layout: `bindings` (the one `bindgen!`), `engine` (wasmtime engine, epoch
 //! ticker, compile cache, load), `pool` (`LoadedPolicy`: instances, calls,
 //! failure classification), `sandbox` (store data: WASI deny-all context,
-//! output capture, memory cap, `host.log`), `limits`, `source`, `error`,
-//! `cli` (`gantry policy test`).
+//! output capture, memory cap, `host.log`), `limits`, `source`, `error`.
+//! The `gantry policy` commands are the face's (`cli::policy`), not this
+//! runtime's.
 //!
 //! # Why async wasmtime with epoch yielding (and not `spawn_blocking`)
 //!
@@ -35,7 +36,6 @@
 //! `spawn_blocking`.
 
 mod bindings;
-pub mod cli;
 mod engine;
 mod error;
 mod limits;
@@ -47,7 +47,7 @@ pub use engine::{ArtifactOrigin, EngineOptions, EngineStats, LoadReport, PolicyE
 pub use error::{Phase, PolicyError};
 pub use limits::{
     Limits, MAX_DENY_REASON_BYTES, MAX_GROUP_BYTES, MAX_GROUPS, MAX_LOG_LINE_BYTES,
-    MAX_USERNAME_BYTES,
+    MAX_USERNAME_BYTES, validate_decision,
 };
 pub use pool::{LoadedPolicy, PoolStats};
 pub use source::{BuiltinModule, MAX_MODULE_BYTES, ModuleSource};

@@ -212,7 +212,10 @@ mod tests {
                 return None;
             }
             tokio::time::sleep(gap).await;
-            Some((Ok::<_, io::Error>(Frame::data(Bytes::from(vec![b'x'; size]))), i + 1))
+            Some((
+                Ok::<_, io::Error>(Frame::data(Bytes::from(vec![b'x'; size]))),
+                i + 1,
+            ))
         });
         StreamBody::new(Box::pin(s))
     }

@@ -125,10 +125,8 @@ impl Connection {
         };
         // The handshake counts against the header deadline: a client that
         // opens a socket and says nothing is a slowloris over TLS too.
-        let handshake = tokio::time::timeout(
-            self.limits.header_read_timeout,
-            acceptor.accept(stream),
-        );
+        let handshake =
+            tokio::time::timeout(self.limits.header_read_timeout, acceptor.accept(stream));
         let state = self.state.clone();
         tokio::select! {
             done = handshake => match done {
@@ -154,7 +152,10 @@ impl Connection {
             let req = req.map(|body| axum::body::Body::new(Progress::new(body, rule)));
             let app = app.clone();
             async move {
-                let resp = app.oneshot(req).await.unwrap_or_else(|never| match never {});
+                let resp = app
+                    .oneshot(req)
+                    .await
+                    .unwrap_or_else(|never| match never {});
                 Ok::<_, Infallible>(resp.map(|body| Tracked::new(body, guard)))
             }
         });

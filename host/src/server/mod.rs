@@ -33,6 +33,10 @@ use tokio::sync::{Semaphore, watch};
 use self::conn::ConnState;
 use crate::config::{ConnectionLimits, TlsFiles};
 
+/// The TLS configuration new connections are accepted with; a reload
+/// swaps it (certificate rotation) without touching open connections.
+pub type LiveTls = Arc<arc_swap::ArcSwap<rustls::ServerConfig>>;
+
 /// How long in-flight requests get to finish after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
@@ -100,11 +104,6 @@ fn read_pem<T>(
         std::fs::read(path).map_err(|e| (field, format!("cannot read {}: {e}", path.display())))?;
     parse(&mut bytes.as_slice())
         .map_err(|e| (field, format!("{}: not valid PEM: {e}", path.display())))
-}
-
-/// Config-time check of the TLS files (readable, PEM, matching).
-pub fn check_tls_files(files: &TlsFiles) -> Result<(), (&'static str, String)> {
-    load_tls(files).map(|_| ())
 }
 
 /// Resolves when SIGTERM or SIGINT arrives.
@@ -186,7 +185,7 @@ fn lock(registry: &Mutex<Registry>) -> std::sync::MutexGuard<'_, Registry> {
 pub async fn serve(
     listener: std::net::TcpListener,
     app: Router,
-    tls: Option<rustls::ServerConfig>,
+    tls: Option<LiveTls>,
     limits: ConnectionLimits,
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
@@ -198,7 +197,6 @@ pub async fn serve(
         max_connections = cap,
         "listening"
     );
-    let tls = tls.map(|config| tokio_rustls::TlsAcceptor::from(Arc::new(config)));
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -250,7 +248,9 @@ pub async fn serve(
         let task = conn::Connection {
             app: app.clone(),
             builder: builder.clone(),
-            tls: tls.clone(),
+            tls: tls
+                .as_ref()
+                .map(|t| tokio_rustls::TlsAcceptor::from(t.load_full())),
             limits,
             state,
             stop: stop_rx.clone(),

@@ -108,10 +108,7 @@ impl Registry {
         let root = dir.path().join("storage");
         let storage = FsStorage::open(&root).await.expect("open storage");
         // No `[auth]`: an open registry, as the embedded default config runs.
-        let app = gantry::app(AppState {
-            storage: Arc::new(storage),
-            auth: None,
-        });
+        let app = gantry::app(AppState::new(Arc::new(storage), None));
         Registry { app, root, dir }
     }
 

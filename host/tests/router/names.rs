@@ -84,9 +84,27 @@ async fn unknown_things_have_their_codes() {
     r.get("/v2/nope/blobs/sha256:short")
         .await
         .expect_error(StatusCode::BAD_REQUEST, "DIGEST_INVALID");
-    r.get("/v2/nope/manifests/-bad-tag")
+    // Neither a tag nor a digest: nothing is found there (404, as the
+    // v1.1.1 conformance suite's `.INVALID_MANIFEST_NAME` expects)…
+    for bad in ["-bad-tag", ".INVALID_MANIFEST_NAME", "sha256:short"] {
+        r.get(&format!("/v2/nope/manifests/{bad}"))
+            .await
+            .expect_error(StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN");
+        r.head(&format!("/v2/nope/manifests/{bad}"))
+            .await
+            .expect(StatusCode::NOT_FOUND);
+        r.delete(&format!("/v2/nope/manifests/{bad}"))
+            .await
+            .expect_error(StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN");
+    }
+    // …and nothing can be stored there.
+    let oci = "application/vnd.oci.image.manifest.v1+json";
+    r.put_manifest("nope", ".INVALID_MANIFEST_NAME", oci, b"{}")
         .await
-        .expect_error(StatusCode::BAD_REQUEST, "MANIFEST_INVALID");
+        .expect_error(StatusCode::BAD_REQUEST, "TAG_INVALID");
+    r.put_manifest("nope", "sha256:short", oci, b"{}")
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "DIGEST_INVALID");
     r.get("/v2/nope/things/x")
         .await
         .expect_error(StatusCode::NOT_FOUND, "UNSUPPORTED");

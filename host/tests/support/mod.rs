@@ -23,9 +23,14 @@ pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 
-/// Where the binary under test is.
+/// Where the binary under test is: this build's, or the one named by
+/// `GANTRY_UNDER_TEST` (to run a regression test against an older build
+/// and see it fail).
 pub fn gantry_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_gantry")
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        std::env::var("GANTRY_UNDER_TEST").unwrap_or_else(|_| env!("CARGO_BIN_EXE_gantry").into())
+    })
 }
 
 /// The repository root (for `config/` and `examples/`).
@@ -45,6 +50,23 @@ pub struct Tls {
     pub ca: PathBuf,
 }
 
+/// How to start a `gantry serve` beyond its storage root.
+#[derive(Default)]
+pub struct Launch<'a> {
+    /// HTTPS with this material.
+    pub tls: Option<Tls>,
+    /// Sections appended to the config (`[auth]`, `[access_control]`…) given
+    /// the port; the file must then pass `gantry config check`.
+    pub sections: Option<&'a dyn Fn(u16) -> String>,
+    /// More `[server]` keys, as TOML lines.
+    pub server_keys: &'a str,
+    /// More `[storage]` keys, as TOML lines.
+    pub storage_keys: &'a str,
+    /// The process's open-file limit (`ulimit -n`), as an operator's shell
+    /// would set it.
+    pub fd_limit: Option<u64>,
+}
+
 /// A running `gantry serve`; killed (SIGKILL) on drop if still running.
 pub struct Gantry {
     child: Option<Child>,
@@ -58,26 +80,42 @@ pub struct Gantry {
 impl Gantry {
     /// Starts plain HTTP on `root`.
     pub fn start(root: &Path) -> Gantry {
-        Gantry::start_with(root, None, None)
+        Gantry::launch(root, Launch::default())
     }
 
     /// Starts HTTPS with `tls`.
     pub fn start_tls(root: &Path, tls: &Tls) -> Gantry {
-        Gantry::start_with(root, Some(tls.clone()), None)
+        Gantry::launch(
+            root,
+            Launch {
+                tls: Some(tls.clone()),
+                ..Launch::default()
+            },
+        )
     }
 
     /// Starts plain HTTP on `root` with `sections(port)` appended to the
     /// config (`[auth]`, `[access_control]`…), once `gantry config check`
     /// has accepted the file.
     pub fn start_configured(root: &Path, sections: &dyn Fn(u16) -> String) -> Gantry {
-        Gantry::start_with(root, None, Some(sections))
+        Gantry::launch(
+            root,
+            Launch {
+                sections: Some(sections),
+                ..Launch::default()
+            },
+        )
     }
 
-    fn start_with(
-        root: &Path,
-        tls: Option<Tls>,
-        sections: Option<&dyn Fn(u16) -> String>,
-    ) -> Gantry {
+    /// Starts with everything [`Launch`] can say.
+    pub fn launch(root: &Path, options: Launch<'_>) -> Gantry {
+        let Launch {
+            tls,
+            sections,
+            server_keys,
+            storage_keys,
+            fd_limit,
+        } = options;
         // A port found free can be taken before gantry binds it: retry.
         let mut last_log = String::new();
         for _ in 0..5 {
@@ -93,14 +131,14 @@ impl Gantry {
                 None => String::new(),
             };
             let mut text = format!(
-                "[server]\nlisten = \"127.0.0.1:{port}\"\n{tls_lines}[storage]\nroot = {:?}\n[log]\nlevel = \"debug\"\n",
+                "[server]\nlisten = \"127.0.0.1:{port}\"\n{tls_lines}{server_keys}\n[storage]\nroot = {:?}\n{storage_keys}\n[log]\nlevel = \"debug\"\n",
                 root.to_str().expect("utf-8 root")
             );
             if let Some(sections) = sections {
                 text.push_str(&sections(port));
             }
             fs::write(&config, text).expect("write config");
-            if sections.is_some() {
+            if sections.is_some() || !server_keys.is_empty() || !storage_keys.is_empty() {
                 let check = Command::new(gantry_bin())
                     .args(["config", "check"])
                     .arg(&config)
@@ -115,7 +153,17 @@ impl Gantry {
             }
             let log = dir.path().join("gantry.log");
             let log_file = fs::File::create(&log).expect("log file");
-            let child = Command::new(gantry_bin())
+            let mut command = match fd_limit {
+                None => Command::new(gantry_bin()),
+                Some(n) => {
+                    let mut sh = Command::new("sh");
+                    sh.arg("-c")
+                        .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                        .arg(gantry_bin());
+                    sh
+                }
+            };
+            let child = command
                 .args(["serve", "--config"])
                 .arg(&config)
                 .env_remove("RUST_LOG")

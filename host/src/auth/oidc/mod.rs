@@ -72,6 +72,11 @@ struct Issuer {
     store: Arc<KeyStore>,
     /// Static JWKS: already loaded, the background loop only re-reads it.
     from_file: bool,
+    /// As configured, to tell an unchanged issuer at a reload.
+    config: IssuerConfig,
+    /// The store came from the verifier this one replaces: it has keys
+    /// already, so the background loop starts with a wait, not a fetch.
+    adopted: bool,
 }
 
 struct Inner {
@@ -104,6 +109,21 @@ impl OidcVerifier {
     /// `ca_file` / `jwks_file`. Reads those files; fetches nothing, spawns
     /// nothing.
     pub fn new(issuers: Vec<IssuerConfig>, opts: FetchOptions) -> Result<Self, Vec<IssuerProblem>> {
+        OidcVerifier::new_reusing(issuers, opts, None)
+    }
+
+    /// As [`OidcVerifier::new`]; an issuer configured exactly as in
+    /// `previous` (with the same fetch options) shares its key store, so a
+    /// configuration reload neither drops its keys nor refetches them.
+    pub fn new_reusing(
+        issuers: Vec<IssuerConfig>,
+        opts: FetchOptions,
+        previous: Option<&OidcVerifier>,
+    ) -> Result<Self, Vec<IssuerProblem>> {
+        let configs: HashMap<String, IssuerConfig> = issuers
+            .iter()
+            .map(|c| (c.issuer.clone(), c.clone()))
+            .collect();
         let valid = config::validate(issuers, &opts)?;
         let mut map = HashMap::with_capacity(valid.len());
         let mut order = Vec::with_capacity(valid.len());
@@ -117,7 +137,18 @@ impl OidcVerifier {
                 source,
             } = v;
             let from_file = matches!(source, config::SourceConfig::File { .. });
-            let store = Arc::new(KeyStore::new(&issuer, &algorithms, source, &opts));
+            // Validation keeps the `iss` text as written; an issuer it had
+            // renamed would simply never be reused.
+            let known = configs.get(&issuer).cloned();
+            let reused = previous
+                .filter(|p| p.inner.opts == opts && known.is_some())
+                .and_then(|p| p.inner.issuers.get(&issuer))
+                .filter(|old| Some(&old.config) == known.as_ref())
+                .map(|old| old.store.clone());
+            let config = known.unwrap_or_else(|| IssuerConfig::new(issuer.clone(), Vec::new()));
+            let adopted = reused.is_some();
+            let store = reused
+                .unwrap_or_else(|| Arc::new(KeyStore::new(&issuer, &algorithms, source, &opts)));
             order.push(issuer.clone());
             map.insert(
                 issuer.clone(),
@@ -129,6 +160,8 @@ impl OidcVerifier {
                     max_token_lifetime,
                     store,
                     from_file,
+                    config,
+                    adopted,
                 },
             );
         }
@@ -167,7 +200,7 @@ impl OidcVerifier {
             let task = runtime.spawn(keystore::run(
                 Arc::downgrade(&issuer.store),
                 self.inner.opts.clone(),
-                issuer.from_file,
+                issuer.from_file || issuer.adopted,
             ));
             tasks.push(task.abort_handle());
         }

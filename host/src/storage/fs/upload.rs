@@ -45,11 +45,13 @@ pub struct Handle {
 
 impl Handle {
     fn touch(&self) {
-        self.touched_ms.store(millis(SystemTime::now()), Ordering::Relaxed);
+        self.touched_ms
+            .store(millis(SystemTime::now()), Ordering::Relaxed);
     }
 
     fn idle_longer_than(&self, ttl: Duration) -> bool {
-        let idle = millis(SystemTime::now()).saturating_sub(self.touched_ms.load(Ordering::Relaxed));
+        let idle =
+            millis(SystemTime::now()).saturating_sub(self.touched_ms.load(Ordering::Relaxed));
         u128::from(idle) > ttl.as_millis()
     }
 }
@@ -188,7 +190,11 @@ pub fn count_existing(root: &Path) -> io::Result<Sessions> {
     let mut sessions = Sessions::default();
     for entry in std::fs::read_dir(root.join("uploads"))? {
         let entry = entry?;
-        let Some(id) = entry.file_name().to_str().and_then(|n| n.parse::<UploadId>().ok()) else {
+        let Some(id) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<UploadId>().ok())
+        else {
             continue;
         };
         if let Ok(Some((info, _, _))) = read_on_disk(&entry.path()) {
@@ -248,12 +254,13 @@ async fn expire_if_idle(
     }
     state.closed = true;
     let d = dir(s, id);
-    run_blocking("removing an expired upload session", move || {
-        match std::fs::remove_dir_all(&d) {
+    run_blocking(
+        "removing an expired upload session",
+        move || match std::fs::remove_dir_all(&d) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
-        }
-    })
+        },
+    )
     .await?;
     lock_map(s).forget(id);
     tracing::info!(upload = %id, repository = %handle.repo, "upload session expired");
@@ -272,14 +279,14 @@ pub async fn sweep(s: &FsStorage) -> Result<usize, StorageError> {
         for entry in std::fs::read_dir(&uploads)? {
             let entry = entry?;
             let path = entry.path();
-            match entry.file_name().to_str().and_then(|n| n.parse::<UploadId>().ok()) {
+            match entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<UploadId>().ok())
+            {
                 Some(id) if path.join("info.json").exists() => ids.push(id),
                 _ => {
-                    let age = entry
-                        .metadata()?
-                        .modified()?
-                        .elapsed()
-                        .unwrap_or_default();
+                    let age = entry.metadata()?.modified()?.elapsed().unwrap_or_default();
                     if age > ttl {
                         leftovers.push(path);
                     }

@@ -10,8 +10,7 @@ use std::fmt::Write as _;
 
 use cel_policy::{Explained, Explanation, Outcome, Step};
 
-use crate::policy::limits::validate_decision;
-use crate::policy::{Decision, Identity};
+use crate::policy::{Decision, Identity, validate_decision};
 
 /// Longest rendered value shown; the rest is counted, not printed.
 const MAX_VALUE_CHARS: usize = 300;

@@ -24,7 +24,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use self::fixtures::{Case, Expectation, Mismatch};
-use super::{
+use crate::policy::{
     BuiltinModule, Decision, EngineOptions, Identity, Limits, LoadedPolicy, ModuleSource,
     PolicyEngine,
 };

@@ -1,0 +1,272 @@
+//! `gantry serve`: config → telemetry → storage → auth → listener, and the
+//! live reload of the configuration file.
+//!
+//! A reload (SIGHUP, or a change of the file's content seen by the poll
+//! every `server.reload_poll_seconds`) validates the new file exactly as
+//! `gantry config check` does, building everything it names. Any problem:
+//! each is logged with its key path and nothing changes. Otherwise the new
+//! authentication (issuers, policies, htpasswd, access control, with a fresh
+//! decision cache) and TLS certificate are swapped in atomically: requests in
+//! flight finish on what they started with, new ones see the new
+//! configuration. Unchanged policy modules are not recompiled (the engine's
+//! cache is by digest and the old policies are alive while the new ones
+//! load) and unchanged issuers keep their keys and refresh schedule.
+//! What cannot change live (`server.listen`, the connection limits, TLS on or
+//! off, `storage.*`, `log.*`) is reported as "restart to apply".
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use sha2::{Digest as _, Sha256};
+
+use crate::config::{Config, ConfigError, Problem};
+use crate::distribution::AppState;
+use crate::policy::{EngineOptions, PolicyEngine};
+use crate::server::LiveTls;
+
+pub fn serve(path: Option<PathBuf>) -> ExitCode {
+    let config = match &path {
+        Some(p) => Config::load(p),
+        None => Config::embedded_default(),
+    };
+    let config = match config {
+        Ok(c) => c,
+        Err(e) => {
+            eprint!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    crate::telemetry::init(&config.log);
+    let runtime = match super::runtime() {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    match runtime.block_on(run(config, path)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("gantry: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
+    match &path {
+        Some(p) => tracing::info!(config = %p.display(), "configuration loaded"),
+        None => tracing::info!("using the embedded default configuration"),
+    }
+    let storage =
+        crate::storage::fs::FsStorage::open_with(&config.storage.root, config.storage.uploads)
+            .await
+            .with_context(|| format!("opening storage root {}", config.storage.root.display()))?;
+    let storage: Arc<dyn crate::storage::Storage> = Arc::new(storage);
+    tracing::info!(root = %config.storage.root.display(), "storage ready");
+    crate::storage::spawn_upload_sweep(storage.clone(), config.storage.uploads);
+
+    // One engine for the life of the process, so a reload reuses compiled
+    // modules.
+    let engine = PolicyEngine::new(EngineOptions {
+        cache_dir: Some(config.storage.root.join("policy-cache")),
+        ..Default::default()
+    })?;
+    let built = super::check::build(&config, &engine, &config.storage.root, None)
+        .await
+        .map_err(|problems| {
+            let e = ConfigError {
+                source_name: source_name(path.as_deref()),
+                problems,
+            };
+            anyhow::anyhow!("{e}")
+        })?;
+    let auth = built.auth.map(Arc::new);
+    match &auth {
+        None => tracing::warn!(
+            "no [auth] is configured: this is an OPEN registry; anyone who can reach it may push, pull and delete"
+        ),
+        Some(auth) => {
+            auth.start();
+            tracing::info!(realm = %auth.realm, "authentication ready");
+        }
+    }
+    let tls: Option<LiveTls> = built
+        .tls
+        .map(|t| Arc::new(arc_swap::ArcSwap::from_pointee(t)));
+    let state = AppState::new(storage, auth);
+    let listener = std::net::TcpListener::bind(config.server.listen)
+        .with_context(|| format!("binding {}", config.server.listen))?;
+    listener.set_nonblocking(true)?;
+    let limits = config.server.limits;
+    if let Some(path) = path {
+        let reloader = Reloader {
+            text_hash: file_hash(&path),
+            path,
+            running: config,
+            engine,
+            state: state.clone(),
+            tls: tls.clone(),
+            generation: 0,
+        };
+        tokio::spawn(reloader.watch());
+    }
+    crate::server::serve(listener, crate::app(state), tls, limits).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn source_name(path: Option<&Path>) -> String {
+    path.map_or("embedded default".into(), |p| p.display().to_string())
+}
+
+fn file_hash(path: &Path) -> Option<[u8; 32]> {
+    std::fs::read(path).ok().map(|b| Sha256::digest(&b).into())
+}
+
+/// Watches one configuration file and applies its valid versions.
+struct Reloader {
+    path: PathBuf,
+    /// Of the content last seen (applied or refused), so a broken file is
+    /// reported once, not at every poll.
+    text_hash: Option<[u8; 32]>,
+    /// The configuration in force.
+    running: Config,
+    engine: PolicyEngine,
+    state: AppState,
+    tls: Option<LiveTls>,
+    generation: u64,
+}
+
+impl Reloader {
+    async fn watch(mut self) {
+        let mut hangup =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for SIGHUP; only the file poll reloads");
+                    None
+                }
+            };
+        loop {
+            let poll = self.running.server.reload_poll_seconds;
+            let sighup = async {
+                match hangup.as_mut() {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = sighup => self.reload("SIGHUP").await,
+                () = tokio::time::sleep(Duration::from_secs(poll.max(1))), if poll > 0 => {
+                    let hash = file_hash(&self.path);
+                    if hash != self.text_hash {
+                        self.reload("file changed").await;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn reload(&mut self, trigger: &'static str) {
+        let text = tokio::fs::read_to_string(&self.path).await;
+        self.text_hash = text.as_ref().ok().map(|t| Sha256::digest(t.as_bytes()).into());
+        let name = self.path.display().to_string();
+        let result = match text {
+            Err(e) => Err(vec![Problem {
+                path: String::new(),
+                reason: format!("cannot read file: {e}"),
+            }]),
+            Ok(text) => self.validate(&text, &name).await,
+        };
+        match result {
+            Err(problems) => {
+                for p in &problems {
+                    tracing::error!(key = %p.path, reason = %p.reason, config = %name, "configuration problem");
+                }
+                tracing::error!(
+                    trigger,
+                    config = %name,
+                    problems = problems.len(),
+                    "configuration reload refused; the running configuration stays"
+                );
+            }
+            Ok((config, built)) => {
+                self.report_restart_only(&config);
+                let auth = built.auth.map(Arc::new);
+                if let Some(a) = &auth {
+                    a.start();
+                }
+                if let (Some(live), Some(new)) = (&self.tls, built.tls) {
+                    live.store(Arc::new(new));
+                }
+                self.state.set_auth(auth);
+                self.generation += 1;
+                // Keep what could not change live as it is running.
+                let kept = self.running.clone();
+                self.running = Config {
+                    server: crate::config::ServerConfig {
+                        reload_poll_seconds: config.server.reload_poll_seconds,
+                        ..kept.server
+                    },
+                    storage: kept.storage,
+                    log: kept.log,
+                    auth: config.auth,
+                    access_control: config.access_control,
+                };
+                tracing::info!(
+                    trigger,
+                    config = %name,
+                    generation = self.generation,
+                    "configuration reloaded"
+                );
+            }
+        }
+    }
+
+    async fn validate(
+        &self,
+        text: &str,
+        name: &str,
+    ) -> Result<(Config, super::check::Built), Vec<Problem>> {
+        let base = self.path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let config = Config::from_toml_str(text, name, &base).map_err(|e| e.problems)?;
+        let current = self.state.auth();
+        let built = super::check::build(
+            &config,
+            &self.engine,
+            &self.running.storage.root,
+            current.as_deref(),
+        )
+        .await?;
+        Ok((config, built))
+    }
+
+    /// Logs each setting that differs from the running one but only takes
+    /// effect at a restart.
+    fn report_restart_only(&self, new: &Config) {
+        let old = &self.running;
+        let mut pending = Vec::new();
+        if new.server.listen != old.server.listen {
+            pending.push("server.listen");
+        }
+        if new.server.tls.is_some() != old.server.tls.is_some() {
+            pending.push("server.tls_cert_file / server.tls_key_file (TLS on or off)");
+        }
+        if new.server.limits != old.server.limits {
+            pending.push("server connection limits (header_read_timeout, idle_timeout, body_*, max_connections)");
+        }
+        if new.storage.root != old.storage.root || new.storage.uploads != old.storage.uploads {
+            pending.push("storage.*");
+        }
+        if new.log.level != old.log.level || new.log.format != old.log.format {
+            pending.push("log.*");
+        }
+        for key in pending {
+            tracing::warn!(key, "changed in the configuration file; restart to apply");
+        }
+    }
+}
