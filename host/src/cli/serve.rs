@@ -141,14 +141,14 @@ struct Reloader {
 
 impl Reloader {
     async fn watch(mut self) {
-        let mut hangup =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-                Ok(s) => Some(s),
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot listen for SIGHUP; only the file poll reloads");
-                    None
-                }
-            };
+        let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP; only the file poll reloads");
+                None
+            }
+        };
         loop {
             let poll = self.running.server.reload_poll_seconds;
             let sighup = async {
@@ -173,7 +173,16 @@ impl Reloader {
 
     async fn reload(&mut self, trigger: &'static str) {
         let text = tokio::fs::read_to_string(&self.path).await;
-        self.text_hash = text.as_ref().ok().map(|t| Sha256::digest(t.as_bytes()).into());
+        self.text_hash = text
+            .as_ref()
+            .ok()
+            .map(|t| Sha256::digest(t.as_bytes()).into());
+        // Names the content in the log, so an operator (or a test) can tell
+        // which version a reload event is about.
+        let sha256 = self
+            .text_hash
+            .map(|h| hex::encode(&h[..8]))
+            .unwrap_or_default();
         let name = self.path.display().to_string();
         let result = match text {
             Err(e) => Err(vec![Problem {
@@ -190,6 +199,7 @@ impl Reloader {
                 tracing::error!(
                     trigger,
                     config = %name,
+                    sha256 = %sha256,
                     problems = problems.len(),
                     "configuration reload refused; the running configuration stays"
                 );
@@ -220,6 +230,7 @@ impl Reloader {
                 tracing::info!(
                     trigger,
                     config = %name,
+                    sha256 = %sha256,
                     generation = self.generation,
                     "configuration reloaded"
                 );
@@ -232,7 +243,11 @@ impl Reloader {
         text: &str,
         name: &str,
     ) -> Result<(Config, super::check::Built), Vec<Problem>> {
-        let base = self.path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let base = self
+            .path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
         let config = Config::from_toml_str(text, name, &base).map_err(|e| e.problems)?;
         let current = self.state.auth();
         let built = super::check::build(

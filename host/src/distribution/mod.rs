@@ -17,6 +17,7 @@ mod manifests;
 use std::sync::Arc;
 use std::time::Instant;
 
+use arc_swap::ArcSwapOption;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -24,7 +25,6 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header}
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
-use arc_swap::ArcSwapOption;
 
 use self::error::{ApiError, ErrorCode, InternalCause};
 use self::path::{PathError, Route};

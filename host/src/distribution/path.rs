@@ -241,7 +241,11 @@ mod tests {
                 panic!("{bad}: not a bad manifest reference");
             };
             assert_eq!(r.lookup_error().code, ErrorCode::ManifestUnknown, "{bad}");
-            assert_eq!(r.lookup_error().status, http::StatusCode::NOT_FOUND, "{bad}");
+            assert_eq!(
+                r.lookup_error().status,
+                http::StatusCode::NOT_FOUND,
+                "{bad}"
+            );
         }
         let put = |bad: &str| match parse(&format!("a/manifests/{bad}")) {
             Ok(Route::BadManifestRef(_, r)) => r.put_error().code,

@@ -74,6 +74,7 @@ pub struct Gantry {
     pub root: PathBuf,
     tls: Option<Tls>,
     log: PathBuf,
+    config: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -178,6 +179,7 @@ impl Gantry {
                 root: root.to_path_buf(),
                 tls: tls.clone(),
                 log,
+                config: config.clone(),
                 _dir: dir,
             };
             if g.wait_ready() {
@@ -264,6 +266,21 @@ impl Gantry {
 
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()
+    }
+
+    /// The configuration file it runs with (rewrite it to test reloads).
+    pub fn config_path(&self) -> PathBuf {
+        self.config.clone()
+    }
+
+    /// Sends SIGHUP: reload the configuration.
+    pub fn sighup(&self) {
+        let child = self.child.as_ref().expect("running");
+        rustix::process::kill_process(
+            rustix::process::Pid::from_child(child),
+            rustix::process::Signal::HUP,
+        )
+        .expect("SIGHUP");
     }
 
     /// Sends SIGTERM.
