@@ -642,6 +642,36 @@ async fn issuer_down_at_startup_then_up_without_restart() {
     .await;
     assert_eq!(r.status, StatusCode::OK);
 
+    // A token of the issuer that is down is refused with a message that
+    // says so (retry), not as an invalid token; an unknown issuer's token
+    // reads "invalid token".
+    let jwt = |iss: &str| {
+        let b64 = |v: serde_json::Value| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+        };
+        format!(
+            "{}.{}.{}",
+            b64(json!({"alg": "RS256", "kid": "k1"})),
+            b64(json!({"iss": iss, "aud": AUD, "sub": "x", "exp": 4_000_000_000u64})),
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([7u8; 256])
+        )
+    };
+    for (iss, message) in [
+        (placeholder.as_str(), "token issuer unavailable, try again"),
+        ("https://unknown.example", "invalid token"),
+    ] {
+        let r = send(
+            &reg.app,
+            Request::get("/v2/")
+                .header(header::AUTHORIZATION, bearer(&jwt(iss)))
+                .body(Body::empty())
+                .expect("req"),
+        )
+        .await;
+        assert_challenge(&r, None);
+        assert_eq!(r.body["errors"][0]["message"], message, "{iss}");
+    }
+
     let issuer = TestIssuer::start_with(IssuerOptions {
         port,
         ..IssuerOptions::default()

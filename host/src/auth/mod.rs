@@ -15,7 +15,6 @@
 
 pub mod access;
 pub mod config;
-pub mod endpoint;
 pub mod htpasswd;
 pub mod oidc;
 pub mod token;
@@ -27,16 +26,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use base64::Engine as _;
 use sha2::{Digest as _, Sha256};
 
-use self::access::{AccessControl, Action, ActionSet};
+use self::access::{AccessControl, ActionSet};
 use self::cache::DecisionCache;
 use self::config::AuthConfig;
 use self::htpasswd::Htpasswd;
 use self::token::{GantryToken, TokenService};
-use crate::distribution::error::{ApiError, ErrorCode};
 use crate::oci::RepoName;
 use crate::policy::{Decision, Identity, LoadedPolicy, PolicyEngine};
 
@@ -63,8 +60,20 @@ impl Caller {
     }
 }
 
-/// Why credentials were refused. The `Display` text is for the log; clients
-/// get a 401 with a challenge and a generic message.
+/// What a request presented as credentials: its `Authorization` header
+/// values, taken from HTTP by the API layer.
+#[derive(Debug, Clone, Copy)]
+pub enum Credentials<'a> {
+    /// No `Authorization` header: an anonymous caller.
+    None,
+    /// More than one: refused, never guessed between.
+    Several,
+    /// One header value, as sent.
+    Header(&'a [u8]),
+}
+
+/// Why credentials were refused. The `Display` text is for the log; the
+/// client is told [`AuthFailure::client_message`] only.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthFailure {
     #[error("more than one Authorization header")]
@@ -75,12 +84,44 @@ pub enum AuthFailure {
     UnsupportedScheme,
     #[error("invalid username or password")]
     BadPassword,
+    #[error("token of an issuer that is not configured: {0}")]
+    UnknownIssuer(String),
     #[error("{0}")]
-    Token(String),
+    InvalidToken(String),
+    /// The issuer's keys could not be fetched: not the client's fault, and
+    /// worth a retry.
+    #[error("{0}")]
+    IssuerUnavailable(String),
     #[error("claim policy of {issuer} denied the token: {reason}")]
     PolicyDenied { issuer: String, reason: String },
     #[error("claim policy of {issuer} failed: {reason}")]
     PolicyFailed { issuer: String, reason: String },
+}
+
+impl AuthFailure {
+    /// What the client may learn: the class of the refusal, never the
+    /// detail (which claims, which key, what the policy said).
+    pub fn client_message(&self) -> &'static str {
+        match self {
+            AuthFailure::MultipleHeaders
+            | AuthFailure::Malformed(_)
+            | AuthFailure::UnsupportedScheme => "malformed credentials",
+            AuthFailure::BadPassword => "invalid username or password",
+            AuthFailure::UnknownIssuer(_) | AuthFailure::InvalidToken(_) => "invalid token",
+            AuthFailure::IssuerUnavailable(_) => "token issuer unavailable, try again",
+            AuthFailure::PolicyDenied { .. } => "token refused by the issuer's claim policy",
+            AuthFailure::PolicyFailed { .. } => "claim policy failed, try again",
+        }
+    }
+
+    /// Whether the refusal comes from the registry's side (an issuer it
+    /// cannot reach, a policy that failed) rather than from the credentials.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            AuthFailure::IssuerUnavailable(_) | AuthFailure::PolicyFailed { .. }
+        )
+    }
 }
 
 /// How one bearer token fared: the caller, the token's expiry and its
@@ -276,27 +317,28 @@ impl Auth {
         }
     }
 
-    /// Authenticates a request from its headers. No credentials is an
-    /// anonymous caller, not an error.
-    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, AuthFailure> {
-        let mut values = headers.get_all(header::AUTHORIZATION).iter();
-        let Some(value) = values.next() else {
-            return Ok(Caller::anonymous());
+    /// Authenticates a request's credentials: the caller and, for a token,
+    /// its expiry. No credentials is an anonymous caller, not an error.
+    pub async fn authenticate(
+        &self,
+        credentials: Credentials<'_>,
+    ) -> Result<(Caller, Option<u64>), AuthFailure> {
+        let value = match credentials {
+            Credentials::None => return Ok((Caller::anonymous(), None)),
+            Credentials::Several => return Err(AuthFailure::MultipleHeaders),
+            Credentials::Header(v) => v,
         };
-        if values.next().is_some() {
-            return Err(AuthFailure::MultipleHeaders);
-        }
-        let value = value
-            .to_str()
-            .map_err(|_| AuthFailure::Malformed("not ASCII"))?;
+        let value = std::str::from_utf8(value).map_err(|_| AuthFailure::Malformed("not ASCII"))?;
         let (scheme, rest) = value
             .split_once(' ')
             .ok_or(AuthFailure::Malformed("no scheme"))?;
         let rest = rest.trim();
         if scheme.eq_ignore_ascii_case("bearer") {
-            self.bearer(rest).await.map(|(caller, _)| caller)
+            self.bearer(rest)
+                .await
+                .map(|(caller, exp)| (caller, Some(exp)))
         } else if scheme.eq_ignore_ascii_case("basic") {
-            self.basic(rest).await.map(|(caller, _)| caller)
+            self.basic(rest).await
         } else {
             Err(AuthFailure::UnsupportedScheme)
         }
@@ -362,7 +404,7 @@ impl Auth {
                 reason: &e.to_string(),
                 started,
             });
-            AuthFailure::Token(e.to_string())
+            AuthFailure::InvalidToken(e.to_string())
         })?;
         let outcome = if issuer == self.tokens.issuer() {
             self.gantry_token(token)
@@ -398,7 +440,7 @@ impl Auth {
         let t = self
             .tokens
             .verify(token)
-            .map_err(|e| (AuthFailure::Token(e.to_string()), None))?;
+            .map_err(|e| (AuthFailure::InvalidToken(e.to_string()), None))?;
         let exp = t.expires_at;
         let subject = t.identity.as_ref().map(|i| i.username.clone());
         Ok((
@@ -412,15 +454,20 @@ impl Auth {
     }
 
     async fn oidc_token(&self, token: &str, issuer: &str) -> Outcome {
-        let verified = self
-            .oidc
-            .verify(token)
-            .await
-            .map_err(|e| (AuthFailure::Token(e.to_string()), None))?;
+        let verified = self.oidc.verify(token).await.map_err(|e| {
+            let failure = match e {
+                oidc::VerifyError::UnknownIssuer(_) => AuthFailure::UnknownIssuer(e.to_string()),
+                oidc::VerifyError::KeysUnavailable { .. } => {
+                    AuthFailure::IssuerUnavailable(e.to_string())
+                }
+                _ => AuthFailure::InvalidToken(e.to_string()),
+            };
+            (failure, None)
+        })?;
         let subject = verified.subject.clone();
         let Some(rt) = self.issuers.get(&verified.issuer) else {
             return Err((
-                AuthFailure::Token(format!("no policy for issuer {issuer}")),
+                AuthFailure::InvalidToken(format!("no policy for issuer {issuer}")),
                 subject,
             ));
         };
@@ -463,47 +510,6 @@ impl Auth {
     ) -> Result<(String, u64, u64), token::TokenError> {
         self.tokens
             .mint(identity, access, self.ttl_seconds, not_after)
-    }
-
-    /// The 401 every unauthenticated request gets: a Bearer challenge
-    /// naming the scope the request needed.
-    pub fn challenge(
-        &self,
-        scope: Option<(&RepoName, Action)>,
-        failure: Option<&AuthFailure>,
-    ) -> ApiError {
-        let mut value = format!(
-            "Bearer realm=\"{}\",service=\"{}\"",
-            self.realm, self.service
-        );
-        if let Some((repo, action)) = scope {
-            let words = match action {
-                Action::Read => "pull",
-                Action::Create | Action::Update => "pull,push",
-                Action::Delete => "delete",
-            };
-            value.push_str(&format!(",scope=\"repository:{repo}:{words}\""));
-        }
-        if failure.is_some() {
-            value.push_str(",error=\"invalid_token\"");
-        }
-        let mut e = ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            ErrorCode::Unauthorized,
-            "authentication required",
-        );
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            e = e.with_header(header::WWW_AUTHENTICATE, v);
-        }
-        if let Some(f) = failure {
-            e.internal = Some(f.to_string());
-        }
-        e
-    }
-
-    /// Per-issuer key status, for logs.
-    pub fn issuer_status(&self) -> Vec<oidc::IssuerStatus> {
-        self.oidc.status()
     }
 }
 

@@ -13,6 +13,7 @@ pub mod path;
 mod blobs;
 mod listing;
 mod manifests;
+mod token;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -29,7 +30,7 @@ use axum::routing::{any, get};
 use self::error::{ApiError, ErrorCode, InternalCause};
 use self::path::{PathError, Route};
 use crate::auth::access::{Action, ActionSet};
-use crate::auth::{Auth, Caller};
+use crate::auth::{Auth, AuthFailure, Caller, Credentials};
 use crate::oci::RepoName;
 use crate::storage::Storage;
 
@@ -78,7 +79,7 @@ pub fn app(state: AppState) -> Router {
 /// `/auth/token`, while `[auth]` is configured.
 async fn token_endpoint(State(state): State<AppState>, req: Request) -> Response {
     match state.auth() {
-        Some(auth) => crate::auth::endpoint::token(State(auth), req).await,
+        Some(auth) => token::token(State(auth), req).await,
         None => ApiError::unsupported(
             StatusCode::NOT_FOUND,
             "this registry has no [auth]: there is no token endpoint",
@@ -189,7 +190,7 @@ impl Access {
 
     fn refuse(&self, auth: &Auth, action: Action, repo: &RepoName) -> ApiError {
         match &self.caller.identity {
-            None => auth.challenge(Some((repo, action)), None),
+            None => challenge(auth, Some((repo, action)), None),
             Some(id) => ApiError::new(
                 StatusCode::FORBIDDEN,
                 ErrorCode::Denied,
@@ -232,9 +233,9 @@ async fn authorize(
     };
     let repo = route.repository();
     let needed = required_action(route, method);
-    let caller = match auth.authenticate(headers).await {
-        Ok(c) => c,
-        Err(failure) => return Err(auth.challenge(repo.zip(needed), Some(&failure))),
+    let caller = match auth.authenticate(credentials(headers)).await {
+        Ok((c, _)) => c,
+        Err(failure) => return Err(challenge(&auth, repo.zip(needed), Some(&failure))),
     };
     let here = repo.map(|r| auth.allowed(&caller, r)).unwrap_or_default();
     let access = Access {
@@ -244,7 +245,9 @@ async fn authorize(
     };
     match (route, repo, needed) {
         // `/v2/` is how clients discover that they must log in.
-        (Route::Base, _, _) if access.caller.identity.is_none() => Err(auth.challenge(None, None)),
+        (Route::Base, _, _) if access.caller.identity.is_none() => {
+            Err(challenge(&auth, None, None))
+        }
         (Route::Manifest(..) | Route::BadManifestRef(..), Some(r), Some(Action::Create))
             if *method == Method::PUT =>
         {
@@ -257,6 +260,54 @@ async fn authorize(
         (_, Some(r), Some(action)) => access.require(action, r).map(|()| access),
         _ => Ok(access),
     }
+}
+
+/// The request's `Authorization` header values, for auth.
+fn credentials(headers: &HeaderMap) -> Credentials<'_> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    match (values.next(), values.next()) {
+        (None, _) => Credentials::None,
+        (Some(_), Some(_)) => Credentials::Several,
+        (Some(v), None) => Credentials::Header(v.as_bytes()),
+    }
+}
+
+/// The 401 every unauthenticated request gets: a Bearer challenge naming
+/// the scope the request needed, and, when credentials were refused,
+/// `error="invalid_token"` and the class of the refusal (an issuer that is
+/// down reads "token issuer unavailable, try again", not "invalid token").
+fn challenge(
+    auth: &Auth,
+    scope: Option<(&RepoName, Action)>,
+    failure: Option<&AuthFailure>,
+) -> ApiError {
+    let mut value = format!(
+        "Bearer realm=\"{}\",service=\"{}\"",
+        auth.realm, auth.service
+    );
+    if let Some((repo, action)) = scope {
+        let words = match action {
+            Action::Read => "pull",
+            Action::Create | Action::Update => "pull,push",
+            Action::Delete => "delete",
+        };
+        value.push_str(&format!(",scope=\"repository:{repo}:{words}\""));
+    }
+    let message = match failure {
+        None => "authentication required",
+        Some(f) => {
+            value.push_str(",error=\"invalid_token\"");
+            f.client_message()
+        }
+    };
+    let mut e = ApiError::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, message);
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        e = e.with_header(header::WWW_AUTHENTICATE, v);
+    }
+    if let Some(f) = failure {
+        e.internal = Some(f.to_string());
+    }
+    e
 }
 
 async fn dispatch(

@@ -136,20 +136,3 @@ pub enum PolicyError {
         reason: String,
     },
 }
-
-impl PolicyError {
-    /// The issuer the error concerns, if it concerns a loaded module.
-    pub fn owner(&self) -> Option<&str> {
-        match self {
-            PolicyError::Engine(_) | PolicyError::UnknownBuiltin { .. } => None,
-            PolicyError::ReadModule { owner, .. }
-            | PolicyError::ModuleRefused { owner, .. }
-            | PolicyError::SettingsRefused { owner, .. }
-            | PolicyError::InputTooLarge { owner, .. }
-            | PolicyError::Trap { owner, .. }
-            | PolicyError::Timeout { owner, .. }
-            | PolicyError::MemoryLimit { owner, .. }
-            | PolicyError::BadOutput { owner, .. } => Some(owner),
-        }
-    }
-}

@@ -206,11 +206,6 @@ impl OidcVerifier {
         }
     }
 
-    /// Whether `issuer` is configured (exact match).
-    pub fn has_issuer(&self, issuer: &str) -> bool {
-        self.inner.issuers.contains_key(issuer)
-    }
-
     /// Per issuer, in configuration order: keys loaded, last fetch, last error.
     pub fn status(&self) -> Vec<IssuerStatus> {
         self.inner

@@ -19,9 +19,10 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::token::{AccessEntry, scope_actions, scope_words};
-use super::{Auth, AuthFailure, Caller};
-use crate::distribution::error::{ApiError, ErrorCode};
+use super::credentials;
+use super::error::{ApiError, ErrorCode};
+use crate::auth::token::{AccessEntry, scope_actions, scope_words};
+use crate::auth::{Auth, AuthFailure, Caller};
 use crate::oci::RepoName;
 
 /// Largest form body accepted on POST.
@@ -31,7 +32,7 @@ fn unauthorized(auth: &Auth, failure: &AuthFailure) -> Response {
     let mut e = ApiError::new(
         StatusCode::UNAUTHORIZED,
         ErrorCode::Unauthorized,
-        "invalid credentials",
+        failure.client_message(),
     );
     if let Ok(v) = HeaderValue::from_str(&format!("Basic realm=\"{}\"", auth.realm)) {
         e = e.with_header(header::WWW_AUTHENTICATE, v);
@@ -132,23 +133,8 @@ pub async fn token(State(auth): State<Arc<Auth>>, req: Request) -> Response {
                 base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
             auth.basic(&encoded).await
         }
-        None => {
-            let mut values = parts.headers.get_all(header::AUTHORIZATION).iter();
-            match (values.next(), values.next()) {
-                (None, _) => Ok((Caller::anonymous(), None)),
-                (Some(_), Some(_)) => Err(AuthFailure::MultipleHeaders),
-                (Some(v), None) => match v.to_str().ok().and_then(|v| v.split_once(' ')) {
-                    Some((scheme, rest)) if scheme.eq_ignore_ascii_case("basic") => {
-                        auth.basic(rest.trim()).await
-                    }
-                    Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => auth
-                        .bearer(rest.trim())
-                        .await
-                        .map(|(c, exp)| (c, Some(exp))),
-                    _ => Err(AuthFailure::Malformed("unsupported Authorization header")),
-                },
-            }
-        }
+        // A Bearer here is an OIDC token, or a Gantry token to trade in.
+        None => auth.authenticate(credentials(&parts.headers)).await,
     };
     let (caller, not_after) = match authenticated {
         Ok(ok) => ok,
@@ -185,10 +171,10 @@ fn grant(auth: &Auth, caller: &Caller, scope: &str) -> Option<AccessEntry> {
     match kind {
         "repository" => {
             let repo: RepoName = name.parse().ok()?;
-            let requested = actions
-                .split(',')
-                .map(scope_actions)
-                .fold(Default::default(), |a: super::ActionSet, b| a.union(b));
+            let requested = actions.split(',').map(scope_actions).fold(
+                Default::default(),
+                |a: crate::auth::access::ActionSet, b| a.union(b),
+            );
             // `allowed` caps access control by the scope of a presented
             // Gantry token: trading a token in never widens it.
             let granted = requested.intersect(auth.allowed(caller, &repo));
