@@ -607,8 +607,7 @@ fn upload_sessions_are_capped_per_identity_and_expire() {
 
     // A session that keeps receiving chunks stays alive past the TTL…
     let kept = sessions[2].clone();
-    let mut offset = 0usize;
-    for _ in 0..5 {
+    for offset in 0..5 {
         std::thread::sleep(Duration::from_secs(1));
         let r = g
             .client()
@@ -620,7 +619,6 @@ fn upload_sessions_are_capped_per_identity_and_expire() {
             .send()
             .expect("patch");
         assert_eq!(r.status(), 202, "a busy session must not expire");
-        offset += 1;
     }
     // …while the idle ones answer 404 BLOB_UPLOAD_UNKNOWN…
     let r = g
