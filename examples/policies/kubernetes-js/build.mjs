@@ -4,7 +4,7 @@
 //   npm ci           # componentize-js, as pinned in package-lock.json
 //   npm run build    # -> kubernetes_js.wasm
 //
-// The bindings for the `claim-policy` world are generated from ../../../wit
+// The bindings for the `claim-policy` world are generated from ../../../wit/gantry-policy@0.1.0
 // on every build, inside componentize-js: nothing generated is committed.
 
 import { componentize } from '@bytecodealliance/componentize-js';
@@ -17,7 +17,7 @@ const out = resolve(process.argv[2] ?? resolve(here, 'kubernetes_js.wasm'));
 
 const { component } = await componentize({
   sourcePath: resolve(here, 'policy.js'),
-  witPath: resolve(here, '../../../wit'),
+  witPath: resolve(here, '../../../wit/gantry-policy@0.1.0'),
   worldName: 'claim-policy',
   // A claim policy needs none of these, and Gantry links none of them:
   // `http` would import wasi:http, which a policy may not have; without

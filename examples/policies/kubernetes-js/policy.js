@@ -1,6 +1,6 @@
 // Gantry claim policy for Kubernetes projected service-account tokens.
 //
-// Implements the `claim-policy` world of `wit/policy.wit`. The settings name
+// Implements the `claim-policy` world of `wit/gantry-policy@0.1.0/policy.wit`. The settings name
 // the namespaces (and optionally the service accounts) that may use the
 // registry; a token of an allowed service account becomes the identity
 // `<namespace>:<serviceaccount>` in the group `ns:<namespace>`.

@@ -1,5 +1,5 @@
 //! The one `bindgen!` site: Rust types and call stubs generated from
-//! `wit/policy.wit` (world `gantry:policy/claim-policy`).
+//! `wit/gantry-policy@0.1.0/policy.wit` (world `gantry:policy/claim-policy`).
 //!
 //! Owns: the generated types (`Identity`, `Decision`, log `Level`) and the
 //! typed `ClaimPolicy` / `ClaimPolicyPre` handles. Must not: hold any logic.
@@ -8,7 +8,7 @@
 //! match in `engine.rs`, never hand-written canonical-ABI code.
 
 wasmtime::component::bindgen!({
-    path: "../wit",
+    path: "../wit/gantry-policy@0.1.0",
     world: "gantry:policy/claim-policy",
     // Exports run on a fiber so the epoch callback can yield to the tokio
     // executor between ticks (see the module docs of `policy`).

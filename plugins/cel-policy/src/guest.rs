@@ -5,7 +5,7 @@ use crate::Policy;
 use std::cell::RefCell;
 
 wit_bindgen::generate!({
-    path: "../../wit",
+    path: "../../wit/gantry-policy@0.1.0",
     world: "claim-policy",
 });
 

@@ -9,7 +9,7 @@ use std::cell::RefCell;
 // trait with `init` and `evaluate`, the `Decision` and `Identity` types,
 // the imported `gantry::policy::host::log`, and `export!`.
 wit_bindgen::generate!({
-    path: "../../../wit",
+    path: "../../../wit/gantry-policy@0.1.0",
     world: "claim-policy",
 });
 

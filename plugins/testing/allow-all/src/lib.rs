@@ -6,7 +6,7 @@
 
 use std::cell::RefCell;
 
-wit_bindgen::generate!({ path: "../../../wit", world: "claim-policy" });
+wit_bindgen::generate!({ path: "../../../wit/gantry-policy@0.1.0", world: "claim-policy" });
 
 thread_local! {
     static USERNAME: RefCell<String> = RefCell::new("anyone".to_owned());

@@ -2,7 +2,7 @@
 //! the way a policy validating its settings reports a missing field.
 #![allow(unsafe_code)] // the generated bindings
 
-wit_bindgen::generate!({ path: "../../../wit", world: "claim-policy" });
+wit_bindgen::generate!({ path: "../../../wit/gantry-policy@0.1.0", world: "claim-policy" });
 
 struct BadSettings;
 

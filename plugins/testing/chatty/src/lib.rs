@@ -5,7 +5,7 @@
 
 use std::io::Write;
 
-wit_bindgen::generate!({ path: "../../../wit", world: "claim-policy" });
+wit_bindgen::generate!({ path: "../../../wit/gantry-policy@0.1.0", world: "claim-policy" });
 
 use gantry::policy::host::{Level, log};
 

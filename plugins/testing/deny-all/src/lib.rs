@@ -1,7 +1,7 @@
 //! Test guest `deny-all`: refuses every token with a fixed reason.
 #![allow(unsafe_code)] // the generated bindings
 
-wit_bindgen::generate!({ path: "../../../wit", world: "claim-policy" });
+wit_bindgen::generate!({ path: "../../../wit/gantry-policy@0.1.0", world: "claim-policy" });
 
 struct DenyAll;
 

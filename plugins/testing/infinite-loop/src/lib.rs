@@ -4,7 +4,7 @@
 
 use std::hint::black_box;
 
-wit_bindgen::generate!({ path: "../../../wit", world: "claim-policy" });
+wit_bindgen::generate!({ path: "../../../wit/gantry-policy@0.1.0", world: "claim-policy" });
 
 struct InfiniteLoop;
 

@@ -3,7 +3,7 @@
 //! message it captured.
 #![allow(unsafe_code)] // the generated bindings
 
-wit_bindgen::generate!({ path: "../../../wit", world: "claim-policy" });
+wit_bindgen::generate!({ path: "../../../wit/gantry-policy@0.1.0", world: "claim-policy" });
 
 struct Panic;
 

@@ -12,7 +12,7 @@ use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-wit_bindgen::generate!({ path: "../../../wit", world: "claim-policy" });
+wit_bindgen::generate!({ path: "../../../wit/gantry-policy@0.1.0", world: "claim-policy" });
 
 fn denied(e: &std::io::Error) -> String {
     format!("denied({:?})", e.kind())
