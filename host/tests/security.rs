@@ -197,14 +197,7 @@ fn a_traded_token_is_never_wider_nor_longer_lived_than_the_one_presented() {
             .send()
             .expect("post");
         assert_eq!(r.status(), 403, "{form}: push with the traded token");
-        let r = g
-            .client()
-            .get(g.url(&format!("/v2/team-a/app/manifests/{digest}")))
-            .header("authorization", &bearer)
-            .header("accept", support::OCI_MANIFEST)
-            .send()
-            .expect("get");
-        assert_eq!(r.status(), 200, "{form}: pull still works");
+        assert_eq!(pull_status(&g, &bearer, &digest), 200, "{form}: pull still works");
     }
 
     // A token that does hold the catalog keeps it when traded.
@@ -217,14 +210,19 @@ fn a_traded_token_is_never_wider_nor_longer_lived_than_the_one_presented() {
     assert_eq!(actions(&traded, "registry", "catalog"), ["*"]);
 
     // The manifest survived every attempt.
-    let r = g
-        .client()
+    assert_eq!(pull_status(&g, &ci, &digest), 200);
+}
+
+/// The status of `GET /v2/team-a/app/manifests/<digest>`.
+fn pull_status(g: &Gantry, authorization: &str, digest: &str) -> u16 {
+    g.client()
         .get(g.url(&format!("/v2/team-a/app/manifests/{digest}")))
-        .header("authorization", &ci)
+        .header("authorization", authorization)
         .header("accept", support::OCI_MANIFEST)
         .send()
-        .expect("get");
-    assert_eq!(r.status(), 200);
+        .expect("get")
+        .status()
+        .as_u16()
 }
 
 // ------------------------------------------------- connection limits and DoS

@@ -275,22 +275,18 @@ impl Gantry {
 
     /// Sends SIGHUP: reload the configuration.
     pub fn sighup(&self) {
-        let child = self.child.as_ref().expect("running");
-        rustix::process::kill_process(
-            rustix::process::Pid::from_child(child),
-            rustix::process::Signal::HUP,
-        )
-        .expect("SIGHUP");
+        self.signal(rustix::process::Signal::HUP);
     }
 
     /// Sends SIGTERM.
     pub fn sigterm(&self) {
+        self.signal(rustix::process::Signal::TERM);
+    }
+
+    fn signal(&self, signal: rustix::process::Signal) {
         let child = self.child.as_ref().expect("running");
-        rustix::process::kill_process(
-            rustix::process::Pid::from_child(child),
-            rustix::process::Signal::TERM,
-        )
-        .expect("SIGTERM");
+        rustix::process::kill_process(rustix::process::Pid::from_child(child), signal)
+            .unwrap_or_else(|e| panic!("{signal:?}: {e}"));
     }
 
     /// Waits for the process to exit and returns its status.
