@@ -5,6 +5,8 @@
 # wrk runs from a second process on loopback with 16 connections.
 # Needs: wrk, docker-registry, curl (apt-get install wrk docker-registry curl).
 # Usage: bench/manifest-get.sh   (DURATION=10 seconds per run by default)
+# GANTRY_BASELINE=/path/to/an/older/gantry adds that build as a fourth
+# server, to see a change's effect side by side (gantry/baseline).
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 
@@ -30,11 +32,18 @@ storage:
   cache: { blobdescriptor: inmemory }
 http: { addr: $R }
 YAML
+B=127.0.0.1:15003; BPID=
+if [ -n "${GANTRY_BASELINE:-}" ]; then
+    sed -e "s/$G/$B/" -e "s#gantry-data#baseline-data#" "$WORK/gantry.toml" > "$WORK/baseline.toml"
+    "$GANTRY_BASELINE" serve --config "$WORK/baseline.toml" 2>"$WORK/baseline.log" & BPID=$!; PIDS+=($BPID)
+fi
+
 docker-registry serve "$WORK/registry.yml" >"$WORK/registry.log" 2>&1 & RPID=$!; PIDS+=($RPID)
 
 wait_http "http://$G/v2/"; wait_http "http://$R/v2/"
 make_image
 push_image "http://$G" bench/app v1
+if [ -n "$BPID" ]; then wait_http "http://$B/v2/"; push_image "http://$B" bench/app v1; fi
 push_image "http://$R" bench/app v1
 "$ROOT/target/release/examples/floor" "$F" "$WORK/manifest.json" application/vnd.oci.image.manifest.v1+json & FPID=$!; PIDS+=($FPID)
 wait_http "http://$F/"
@@ -53,15 +62,21 @@ for i in $(seq 1 "$ROUNDS"); do
     read -r f fc < <(load "$FPID" "http://$F$path" "${ACCEPT[@]}")
     read -r g gc < <(load "$GPID" "http://$G$path" "${ACCEPT[@]}")
     read -r r rc < <(load "$RPID" "http://$R$path" "${ACCEPT[@]}")
-    echo "round $i: floor $f req/s ($fc µs CPU/req)  gantry $g ($gc)  docker-registry $r ($rc)"
-    echo "$f $fc $g $gc $r $rc" >> "$WORK/results"
+    b=0; bc=0
+    if [ -n "$BPID" ]; then read -r b bc < <(load "$BPID" "http://$B$path" "${ACCEPT[@]}"); fi
+    echo "round $i: floor $f req/s ($fc µs CPU/req)  gantry $g ($gc)  docker-registry $r ($rc)  baseline $b ($bc)"
+    echo "$f $fc $g $gc $r $rc $b $bc" >> "$WORK/results"
 done
 echo "manifest GET, 16 connections, ${DURATION:-10}s per run, $ROUNDS rounds, $(nproc) cores"
-awk '{f+=$1; fc+=$2; g+=$3; gc+=$4; r+=$5; rc+=$6; n++}
+awk '{f+=$1; fc+=$2; g+=$3; gc+=$4; r+=$5; rc+=$6; b+=$7; bc+=$8; n++}
     END {
         printf "%-16s %9.0f req/s  %6.1f µs server CPU/req\n", "floor", f/n, fc/n
         printf "%-16s %9.0f req/s  %6.1f µs server CPU/req\n", "gantry", g/n, gc/n
         printf "%-16s %9.0f req/s  %6.1f µs server CPU/req\n", "docker-registry", r/n, rc/n
         printf "gantry/floor: throughput %.2f, CPU-per-request efficiency %.2f\n", g/f, fc/gc
         printf "gantry/docker-registry: throughput %.1f, CPU-per-request efficiency %.1f\n", g/r, rc/gc
+        if (b > 0) {
+            printf "%-16s %9.0f req/s  %6.1f µs server CPU/req\n", "baseline", b/n, bc/n
+            printf "gantry/baseline: throughput %.2f, CPU-per-request efficiency %.2f\n", g/b, bc/gc
+        }
     }' "$WORK/results"
