@@ -244,3 +244,79 @@ fn twenty_reloads_under_load_drop_no_request_and_apply_each_valid_version() {
         g.log()
     );
 }
+
+/// A client that trusts only the CA at `ca`.
+fn client_trusting(ca: &Path) -> reqwest::blocking::Client {
+    let pem = std::fs::read(ca).expect("read CA");
+    reqwest::blocking::Client::builder()
+        .no_proxy()
+        .timeout(LIVENESS)
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("CA PEM"))
+        .build()
+        .expect("client")
+}
+
+/// Certificate rotation without a restart: after SIGHUP, new connections
+/// get the certificate the file now names.
+#[test]
+fn sighup_rotates_the_tls_certificate() {
+    let (d1, d2) = (
+        tempfile::tempdir().expect("tmp"),
+        tempfile::tempdir().expect("tmp"),
+    );
+    let (old, new) = (
+        support::make_certs(d1.path()),
+        support::make_certs(d2.path()),
+    );
+    let data = tempfile::tempdir().expect("tmp");
+    let g = Gantry::launch(
+        data.path(),
+        Launch {
+            tls: Some(old.clone()),
+            server_keys: "reload_poll_seconds = 0\n",
+            ..Launch::default()
+        },
+    );
+    let url = g.url("/v2/");
+    assert_eq!(
+        client_trusting(&old.ca)
+            .get(&url)
+            .send()
+            .expect("old CA")
+            .status(),
+        200
+    );
+    assert!(
+        client_trusting(&new.ca).get(&url).send().is_err(),
+        "new CA before the rotation"
+    );
+
+    let path = g.config_path();
+    let text = std::fs::read_to_string(&path)
+        .expect("config")
+        .replace(
+            old.cert.to_str().expect("utf-8"),
+            new.cert.to_str().expect("utf-8"),
+        )
+        .replace(
+            old.key.to_str().expect("utf-8"),
+            new.key.to_str().expect("utf-8"),
+        );
+    write_atomically(&path, &text);
+    g.sighup();
+    g.wait_for_log(&content_tag(&text));
+    assert!(g.log().contains("configuration reloaded"), "{}", g.log());
+    assert_eq!(
+        client_trusting(&new.ca)
+            .get(&url)
+            .send()
+            .expect("new CA")
+            .status(),
+        200
+    );
+    assert!(
+        client_trusting(&old.ca).get(&url).send().is_err(),
+        "old CA after the rotation"
+    );
+}

@@ -197,7 +197,11 @@ fn a_traded_token_is_never_wider_nor_longer_lived_than_the_one_presented() {
             .send()
             .expect("post");
         assert_eq!(r.status(), 403, "{form}: push with the traded token");
-        assert_eq!(pull_status(&g, &bearer, &digest), 200, "{form}: pull still works");
+        assert_eq!(
+            pull_status(&g, &bearer, &digest),
+            200,
+            "{form}: pull still works"
+        );
     }
 
     // A token that does hold the catalog keeps it when traded.
