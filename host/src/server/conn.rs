@@ -1,6 +1,10 @@
 //! One connection: TLS handshake, HTTP/1.1 or HTTP/2 (hyper-util's auto
 //! builder), and the watchdog that closes it when it says nothing for too
-//! long, when the accept loop needs its slot, or at shutdown.
+//! long or when the accept loop needs its slot.
+//!
+//! The watchdog is a task of its own that aborts the connection's task:
+//! polling timers beside the connection on every wake-up would cost each
+//! request, the watchdog costs nothing until a deadline.
 //!
 //! "Nothing for too long" is measured from the connection's last finished
 //! request (or its start): `header_read_timeout` until the first request
@@ -34,7 +38,9 @@ pub struct ConnState {
     /// Milliseconds after `started` when the last request finished.
     last_done_ms: AtomicU64,
     shed_requested: AtomicBool,
-    shed: Notify,
+    done: AtomicBool,
+    /// Wakes the watchdog: a shed request, or the connection's end.
+    wake: Notify,
 }
 
 impl ConnState {
@@ -46,7 +52,8 @@ impl ConnState {
             served_any: AtomicBool::new(false),
             last_done_ms: AtomicU64::new(0),
             shed_requested: AtomicBool::new(false),
-            shed: Notify::new(),
+            done: AtomicBool::new(false),
+            wake: Notify::new(),
         }
     }
 
@@ -60,7 +67,13 @@ impl ConnState {
     pub fn shed(&self) {
         self.shed_requested.store(true, Ordering::Release);
         // notify_one keeps a permit when nobody waits yet.
-        self.shed.notify_one();
+        self.wake.notify_one();
+    }
+
+    /// The connection's task has ended: its watchdog may go.
+    pub fn ended(&self) {
+        self.done.store(true, Ordering::Release);
+        self.wake.notify_one();
     }
 
     fn begin(self: &Arc<Self>) -> RequestGuard {
@@ -123,20 +136,12 @@ impl Connection {
         let Some(acceptor) = self.tls.clone() else {
             return self.serve(TokioIo::new(stream), peer).await;
         };
-        // The handshake counts against the header deadline: a client that
-        // opens a socket and says nothing is a slowloris over TLS too.
-        let handshake =
-            tokio::time::timeout(self.limits.header_read_timeout, acceptor.accept(stream));
-        let state = self.state.clone();
-        tokio::select! {
-            done = handshake => match done {
-                Ok(Ok(tls)) => self.serve(TokioIo::new(tls), peer).await,
-                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-            },
-            () = state.shed.notified() => {
-                tracing::debug!(%peer, "closed during its TLS handshake to make room");
-            }
+        // The watchdog's header deadline covers the handshake too: a
+        // client that opens a socket and says nothing is a slowloris over
+        // TLS as well.
+        match acceptor.accept(stream).await {
+            Ok(tls) => self.serve(TokioIo::new(tls), peer).await,
+            Err(e) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
         }
     }
 
@@ -167,27 +172,49 @@ impl Connection {
             conn.as_mut().graceful_shutdown();
         }
         loop {
-            let wait = self.state.until_deadline(&self.limits);
             tokio::select! {
+                biased;
                 done = conn.as_mut() => {
                     if let Err(e) = done {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
                     return;
                 }
-                () = tokio::time::sleep(wait), if !stopping => {
-                    if self.state.expired(&self.limits) {
-                        tracing::debug!(%peer, "closing a silent or idle connection");
-                        return;
-                    }
-                }
-                () = self.state.shed.notified() => {
-                    tracing::debug!(%peer, "closing an idle connection to make room for a new one");
-                    return;
-                }
                 _ = stop.changed(), if !stopping => {
                     stopping = true;
                     conn.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+}
+
+/// Closes the connection whose task `connection` is once it has been
+/// silent or idle past its deadline, or when the accept loop asks for its
+/// slot; ends when the connection does.
+pub async fn watchdog(
+    state: Arc<ConnState>,
+    limits: ConnectionLimits,
+    connection: tokio::task::AbortHandle,
+) {
+    loop {
+        let wait = state.until_deadline(&limits);
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {
+                if state.expired(&limits) {
+                    tracing::debug!("closing a silent or idle connection");
+                    connection.abort();
+                    return;
+                }
+            }
+            () = state.wake.notified() => {
+                if state.done.load(Ordering::Acquire) {
+                    return;
+                }
+                if state.shed_requested.load(Ordering::Acquire) {
+                    tracing::debug!("closing an idle connection to make room for a new one");
+                    connection.abort();
+                    return;
                 }
             }
         }

@@ -176,6 +176,21 @@ impl Registry {
     }
 }
 
+/// Runs when a connection's task ends, however it ends (finished, or
+/// aborted by its watchdog): frees its slot and ends its watchdog.
+struct Ended {
+    registry: Arc<Mutex<Registry>>,
+    state: Arc<ConnState>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Drop for Ended {
+    fn drop(&mut self) {
+        lock(&self.registry).live.remove(&self.state.id);
+        self.state.ended();
+    }
+}
+
 fn lock(registry: &Mutex<Registry>) -> std::sync::MutexGuard<'_, Registry> {
     registry.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -198,10 +213,11 @@ pub async fn serve(
         "listening"
     );
     let mut builder = Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
+    // No hyper header timer: it re-arms a timer for every request head,
+    // which costs the hot path about a tenth. The connection watchdog
+    // enforces `header_read_timeout` up to the first request and
+    // `idle_timeout` between requests (a trickled later head included).
+    builder.http1().header_read_timeout(None);
     builder.http2().timer(TokioTimer::new());
     let builder = Arc::new(builder);
     let permits = Arc::new(Semaphore::new(cap));
@@ -255,13 +271,18 @@ pub async fn serve(
             state,
             stop: stop_rx.clone(),
         };
-        let registry = registry.clone();
-        tokio::spawn(async move {
-            let id = task.state.id;
+        let state = task.state.clone();
+        let ended = Ended {
+            registry: registry.clone(),
+            state: state.clone(),
+            _permit: permit,
+        };
+        let connection = tokio::spawn(async move {
+            // Dropped when the task ends or is aborted by its watchdog.
+            let _ended = ended;
             task.run(stream, peer).await;
-            lock(&registry).live.remove(&id);
-            drop(permit);
         });
+        tokio::spawn(conn::watchdog(state, limits, connection.abort_handle()));
     }
     drop(listener);
     let _ = stop_tx.send(true);
