@@ -1129,3 +1129,37 @@ async fn verify_throughput() {
         );
     }
 }
+
+/// A configuration reload builds a new verifier: an issuer configured
+/// exactly as before keeps its keys (no outage, no refetch), a changed one
+/// starts afresh.
+#[tokio::test]
+async fn a_reload_keeps_the_keys_of_unchanged_issuers_only() {
+    let issuer = TestIssuer::start().await;
+    let before = ready(&issuer, fast()).await;
+    let fetched = before.status()[0].fetches;
+
+    let same = OidcVerifier::new_reusing(vec![config(&issuer.issuer())], fast(), Some(&before))
+        .expect("valid");
+    // Not started, yet it has the keys and verifies at once.
+    let status = &same.status()[0];
+    assert!(status.keys_loaded > 0, "{status:?}");
+    assert_eq!(
+        status.fetches, fetched,
+        "no refetch for an unchanged issuer"
+    );
+    let token = issuer.sign(issuer.claims(AUD), SignOpts::alg(Algorithm::RS256));
+    same.verify(&token)
+        .await
+        .expect("verified with the kept keys");
+
+    let mut changed_cfg = config(&issuer.issuer());
+    changed_cfg.audiences = vec![AUD.to_owned()];
+    let changed =
+        OidcVerifier::new_reusing(vec![changed_cfg], fast(), Some(&before)).expect("valid");
+    assert_eq!(
+        changed.status()[0].keys_loaded,
+        0,
+        "a changed issuer starts afresh"
+    );
+}
