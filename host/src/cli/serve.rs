@@ -111,6 +111,20 @@ async fn run(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
             generation: 0,
         };
         tokio::spawn(reloader.watch());
+    } else {
+        // Without a handler SIGHUP would end the process.
+        tokio::spawn(async {
+            let Ok(mut hangup) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            else {
+                return;
+            };
+            while hangup.recv().await.is_some() {
+                tracing::warn!(
+                    "SIGHUP: running the embedded default configuration, there is no file to reload"
+                );
+            }
+        });
     }
     crate::server::serve(listener, crate::app(state), tls, limits).await?;
     tracing::info!("stopped");
