@@ -309,9 +309,18 @@ fn read_storage(mut s: Section<'_>, base: &Path) -> StorageConfig {
     }
 }
 
+/// Why a duration does not parse (the message names the text).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct DurationError(String);
+
 /// Parses a duration written as a whole number and a unit: `"500ms"`,
 /// `"30s"`, `"15m"`, `"24h"`, `"7d"`; `"0"` alone is zero.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
+    parse_duration_text(text).map_err(DurationError)
+}
+
+fn parse_duration_text(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     if text == "0" {
         return Ok(Duration::ZERO);
@@ -570,8 +579,8 @@ impl<'p> Section<'p> {
                 default
             }
             Ok(d) => d,
-            Err(reason) => {
-                self.problem(key, reason);
+            Err(e) => {
+                self.problem(key, e.to_string());
                 default
             }
         }
@@ -744,8 +753,34 @@ mod tests {
         let c = parse("[server]\ntls_cert_file = \"/nonexistent/c.pem\"\ntls_key_file = \"/nonexistent/k.pem\"\n")
             .expect("parses");
         let files = c.server.tls.expect("tls");
-        let (field, reason) = crate::server::load_tls(&files).expect_err("unreadable");
-        assert_eq!(field, "tls_cert_file");
-        assert!(reason.contains("cannot read"), "{reason}");
+        let e = crate::server::load_tls(&files).expect_err("unreadable");
+        assert_eq!(e.field, "tls_cert_file");
+        assert!(e.reason.contains("cannot read"), "{e}");
+    }
+
+    #[test]
+    fn durations_parse_with_their_unit_and_bad_ones_are_named() {
+        for (text, want) in [
+            ("500ms", Duration::from_millis(500)),
+            ("30s", Duration::from_secs(30)),
+            ("15m", Duration::from_secs(900)),
+            ("24h", Duration::from_secs(86_400)),
+            ("7d", Duration::from_secs(604_800)),
+            ("0", Duration::ZERO),
+        ] {
+            assert_eq!(parse_duration(text), Ok(want), "{text}");
+        }
+        for bad in ["10", "5x", "", "h", "-1s", "99999999999999999999d"] {
+            let e = parse_duration(bad).expect_err(bad);
+            assert!(e.to_string().contains(bad), "{bad}: {e}");
+        }
+        let err = parse("[storage.gc]\nupload_ttl = \"0\"\n[server]\nidle_timeout = \"1y\"\n")
+            .expect_err("invalid");
+        let paths: Vec<&str> = err.problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["server.idle_timeout", "storage.gc.upload_ttl"],
+            "{err}"
+        );
     }
 }

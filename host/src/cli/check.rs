@@ -32,10 +32,10 @@ pub async fn build(
         None => None,
         Some(files) => match crate::server::load_tls(files) {
             Ok(t) => Some(t),
-            Err((field, reason)) => {
+            Err(e) => {
                 problems.push(Problem {
-                    path: format!("server.{field}"),
-                    reason,
+                    path: format!("server.{}", e.field),
+                    reason: e.reason,
                 });
                 None
             }

@@ -40,9 +40,28 @@ pub type LiveTls = Arc<arc_swap::ArcSwap<rustls::ServerConfig>>;
 /// How long in-flight requests get to finish after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
+/// A TLS file that cannot serve: which `[server]` key names it, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct TlsError {
+    /// `tls_cert_file` or `tls_key_file`.
+    pub field: &'static str,
+    pub reason: String,
+}
+
+impl From<(&'static str, String)> for TlsError {
+    fn from((field, reason): (&'static str, String)) -> TlsError {
+        TlsError { field, reason }
+    }
+}
+
 /// Loads PEM certificate chain and key into a rustls server config,
 /// checking that the key belongs to the certificate.
-pub fn load_tls(files: &TlsFiles) -> Result<rustls::ServerConfig, (&'static str, String)> {
+pub fn load_tls(files: &TlsFiles) -> Result<rustls::ServerConfig, TlsError> {
+    load_tls_files(files).map_err(TlsError::from)
+}
+
+fn load_tls_files(files: &TlsFiles) -> Result<rustls::ServerConfig, (&'static str, String)> {
     let certs = read_pem(&files.cert_file, "tls_cert_file", |r| {
         rustls_pemfile::certs(r).collect::<Result<Vec<_>, _>>()
     })?;
