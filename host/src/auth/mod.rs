@@ -113,15 +113,6 @@ impl AuthFailure {
             AuthFailure::PolicyFailed { .. } => "claim policy failed, try again",
         }
     }
-
-    /// Whether the refusal comes from the registry's side (an issuer it
-    /// cannot reach, a policy that failed) rather than from the credentials.
-    pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            AuthFailure::IssuerUnavailable(_) | AuthFailure::PolicyFailed { .. }
-        )
-    }
 }
 
 /// How one bearer token fared: the caller, the token's expiry and its

@@ -102,7 +102,7 @@ async fn run(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     let limits = config.server.limits;
     if let Some(path) = path {
         let reloader = Reloader {
-            text_hash: file_hash(&path),
+            text_hash: hash_of(&tokio::fs::read_to_string(&path).await),
             path,
             running: config,
             engine,
@@ -135,8 +135,11 @@ fn source_name(path: Option<&Path>) -> String {
     path.map_or("embedded default".into(), |p| p.display().to_string())
 }
 
-fn file_hash(path: &Path) -> Option<[u8; 32]> {
-    std::fs::read(path).ok().map(|b| Sha256::digest(&b).into())
+/// The SHA-256 of a configuration file's text, when it could be read.
+fn hash_of(text: &std::io::Result<String>) -> Option<[u8; 32]> {
+    text.as_ref()
+        .ok()
+        .map(|t| Sha256::digest(t.as_bytes()).into())
 }
 
 /// Watches one configuration file and applies its valid versions.
@@ -174,23 +177,23 @@ impl Reloader {
                 }
             };
             tokio::select! {
-                () = sighup => self.reload("SIGHUP").await,
+                () = sighup => {
+                    let text = tokio::fs::read_to_string(&self.path).await;
+                    self.reload("SIGHUP", text).await;
+                }
                 () = tokio::time::sleep(Duration::from_secs(poll.max(1))), if poll > 0 => {
-                    let hash = file_hash(&self.path);
-                    if hash != self.text_hash {
-                        self.reload("file changed").await;
+                    // Read once: the text that changed is the text applied.
+                    let text = tokio::fs::read_to_string(&self.path).await;
+                    if hash_of(&text) != self.text_hash {
+                        self.reload("file changed", text).await;
                     }
                 }
             }
         }
     }
 
-    async fn reload(&mut self, trigger: &'static str) {
-        let text = tokio::fs::read_to_string(&self.path).await;
-        self.text_hash = text
-            .as_ref()
-            .ok()
-            .map(|t| Sha256::digest(t.as_bytes()).into());
+    async fn reload(&mut self, trigger: &'static str, text: std::io::Result<String>) {
+        self.text_hash = hash_of(&text);
         // Names the content in the log, so an operator (or a test) can tell
         // which version a reload event is about.
         let sha256 = self

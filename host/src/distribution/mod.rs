@@ -79,7 +79,7 @@ pub fn app(state: AppState) -> Router {
 /// `/auth/token`, while `[auth]` is configured.
 async fn token_endpoint(State(state): State<AppState>, req: Request) -> Response {
     match state.auth() {
-        Some(auth) => token::token(State(auth), req).await,
+        Some(auth) => token::token(auth, req).await,
         None => ApiError::unsupported(
             StatusCode::NOT_FOUND,
             "this registry has no [auth]: there is no token endpoint",

@@ -15,7 +15,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
@@ -50,7 +50,7 @@ fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
 }
 
 /// `GET|POST /auth/token`.
-pub async fn token(State(auth): State<Arc<Auth>>, req: Request) -> Response {
+pub async fn token(auth: Arc<Auth>, req: Request) -> Response {
     let method = req.method().clone();
     let (parts, body) = req.into_parts();
     let mut params: Vec<(String, String)> = parts

@@ -29,13 +29,16 @@ use tower::ServiceExt as _;
 use super::body::{Progress, Rule, Tracked};
 use crate::config::ConnectionLimits;
 
+/// `last_done_ms` of a connection that has finished no request yet.
+const NONE_DONE: u64 = u64::MAX;
+
 /// What the accept loop and the watchdog know of one connection.
 pub struct ConnState {
     pub id: u64,
     started: Instant,
     in_flight: AtomicUsize,
-    served_any: AtomicBool,
-    /// Milliseconds after `started` when the last request finished.
+    /// Milliseconds after `started` when the last request finished;
+    /// [`NONE_DONE`] until one has.
     last_done_ms: AtomicU64,
     shed_requested: AtomicBool,
     done: AtomicBool,
@@ -49,8 +52,7 @@ impl ConnState {
             id,
             started: Instant::now(),
             in_flight: AtomicUsize::new(0),
-            served_any: AtomicBool::new(false),
-            last_done_ms: AtomicU64::new(0),
+            last_done_ms: AtomicU64::new(NONE_DONE),
             shed_requested: AtomicBool::new(false),
             done: AtomicBool::new(false),
             wake: Notify::new(),
@@ -78,33 +80,36 @@ impl ConnState {
 
     fn begin(self: &Arc<Self>) -> RequestGuard {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
-        self.served_any.store(true, Ordering::Release);
         RequestGuard(self.clone())
     }
 
-    fn idle_for(&self) -> Duration {
-        let last = Duration::from_millis(self.last_done_ms.load(Ordering::Acquire));
-        self.started.elapsed().saturating_sub(last)
-    }
-
-    fn idle_limit(&self, limits: &ConnectionLimits) -> Duration {
-        if self.served_any.load(Ordering::Acquire) {
-            limits.idle_timeout
-        } else {
-            limits.header_read_timeout
+    /// How long the connection has been without a request (since its
+    /// last one finished, or since it opened), and the limit that applies:
+    /// `idle_timeout` after a request, `header_read_timeout` before any.
+    fn idle(&self, limits: &ConnectionLimits) -> (Duration, Duration) {
+        match self.last_done_ms.load(Ordering::Acquire) {
+            NONE_DONE => (self.started.elapsed(), limits.header_read_timeout),
+            last => (
+                self.started
+                    .elapsed()
+                    .saturating_sub(Duration::from_millis(last)),
+                limits.idle_timeout,
+            ),
         }
     }
 
     /// How long until the watchdog should look again.
     fn until_deadline(&self, limits: &ConnectionLimits) -> Duration {
+        let (idle, limit) = self.idle(limits);
         if self.in_flight.load(Ordering::Acquire) > 0 {
-            return self.idle_limit(limits);
+            return limit;
         }
-        self.idle_limit(limits).saturating_sub(self.idle_for())
+        limit.saturating_sub(idle)
     }
 
     fn expired(&self, limits: &ConnectionLimits) -> bool {
-        self.in_flight.load(Ordering::Acquire) == 0 && self.idle_for() >= self.idle_limit(limits)
+        let (idle, limit) = self.idle(limits);
+        self.in_flight.load(Ordering::Acquire) == 0 && idle >= limit
     }
 }
 
@@ -115,7 +120,7 @@ pub struct RequestGuard(Arc<ConnState>);
 impl Drop for RequestGuard {
     fn drop(&mut self) {
         let s = &self.0;
-        let now = u64::try_from(s.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let now = u64::try_from(s.started.elapsed().as_millis()).unwrap_or(NONE_DONE - 1);
         s.last_done_ms.store(now, Ordering::Release);
         s.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
@@ -126,7 +131,7 @@ pub struct Connection {
     pub app: Router,
     pub builder: Arc<Builder<TokioExecutor>>,
     pub tls: Option<tokio_rustls::TlsAcceptor>,
-    pub limits: ConnectionLimits,
+    pub body_rule: Rule,
     pub state: Arc<ConnState>,
     pub stop: watch::Receiver<bool>,
 }
@@ -149,7 +154,7 @@ impl Connection {
     where
         I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     {
-        let rule = Rule::new(&self.limits);
+        let rule = self.body_rule;
         let state = self.state.clone();
         let app = self.app.clone();
         let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {

@@ -239,6 +239,7 @@ pub async fn serve(
     builder.http1().header_read_timeout(None);
     builder.http2().timer(TokioTimer::new());
     let builder = Arc::new(builder);
+    let body_rule = body::Rule::new(&limits);
     let permits = Arc::new(Semaphore::new(cap));
     let registry = Arc::new(Mutex::new(Registry::default()));
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -286,7 +287,7 @@ pub async fn serve(
             tls: tls
                 .as_ref()
                 .map(|t| tokio_rustls::TlsAcceptor::from(t.load_full())),
-            limits,
+            body_rule,
             state,
             stop: stop_rx.clone(),
         };

@@ -129,6 +129,8 @@ pub(crate) enum SourceConfig {
 
 /// A validated issuer.
 pub(crate) struct ValidIssuer {
+    /// As configured, to tell an unchanged issuer at a reload.
+    pub config: IssuerConfig,
     pub issuer: String,
     pub audiences: Vec<String>,
     pub algorithms: Vec<Algorithm>,
@@ -276,13 +278,15 @@ fn validate_one(
         }
     };
 
+    let source = source?;
     Some(ValidIssuer {
+        config: cfg.clone(),
         issuer: cfg.issuer,
         audiences: cfg.audiences,
         algorithms: cfg.algorithms,
         leeway: cfg.leeway.as_secs(),
         max_token_lifetime: cfg.max_token_lifetime.map(|d| d.as_secs()),
-        source: source?,
+        source,
     })
 }
 

@@ -120,15 +120,12 @@ impl OidcVerifier {
         opts: FetchOptions,
         previous: Option<&OidcVerifier>,
     ) -> Result<Self, Vec<IssuerProblem>> {
-        let configs: HashMap<String, IssuerConfig> = issuers
-            .iter()
-            .map(|c| (c.issuer.clone(), c.clone()))
-            .collect();
         let valid = config::validate(issuers, &opts)?;
         let mut map = HashMap::with_capacity(valid.len());
         let mut order = Vec::with_capacity(valid.len());
         for v in valid {
             let ValidIssuer {
+                config: configured,
                 issuer,
                 audiences,
                 algorithms,
@@ -137,15 +134,11 @@ impl OidcVerifier {
                 source,
             } = v;
             let from_file = matches!(source, config::SourceConfig::File { .. });
-            // Validation keeps the `iss` text as written; an issuer it had
-            // renamed would simply never be reused.
-            let known = configs.get(&issuer).cloned();
             let reused = previous
-                .filter(|p| p.inner.opts == opts && known.is_some())
+                .filter(|p| p.inner.opts == opts)
                 .and_then(|p| p.inner.issuers.get(&issuer))
-                .filter(|old| Some(&old.config) == known.as_ref())
+                .filter(|old| old.config == configured)
                 .map(|old| old.store.clone());
-            let config = known.unwrap_or_else(|| IssuerConfig::new(issuer.clone(), Vec::new()));
             let adopted = reused.is_some();
             let store = reused
                 .unwrap_or_else(|| Arc::new(KeyStore::new(&issuer, &algorithms, source, &opts)));
@@ -160,7 +153,7 @@ impl OidcVerifier {
                     max_token_lifetime,
                     store,
                     from_file,
-                    config,
+                    config: configured,
                     adopted,
                 },
             );

@@ -31,11 +31,11 @@ use super::{FsStorage, atomic, check_len, copy_stream, run_blocking};
 use crate::oci::{Digest, Hasher, RepoName, UploadId};
 use crate::storage::{ByteStream, StorageError};
 
-/// A live session: its repository and owner, when it last made progress,
-/// and its state behind its own mutex.
+/// A live session: its repository, when it last made progress, and its
+/// state behind its own mutex. (Its owner is only needed for counting, in
+/// [`Sessions`].)
 pub struct Handle {
     pub repo: RepoName,
-    owner: String,
     /// Milliseconds since the Unix epoch of the last append (or the start).
     /// Outside the mutex so the sweep can read it without waiting on a
     /// chunk in flight.
@@ -158,7 +158,6 @@ pub async fn start(s: &FsStorage, repo: &RepoName, owner: &str) -> Result<Upload
     };
     let handle = Arc::new(Handle {
         repo: repo.clone(),
-        owner: owner.to_string(),
         touched_ms: AtomicU64::new(millis(SystemTime::now())),
         state: AsyncMutex::new(session),
     });
@@ -185,19 +184,24 @@ fn read_on_disk(d: &Path) -> io::Result<Option<(Info, u64, SystemTime)>> {
     Ok(Some((info, offset, touched)))
 }
 
+/// Every entry of `uploads/`, with its session id when its name is one.
+fn entries(root: &Path) -> io::Result<Vec<(Option<UploadId>, PathBuf)>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(root.join("uploads"))? {
+        let entry = entry?;
+        let id = entry.file_name().to_str().and_then(|n| n.parse().ok());
+        out.push((id, entry.path()));
+    }
+    Ok(out)
+}
+
 /// Counts the sessions already on disk against their owners (at open).
 pub fn count_existing(root: &Path) -> io::Result<Sessions> {
     let mut sessions = Sessions::default();
-    for entry in std::fs::read_dir(root.join("uploads"))? {
-        let entry = entry?;
-        let Some(id) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<UploadId>().ok())
-        else {
-            continue;
-        };
-        if let Ok(Some((info, _, _))) = read_on_disk(&entry.path()) {
+    for (id, path) in entries(root)? {
+        if let Some(id) = id
+            && let Ok(Some((info, _, _))) = read_on_disk(&path)
+        {
             sessions.count(id, &info.owner);
         }
     }
@@ -221,7 +225,6 @@ async fn load(s: &FsStorage, id: UploadId) -> Result<Option<Arc<Handle>>, Storag
     };
     let fresh = Arc::new(Handle {
         repo,
-        owner: info.owner,
         touched_ms: AtomicU64::new(millis(touched)),
         state: AsyncMutex::new(Session {
             offset,
@@ -230,7 +233,7 @@ async fn load(s: &FsStorage, id: UploadId) -> Result<Option<Arc<Handle>>, Storag
         }),
     });
     let mut map = lock_map(s);
-    map.count(id, &fresh.owner);
+    map.count(id, &info.owner);
     Ok(Some(map.live.entry(id).or_insert(fresh).clone()))
 }
 
@@ -271,23 +274,29 @@ async fn expire_if_idle(
 /// sessions whose start was cut off (no `info.json`) older than the TTL.
 /// Returns how many sessions it removed.
 pub async fn sweep(s: &FsStorage) -> Result<usize, StorageError> {
-    let uploads = s.root.join("uploads");
+    let root = s.root.clone();
     let ttl = s.upload_limits.ttl;
+    // Only sessions whose `offset` has not changed for a TTL are looked at
+    // further (memory may know of a later chunk); the rest cost one stat.
     let (ids, leftovers) = run_blocking("listing upload sessions", move || {
+        let older_than_ttl = |path: &Path| -> io::Result<bool> {
+            Ok(std::fs::metadata(path)?
+                .modified()?
+                .elapsed()
+                .unwrap_or_default()
+                > ttl)
+        };
         let mut ids = Vec::new();
         let mut leftovers = Vec::new();
-        for entry in std::fs::read_dir(&uploads)? {
-            let entry = entry?;
-            let path = entry.path();
-            match entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.parse::<UploadId>().ok())
-            {
-                Some(id) if path.join("info.json").exists() => ids.push(id),
-                _ => {
-                    let age = entry.metadata()?.modified()?.elapsed().unwrap_or_default();
-                    if age > ttl {
+        for (id, path) in entries(&root)? {
+            match id {
+                Some(id) if path.join("info.json").exists() => {
+                    if older_than_ttl(&path.join("offset")).unwrap_or(true) {
+                        ids.push(id);
+                    }
+                }
+                None | Some(_) => {
+                    if older_than_ttl(&path)? {
                         leftovers.push(path);
                     }
                 }
