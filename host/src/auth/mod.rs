@@ -21,7 +21,6 @@ pub mod token;
 
 mod cache;
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -119,7 +118,8 @@ impl AuthFailure {
 /// subject; or why it was refused (with the subject when it was known).
 type Outcome = Result<(Caller, u64, Option<String>), (AuthFailure, Option<String>)>;
 
-/// A configured OIDC issuer's runtime parts.
+/// What auth attaches to each OIDC issuer of the verifier (which holds its
+/// rules and keys): one value per issuer, found by one lookup.
 struct IssuerRuntime {
     policy: LoadedPolicy,
     username_prefix: String,
@@ -133,8 +133,7 @@ pub struct Auth {
     ttl_seconds: u64,
     htpasswd: Option<Htpasswd>,
     tokens: TokenService,
-    oidc: oidc::OidcVerifier,
-    issuers: HashMap<String, IssuerRuntime>,
+    oidc: oidc::OidcVerifier<IssuerRuntime>,
     access: AccessControl,
     cache: DecisionCache,
 }
@@ -228,10 +227,9 @@ impl Auth {
                 None
             }
         };
-        let verifier = match oidc::OidcVerifier::new_reusing(
+        let valid = match oidc::OidcVerifier::validate(
             cfg.oidc.iter().map(|e| e.verifier.clone()).collect(),
-            fetch,
-            previous.map(|p| &p.oidc),
+            &fetch,
         ) {
             Ok(v) => Some(v),
             Err(errs) => {
@@ -249,7 +247,7 @@ impl Auth {
                 None
             }
         };
-        let mut issuers = HashMap::new();
+        let mut runtimes = Vec::with_capacity(cfg.oidc.len());
         for entry in &cfg.oidc {
             let owner = &entry.verifier.issuer;
             match engine
@@ -261,25 +259,27 @@ impl Auth {
                 )
                 .await
             {
-                Ok(policy) => {
-                    issuers.insert(
-                        owner.clone(),
-                        IssuerRuntime {
-                            policy,
-                            username_prefix: entry.username_prefix.clone(),
-                            groups_prefix: entry.groups_prefix.clone(),
-                        },
-                    );
-                }
+                Ok(policy) => runtimes.push(IssuerRuntime {
+                    policy,
+                    username_prefix: entry.username_prefix.clone(),
+                    groups_prefix: entry.groups_prefix.clone(),
+                }),
                 Err(e) => problems.push(Problem {
                     path: format!("auth.oidc[{}].policy", entry.index),
                     reason: e.to_string(),
                 }),
             }
         }
-        let (Some(tokens), Some(oidc), true) = (tokens, verifier, problems.is_empty()) else {
+        let (Some(tokens), Some(valid), true) = (tokens, valid, problems.is_empty()) else {
             return Err(problems);
         };
+        // Validation keeps configuration order, and every policy loaded: the
+        // two lists pair up one to one.
+        let oidc = oidc::OidcVerifier::assemble(
+            valid.into_iter().zip(runtimes).collect(),
+            fetch,
+            previous.map(|p| &p.oidc),
+        );
         Ok(Auth {
             service: cfg.service.clone(),
             realm: cfg.realm(),
@@ -287,7 +287,6 @@ impl Auth {
             htpasswd,
             tokens,
             oidc,
-            issuers,
             access: access.unwrap_or_else(AccessControl::authenticated_only),
             cache: DecisionCache::default(),
         })
@@ -385,7 +384,13 @@ impl Auth {
             return Ok((caller, exp));
         }
         let started = Instant::now();
-        let issuer = oidc::unverified_issuer(token).map_err(|e| {
+        // The one parse of the token: `iss` routes it, and an OIDC token is
+        // verified and handed to its policy from this same parse.
+        let parsed = oidc::parse(token).and_then(|t| {
+            let issuer = t.issuer()?.to_owned();
+            Ok((t, issuer))
+        });
+        let (parsed, issuer) = parsed.map_err(|e| {
             audit_token(&Audit {
                 method: "bearer",
                 issuer: "",
@@ -400,7 +405,7 @@ impl Auth {
         let outcome = if issuer == self.tokens.issuer() {
             self.gantry_token(token)
         } else {
-            self.oidc_token(token, &issuer).await
+            self.oidc_token(parsed).await
         };
         let (caller, exp, subject, reason) = match outcome {
             Ok((caller, exp, subject)) => (Ok(caller), exp, subject, String::new()),
@@ -444,8 +449,8 @@ impl Auth {
         ))
     }
 
-    async fn oidc_token(&self, token: &str, issuer: &str) -> Outcome {
-        let verified = self.oidc.verify(token).await.map_err(|e| {
+    async fn oidc_token(&self, token: oidc::UnverifiedToken<'_>) -> Outcome {
+        let (verified, rt) = self.oidc.verify_parsed(token).await.map_err(|e| {
             let failure = match e {
                 oidc::VerifyError::UnknownIssuer(_) => AuthFailure::UnknownIssuer(e.to_string()),
                 oidc::VerifyError::KeysUnavailable { .. } => {
@@ -456,14 +461,7 @@ impl Auth {
             (failure, None)
         })?;
         let subject = verified.subject.clone();
-        let Some(rt) = self.issuers.get(&verified.issuer) else {
-            return Err((
-                AuthFailure::InvalidToken(format!("no policy for issuer {issuer}")),
-                subject,
-            ));
-        };
-        let claims = serde_json::Value::Object(verified.claims);
-        match rt.policy.evaluate(&claims).await {
+        match rt.policy.evaluate_json(&verified.claims_json).await {
             Ok(Decision::Allow(id)) => {
                 let identity = apply_prefixes(&rt.username_prefix, &rt.groups_prefix, &id);
                 Ok((

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
 use serde::{Deserialize, Serialize};
 
 use super::access::{Action, ActionSet};
@@ -133,10 +133,10 @@ impl TokenService {
             path: path.to_path_buf(),
             reason,
         };
-        let rng = ring::rand::SystemRandom::new();
         let pkcs8 = match std::fs::read(path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && generate => {
+                let rng = aws_lc_rs::rand::SystemRandom::new();
                 let doc = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
                     .map_err(|_| err("cannot generate a key".into()))?;
                 write_private(path, doc.as_ref()).map_err(|e| err(format!("cannot write: {e}")))?;
@@ -144,7 +144,7 @@ impl TokenService {
             }
             Err(e) => return Err(err(format!("cannot read: {e}"))),
         };
-        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &pkcs8, &rng)
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &pkcs8)
             .map_err(|e| err(format!("not a PKCS#8 P-256 private key: {e}")))?;
         // Uncompressed point: 0x04 || x (32) || y (32).
         let public = pair.public_key().as_ref();

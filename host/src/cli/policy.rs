@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use self::fixtures::{Case, Expectation, Mismatch};
 use crate::policy::{
-    BuiltinModule, Decision, EngineOptions, Identity, Limits, LoadedPolicy, ModuleSource,
+    Decision, EngineOptions, Identity, Limits, LoadedPolicy, ModuleSource,
     PolicyEngine,
 };
 
@@ -200,14 +200,6 @@ struct Evaluated {
 
 fn test(args: &TestArgs) -> Result<TestReport, String> {
     let target = target(args)?;
-    if args.explain && target.source != ModuleSource::Builtin(BuiltinModule::Cel) {
-        return Err(format!(
-            "--explain needs the module builtin:cel (it explains CEL settings expression by \
-             expression); {} is a Wasm component whose insides Gantry cannot see: test it \
-             with --fixtures, or log from the policy",
-            target.source
-        ));
-    }
     let cases = match (&args.claims, &args.fixtures) {
         (_, Some(path)) => fixtures::read(path)?,
         (Some(path), None) => vec![Case {
@@ -241,31 +233,20 @@ fn test(args: &TestArgs) -> Result<TestReport, String> {
             target.limits.clone(),
         ))
         .map_err(|e| e.to_string())?;
+    if args.explain && !policy.can_explain() {
+        return Err(format!(
+            "--explain needs a module that exports gantry:cel/explain, as builtin:cel does (it \
+             explains CEL settings expression by expression); {} does not: test it with \
+             --fixtures, or log from the policy",
+            target.source
+        ));
+    }
     let mut out = String::new();
     header(&mut out, args, &target, &policy);
-    // The same settings text the component's `init` got.
-    let native = match args.explain {
-        false => None,
-        true => match cel_policy::Policy::new(&target.settings.to_string()) {
-            Ok(native) => Some(native),
-            Err(e) => {
-                return Ok(TestReport {
-                    stdout: out,
-                    stderr: format!(
-                        "WARNING: THE EXPLANATION DISAGREES WITH THE POLICY COMPONENT\n\
-                         \x20 the component accepted the settings; the natively linked CEL \
-                         policy refused them: {e}\n\
-                         \x20 This is a bug in Gantry: please report it with these settings.\n"
-                    ),
-                    code: 1,
-                });
-            }
-        },
-    };
 
     let evaluated: Vec<Evaluated> = cases
         .iter()
-        .map(|case| evaluate(&runtime, &policy, native.as_ref(), &target, &case.claims))
+        .map(|case| evaluate(&runtime, &policy, args.explain, &target, &case.claims))
         .collect();
 
     let mut stderr = String::new();
@@ -366,33 +347,41 @@ fn issuer_target(path: &Path, issuer: &str) -> Result<Target, String> {
     })
 }
 
-/// Evaluates one claim set with the component (and, for `--explain`, the
-/// native CEL policy), and applies the issuer's prefixes.
+/// Evaluates one claim set with the component (and, for `--explain`, has
+/// the component explain it), and applies the issuer's prefixes.
 fn evaluate(
     runtime: &tokio::runtime::Runtime,
     policy: &LoadedPolicy,
-    native: Option<&cel_policy::Policy>,
+    explain: bool,
     target: &Target,
     claims: &serde_json::Value,
 ) -> Evaluated {
+    // The same claims text for both calls.
+    let claims = claims.to_string();
     let started = Instant::now();
     let component = runtime
-        .block_on(policy.evaluate(claims))
+        .block_on(policy.evaluate_json(&claims))
         .map_err(|e| e.to_string());
     let elapsed = started.elapsed();
-    let (explanation, disagreement) = match native {
-        None => (None, None),
-        Some(native) => {
-            // The same claims text the component got.
-            let explained = native.explain(&claims.to_string());
-            let native_decision =
-                explain::as_host_decision(&explained, target.limits.max_output_bytes);
-            let disagreement = explain::disagreement(
-                component.as_ref().map_err(String::as_str),
-                native_decision.as_ref().map_err(String::as_str),
-            );
-            (Some(explain::render(&explained)), disagreement)
-        }
+    let (explanation, disagreement) = match explain {
+        false => (None, None),
+        true => match runtime.block_on(policy.explain(&claims)) {
+            Ok(Some(explained)) => {
+                let decision =
+                    explain::as_host_decision(&explained, target.limits.max_output_bytes);
+                let disagreement = explain::disagreement(
+                    component.as_ref().map_err(String::as_str),
+                    decision.as_ref().map_err(String::as_str),
+                );
+                (Some(explain::render(&explained)), disagreement)
+            }
+            // Checked before any case ran.
+            Ok(None) => (None, None),
+            Err(e) => (
+                Some(format!("(no explanation: explain failed: {e})\n")),
+                None,
+            ),
+        },
     };
     let (outcome, unprefixed) = match (component, &target.issuer) {
         (Ok(Decision::Allow(identity)), Some(issuer)) => {

@@ -18,9 +18,10 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::types::ComponentItem;
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{Component, HasSelf, InstancePre, Linker};
 
-use super::bindings::{ClaimPolicy, ClaimPolicyPre};
+use super::bindings::explainer::ExplainerIndices;
+use super::bindings::{ClaimPolicy, ClaimPolicyIndices};
 use super::pool::LoadedPolicy;
 use super::sandbox::HostState;
 use super::{Limits, ModuleSource, PolicyError};
@@ -107,7 +108,10 @@ impl fmt::Debug for PolicyEngine {
 /// A compiled module, linked and ready to instantiate. Shared by every
 /// `LoadedPolicy` of the same bytes; instances are not.
 pub(crate) struct CompiledModule {
-    pub(crate) pre: ClaimPolicyPre<HostState>,
+    pub(crate) instance_pre: InstancePre<HostState>,
+    pub(crate) indices: ClaimPolicyIndices,
+    /// Set when the component also exports `gantry:cel/explain`.
+    pub(crate) explainer: Option<ExplainerIndices>,
 }
 
 pub(crate) struct EngineInner {
@@ -321,9 +325,17 @@ impl EngineInner {
             .linker
             .instantiate_pre(&component)
             .map_err(|e| format!("it imports something Gantry does not provide (only the {WORLD} host interface and WASI p2 are available): {e:#}"))?;
-        let pre = ClaimPolicyPre::new(instance_pre)
+        let indices = ClaimPolicyIndices::new(&instance_pre)
             .map_err(|e| format!("its exports do not match the {WORLD} world: {e:#}"))?;
-        Ok((CompiledModule { pre }, origin))
+        let explainer = ExplainerIndices::new(&instance_pre).ok();
+        Ok((
+            CompiledModule {
+                instance_pre,
+                indices,
+                explainer,
+            },
+            origin,
+        ))
     }
 }
 

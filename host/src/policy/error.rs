@@ -18,6 +18,8 @@ pub enum Phase {
     Init,
     /// The `evaluate(claims)` export.
     Evaluate,
+    /// The `explain(claims)` export of `gantry:cel/explain`.
+    Explain,
 }
 
 impl fmt::Display for Phase {
@@ -26,6 +28,7 @@ impl fmt::Display for Phase {
             Phase::Instantiate => "instantiation",
             Phase::Init => "init",
             Phase::Evaluate => "evaluate",
+            Phase::Explain => "explain",
         })
     }
 }

@@ -50,6 +50,28 @@ pub use limits::{
     MAX_USERNAME_BYTES, validate_decision,
 };
 pub use pool::{LoadedPolicy, PoolStats};
+
+/// What `LoadedPolicy::explain` returns: the `gantry:cel/explain` types.
+pub mod explanation {
+    pub use super::bindings::explainer::exports::gantry::cel::explain::{
+        Explained, Explanation, Outcome, Step,
+    };
+    /// The WIT's decision (`gantry:policy/types.decision`), as a guest
+    /// answered it: not yet checked by the host.
+    pub use super::bindings::Decision as WitDecision;
+
+    /// A guest's decision in the host's type, before the host's checks
+    /// (`validate_decision`).
+    pub fn to_host(decision: WitDecision) -> super::Decision {
+        match decision {
+            WitDecision::Allow(identity) => super::Decision::Allow(super::Identity {
+                username: identity.username,
+                groups: identity.groups,
+            }),
+            WitDecision::Deny(reason) => super::Decision::Deny(reason),
+        }
+    }
+}
 pub use source::{BuiltinModule, MAX_MODULE_BYTES, ModuleSource};
 
 /// Who a workload is, as its issuer's policy decided. The caller adds the

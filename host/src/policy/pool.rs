@@ -15,12 +15,13 @@ use std::time::{Duration, Instant};
 
 use wasmtime::{Store, UpdateDeadline};
 
-use super::bindings::{self, ClaimPolicy};
+use super::bindings::ClaimPolicy;
+use super::explanation::Explanation;
 use super::engine::{CompiledModule, EngineInner, LoadReport};
 use super::error::Phase;
 use super::limits::{truncate, validate_decision};
 use super::sandbox::HostState;
-use super::{Decision, Identity, Limits, ModuleSource, PolicyError};
+use super::{Decision, Limits, ModuleSource, PolicyError};
 
 /// Longest message from `init` kept in an error.
 const MAX_SETTINGS_MESSAGE_BYTES: usize = 4096;
@@ -76,6 +77,8 @@ struct PolicyInner {
 struct Instance {
     store: Store<HostState>,
     bindings: ClaimPolicy,
+    /// The instance itself, to reach exports beyond the claim-policy world.
+    raw: wasmtime::component::Instance,
 }
 
 impl LoadedPolicy {
@@ -118,29 +121,22 @@ impl LoadedPolicy {
     /// inside a tokio runtime with timers enabled (the time budget's
     /// backstop is a `tokio::time::timeout`).
     pub async fn evaluate(&self, claims: &serde_json::Value) -> Result<Decision, PolicyError> {
-        let inner = &*self.inner;
         // `Value`'s `Display` is its compact JSON and cannot fail.
-        let claims = claims.to_string();
-        if claims.len() > inner.limits.max_claims_bytes {
-            return Err(PolicyError::InputTooLarge {
-                owner: inner.owner.to_string(),
-                what: "claims",
-                size: claims.len(),
-                limit: inner.limits.max_claims_bytes,
-            });
-        }
-        let _permit = inner
-            .permits
-            .acquire()
-            .await
-            .map_err(|e| PolicyError::Engine(format!("policy pool closed: {e}")))?;
+        self.evaluate_json(&claims.to_string()).await
+    }
+
+    /// [`LoadedPolicy::evaluate`] of claims already in JSON text (a JSON
+    /// object: the verified payload of a token, as signed).
+    pub async fn evaluate_json(&self, claims: &str) -> Result<Decision, PolicyError> {
+        let inner = &*self.inner;
+        let _permit = inner.admit(claims).await?;
         let instance = match inner.take_idle() {
             Some(instance) => instance,
             None => inner.new_instance().await?,
         };
         // If this future is dropped mid-call, `instance` is dropped with it:
         // a cancelled instance is never put back.
-        let (instance, result) = inner.run_evaluate(instance, &claims).await;
+        let (instance, result) = inner.run_evaluate(instance, claims).await;
         match instance {
             Some(instance) => inner.put_back(instance),
             None => {
@@ -151,6 +147,47 @@ impl LoadedPolicy {
             tracing::warn!(issuer = &*inner.owner, module = %inner.source, error = %e, "claim policy evaluation failed; instance discarded");
         }
         result
+    }
+
+    /// Whether the module exports `gantry:cel/explain` (the built-in CEL
+    /// policy does).
+    pub fn can_explain(&self) -> bool {
+        self.inner.module.explainer.is_some()
+    }
+
+    /// Runs the module's `explain(claims)` (of `gantry:cel/explain`) in a
+    /// fresh instance, under the limits of `evaluate`: what each expression
+    /// of the settings yielded for these claims, and the decision. For
+    /// policy authors (`gantry policy test --explain`); the instance is not
+    /// kept. `Ok(None)`: the module does not export `explain`.
+    pub async fn explain(&self, claims: &str) -> Result<Option<Explanation>, PolicyError> {
+        let inner = &*self.inner;
+        let Some(indices) = &inner.module.explainer else {
+            return Ok(None);
+        };
+        let _permit = inner.admit(claims).await?;
+        let Instance { mut store, raw, .. } = inner.new_instance().await?;
+        store.data_mut().begin_call(inner.limits.timeout);
+        store.set_epoch_deadline(1);
+        let explainer = match indices.load(&mut store, &raw) {
+            Ok(explainer) => explainer,
+            Err(e) => return Err(inner.classify(&mut store, Phase::Explain, e)),
+        };
+        let outcome = inner
+            .bounded(
+                explainer
+                    .gantry_cel_explain()
+                    .call_explain(&mut store, claims),
+            )
+            .await;
+        match outcome {
+            Some(Ok(explanation)) => {
+                store.data_mut().end_call(Phase::Explain);
+                Ok(Some(explanation))
+            }
+            Some(Err(e)) => Err(inner.classify(&mut store, Phase::Explain, e)),
+            None => Err(inner.timeout(&mut store, Phase::Explain)),
+        }
     }
 
     /// The issuer this policy belongs to.
@@ -179,6 +216,23 @@ impl LoadedPolicy {
 }
 
 impl PolicyInner {
+    /// Refuses claims over the size limit, then waits for one of the
+    /// `pool_size` permits.
+    async fn admit(&self, claims: &str) -> Result<tokio::sync::SemaphorePermit<'_>, PolicyError> {
+        if claims.len() > self.limits.max_claims_bytes {
+            return Err(PolicyError::InputTooLarge {
+                owner: self.owner.to_string(),
+                what: "claims",
+                size: claims.len(),
+                limit: self.limits.max_claims_bytes,
+            });
+        }
+        self.permits
+            .acquire()
+            .await
+            .map_err(|e| PolicyError::Engine(format!("policy pool closed: {e}")))
+    }
+
     fn take_idle(&self) -> Option<Instance> {
         self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop()
     }
@@ -215,13 +269,16 @@ impl PolicyInner {
         store.data_mut().begin_call(self.limits.timeout);
         store.set_epoch_deadline(1);
         let instantiated = self
-            .bounded(self.module.pre.instantiate_async(&mut store))
+            .bounded(self.module.instance_pre.instantiate_async(&mut store))
             .await;
-        let bindings = match instantiated {
-            Some(Ok(bindings)) => {
-                store.data_mut().end_call(Phase::Instantiate);
-                bindings
-            }
+        let (raw, bindings) = match instantiated {
+            Some(Ok(raw)) => match self.module.indices.load(&mut store, &raw) {
+                Ok(bindings) => {
+                    store.data_mut().end_call(Phase::Instantiate);
+                    (raw, bindings)
+                }
+                Err(e) => return Err(self.classify(&mut store, Phase::Instantiate, e)),
+            },
             Some(Err(e)) => return Err(self.classify(&mut store, Phase::Instantiate, e)),
             None => return Err(self.timeout(&mut store, Phase::Instantiate)),
         };
@@ -247,7 +304,11 @@ impl PolicyInner {
             None => return Err(self.timeout(&mut store, Phase::Init)),
         }
         self.created.fetch_add(1, Ordering::Relaxed);
-        Ok(Instance { store, bindings })
+        Ok(Instance {
+            store,
+            bindings,
+            raw,
+        })
     }
 
     /// Runs `evaluate`; gives the instance back only if it is still healthy.
@@ -270,14 +331,7 @@ impl PolicyInner {
             Some(Err(e)) => return (None, Err(self.classify(store, Phase::Evaluate, e))),
             None => return (None, Err(self.timeout(store, Phase::Evaluate))),
         };
-        let decision = match decision {
-            bindings::Decision::Allow(identity) => Decision::Allow(Identity {
-                username: identity.username,
-                groups: identity.groups,
-            }),
-            bindings::Decision::Deny(reason) => Decision::Deny(reason),
-        };
-        match validate_decision(decision, self.limits.max_output_bytes) {
+        match validate_decision(super::explanation::to_host(decision), self.limits.max_output_bytes) {
             Ok(decision) => (Some(instance), Ok(decision)),
             // The instance is healthy, but a module that answers garbage
             // once gets a fresh instance: its state may be what is wrong.

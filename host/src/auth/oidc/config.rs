@@ -127,16 +127,24 @@ pub(crate) enum SourceConfig {
     },
 }
 
-/// A validated issuer.
-pub(crate) struct ValidIssuer {
+/// One issuer's configuration, checked: what [`super::OidcVerifier::assemble`]
+/// builds from.
+pub struct ValidIssuer {
     /// As configured, to tell an unchanged issuer at a reload.
-    pub config: IssuerConfig,
-    pub issuer: String,
-    pub audiences: Vec<String>,
-    pub algorithms: Vec<Algorithm>,
-    pub leeway: u64,
-    pub max_token_lifetime: Option<u64>,
-    pub source: SourceConfig,
+    pub(crate) config: IssuerConfig,
+    pub(crate) issuer: String,
+    pub(crate) audiences: Vec<String>,
+    pub(crate) algorithms: Vec<Algorithm>,
+    pub(crate) leeway: u64,
+    pub(crate) max_token_lifetime: Option<u64>,
+    pub(crate) source: SourceConfig,
+}
+
+impl ValidIssuer {
+    /// The issuer's `iss`.
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
 }
 
 /// Every problem of one issuer's configuration (URLs, audiences,
@@ -149,7 +157,7 @@ pub(crate) fn problems_of(cfg: &IssuerConfig) -> Vec<IssuerProblem> {
 }
 
 /// Validates every issuer, collecting every problem.
-pub(crate) fn validate(
+pub(super) fn validate(
     issuers: Vec<IssuerConfig>,
     opts: &FetchOptions,
 ) -> Result<Vec<ValidIssuer>, Vec<IssuerProblem>> {

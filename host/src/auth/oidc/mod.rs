@@ -38,10 +38,10 @@ pub use config::{DEFAULT_ALGORITHMS, DEFAULT_LEEWAY, FetchOptions, IssuerConfig,
 pub use error::{IssuerProblem, VerifyError};
 pub use jwks::MAX_KEYS;
 pub use keystore::IssuerStatus;
-pub use token::{MAX_TOKEN_BYTES, unverified_issuer};
+pub use config::ValidIssuer;
+pub use token::{MAX_TOKEN_BYTES, UnverifiedToken, parse, unverified_issuer};
 
 use super::now;
-use config::ValidIssuer;
 use keystore::{KeyStore, Trigger};
 
 /// A token whose signature and registered claims have been verified.
@@ -49,8 +49,11 @@ use keystore::{KeyStore, Trigger};
 pub struct VerifiedToken {
     /// The configured issuer that signed it (equal to the `iss` claim).
     pub issuer: String,
-    /// Every claim of the payload, for the issuer's policy.
+    /// Every claim of the payload.
     pub claims: Map<String, Value>,
+    /// The payload's JSON text as the issuer signed it, for the issuer's
+    /// policy (free of repeated member names: see [`parse`]).
+    pub claims_json: String,
     /// `sub`, when it is a string.
     pub subject: Option<String>,
     /// `exp`, unix seconds: a cached decision must not outlive it.
@@ -58,12 +61,23 @@ pub struct VerifiedToken {
 }
 
 /// Verifies OIDC tokens of the configured issuers. Cheap to clone (one `Arc`).
-#[derive(Clone)]
-pub struct OidcVerifier {
-    inner: Arc<Inner>,
+///
+/// `P` is what the owner attaches to each issuer (the auth layer: its claim
+/// policy and prefixes), so one map lookup by `iss` finds the rules, the
+/// keys and everything else of that issuer.
+pub struct OidcVerifier<P = ()> {
+    inner: Arc<Inner<P>>,
 }
 
-struct Issuer {
+impl<P> Clone for OidcVerifier<P> {
+    fn clone(&self) -> Self {
+        OidcVerifier {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+struct Issuer<P> {
     issuer: String,
     audiences: Vec<String>,
     algorithms: Vec<Algorithm>,
@@ -77,10 +91,11 @@ struct Issuer {
     /// The store came from the verifier this one replaces: it has keys
     /// already, so the background loop starts with a wait, not a fetch.
     adopted: bool,
+    attached: P,
 }
 
-struct Inner {
-    issuers: HashMap<String, Issuer>,
+struct Inner<P> {
+    issuers: HashMap<String, Issuer<P>>,
     /// Configuration order, for `status()`.
     order: Vec<String>,
     opts: FetchOptions,
@@ -88,7 +103,7 @@ struct Inner {
     tasks: Mutex<Vec<tokio::task::AbortHandle>>,
 }
 
-impl Drop for Inner {
+impl<P> Drop for Inner<P> {
     fn drop(&mut self) {
         // A replaced configuration must not leave its fetch loops running.
         for task in self
@@ -103,27 +118,54 @@ impl Drop for Inner {
 }
 
 impl OidcVerifier {
-    /// Validates the configuration and reports every problem at once:
-    /// duplicate issuers, HS* algorithms, empty audiences, a non-https issuer
-    /// or discovery URL (plain http only on loopback), unreadable or invalid
-    /// `ca_file` / `jwks_file`. Reads those files; fetches nothing, spawns
-    /// nothing.
+    /// Validates the configuration and reports every problem at once (see
+    /// [`OidcVerifier::validate`]); attaches nothing to the issuers.
     pub fn new(issuers: Vec<IssuerConfig>, opts: FetchOptions) -> Result<Self, Vec<IssuerProblem>> {
         OidcVerifier::new_reusing(issuers, opts, None)
     }
 
-    /// As [`OidcVerifier::new`]; an issuer configured exactly as in
-    /// `previous` (with the same fetch options) shares its key store, so a
-    /// configuration reload neither drops its keys nor refetches them.
+    /// As [`OidcVerifier::new`], reusing the key stores of `previous` (see
+    /// [`OidcVerifier::assemble`]).
     pub fn new_reusing(
         issuers: Vec<IssuerConfig>,
         opts: FetchOptions,
         previous: Option<&OidcVerifier>,
     ) -> Result<Self, Vec<IssuerProblem>> {
-        let valid = config::validate(issuers, &opts)?;
+        let valid = OidcVerifier::validate(issuers, &opts)?;
+        Ok(OidcVerifier::assemble(
+            valid.into_iter().map(|v| (v, ())).collect(),
+            opts,
+            previous,
+        ))
+    }
+
+    /// Checks the issuers' configuration and reports every problem at once:
+    /// duplicate issuers, HS* algorithms, empty audiences, a non-https issuer
+    /// or discovery URL (plain http only on loopback), unreadable or invalid
+    /// `ca_file` / `jwks_file`. Reads those files; fetches nothing, spawns
+    /// nothing. The result, in configuration order, is what
+    /// [`OidcVerifier::assemble`] takes, so nothing is validated twice.
+    pub fn validate(
+        issuers: Vec<IssuerConfig>,
+        opts: &FetchOptions,
+    ) -> Result<Vec<ValidIssuer>, Vec<IssuerProblem>> {
+        config::validate(issuers, opts)
+    }
+}
+
+impl<P> OidcVerifier<P> {
+    /// Builds the verifier from validated issuers, each with what its owner
+    /// attaches to it. An issuer configured exactly as in `previous` (with
+    /// the same fetch options) shares its key store, so a configuration
+    /// reload neither drops its keys nor refetches them.
+    pub fn assemble<Q>(
+        valid: Vec<(ValidIssuer, P)>,
+        opts: FetchOptions,
+        previous: Option<&OidcVerifier<Q>>,
+    ) -> Self {
         let mut map = HashMap::with_capacity(valid.len());
         let mut order = Vec::with_capacity(valid.len());
-        for v in valid {
+        for (v, attached) in valid {
             let ValidIssuer {
                 config: configured,
                 issuer,
@@ -155,10 +197,11 @@ impl OidcVerifier {
                     from_file,
                     config: configured,
                     adopted,
+                    attached,
                 },
             );
         }
-        Ok(OidcVerifier {
+        OidcVerifier {
             inner: Arc::new(Inner {
                 issuers: map,
                 order,
@@ -166,7 +209,7 @@ impl OidcVerifier {
                 started: AtomicBool::new(false),
                 tasks: Mutex::new(Vec::new()),
             }),
-        })
+        }
     }
 
     /// Starts one background fetch loop per issuer on the current tokio
@@ -224,6 +267,15 @@ impl OidcVerifier {
     /// answers instead of at the next backoff tick.
     pub async fn verify(&self, token: &str) -> Result<VerifiedToken, VerifyError> {
         let t = token::parse(token)?;
+        self.verify_parsed(t).await.map(|(verified, _)| verified)
+    }
+
+    /// [`OidcVerifier::verify`] of a token already parsed (the caller read
+    /// its `iss` to route it), returning what is attached to its issuer.
+    pub async fn verify_parsed(
+        &self,
+        t: UnverifiedToken<'_>,
+    ) -> Result<(VerifiedToken, &P), VerifyError> {
         let alg_name = t.alg()?;
         let Some(alg) = token::asymmetric_algorithm(alg_name) else {
             return Err(VerifyError::AlgorithmNotAllowed {
@@ -267,17 +319,21 @@ impl OidcVerifier {
             .get("sub")
             .and_then(Value::as_str)
             .map(str::to_owned);
-        Ok(VerifiedToken {
-            issuer: issuer.issuer.clone(),
-            claims: t.claims,
-            subject,
-            expires_at,
-        })
+        Ok((
+            VerifiedToken {
+                issuer: issuer.issuer.clone(),
+                claims: t.claims,
+                claims_json: t.claims_json,
+                subject,
+                expires_at,
+            },
+            &issuer.attached,
+        ))
     }
 
     async fn check_signature(
         &self,
-        issuer: &Issuer,
+        issuer: &Issuer<P>,
         alg: Algorithm,
         kid: Option<&str>,
         signature: &str,
@@ -325,7 +381,7 @@ impl OidcVerifier {
     }
 }
 
-impl std::fmt::Debug for OidcVerifier {
+impl<P> std::fmt::Debug for OidcVerifier<P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OidcVerifier")
             .field("issuers", &self.inner.order)

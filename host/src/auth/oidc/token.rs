@@ -19,14 +19,20 @@ use super::error::{VerifyError, echo};
 /// claims while bounding base64/JSON work per request.
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 
-/// A token split and decoded, not yet verified.
-pub(crate) struct UnverifiedToken<'a> {
-    pub header: Map<String, Value>,
-    pub claims: Map<String, Value>,
+/// A token split and decoded, not yet verified. Parsed once per token:
+/// routing by `iss`, the checks and the policy all use this one parse.
+pub struct UnverifiedToken<'a> {
+    pub(crate) header: Map<String, Value>,
+    pub(crate) claims: Map<String, Value>,
+    /// The payload's JSON text as signed, handed to the claim policy as is
+    /// (no re-serialisation). Safe to pass on because [`parse`] refused any
+    /// object with a repeated member name, at any depth: what the guest's
+    /// parser reads is what the host checked, whatever its duplicate rule.
+    pub(crate) claims_json: String,
     /// `base64(header) "." base64(payload)`: the bytes the signature covers.
-    pub signing_input: &'a str,
+    pub(crate) signing_input: &'a str,
     /// The signature part, still base64url (may be empty: `alg: none`).
-    pub signature: &'a str,
+    pub(crate) signature: &'a str,
 }
 
 impl UnverifiedToken<'_> {
@@ -65,7 +71,7 @@ impl UnverifiedToken<'_> {
 }
 
 /// Splits and decodes a compact JWS. Checks only its shape.
-pub(crate) fn parse(token: &str) -> Result<UnverifiedToken<'_>, VerifyError> {
+pub fn parse(token: &str) -> Result<UnverifiedToken<'_>, VerifyError> {
     if token.len() > MAX_TOKEN_BYTES {
         return Err(VerifyError::TooLarge);
     }
@@ -78,30 +84,98 @@ pub(crate) fn parse(token: &str) -> Result<UnverifiedToken<'_>, VerifyError> {
             "not a compact JWS (expected 3 dot-separated parts)".into(),
         ));
     };
-    let header = decode_object(header, "header")?;
-    let claims = decode_object(payload, "payload")?;
+    let (header, _) = decode_object(header, "header")?;
+    let (claims, claims_json) = decode_object(payload, "payload")?;
     let signing_input = &token[..token.len() - signature.len() - 1];
     Ok(UnverifiedToken {
         header,
         claims,
+        claims_json,
         signing_input,
         signature,
     })
 }
 
-fn decode_object(part: &str, what: &str) -> Result<Map<String, Value>, VerifyError> {
+/// A base64url part as a JSON object, and its JSON text.
+fn decode_object(part: &str, what: &str) -> Result<(Map<String, Value>, String), VerifyError> {
     if part.is_empty() {
         return Err(VerifyError::Malformed(format!("empty {what}")));
     }
     let bytes = URL_SAFE_NO_PAD
         .decode(part)
         .map_err(|e| VerifyError::Malformed(format!("{what} is not base64url: {e}")))?;
-    match serde_json::from_slice::<Value>(&bytes) {
-        Ok(Value::Object(map)) => Ok(map),
+    let text = String::from_utf8(bytes)
+        .map_err(|_| VerifyError::Malformed(format!("{what} is not UTF-8")))?;
+    match serde_json::from_str::<Strict>(&text) {
+        Ok(Strict(Value::Object(map))) => Ok((map, text)),
         Ok(_) => Err(VerifyError::Malformed(format!(
             "{what} is not a JSON object"
         ))),
         Err(e) => Err(VerifyError::Malformed(format!("{what} is not JSON: {e}"))),
+    }
+}
+
+/// A JSON value whose objects never repeat a member name (RFC 7519 §4 lets
+/// a parser either refuse duplicates or keep the last; parsers of other
+/// languages keep the first, so refusing is the only rule every policy
+/// language agrees with).
+struct Strict(Value);
+
+impl<'de> serde::Deserialize<'de> for Strict {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrictVisitor).map(Strict)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+        while let Some(Strict(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut object = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if object.contains_key(&key) {
+                return Err(serde::de::Error::custom(format_args!(
+                    "member {:?} appears twice",
+                    echo(&key)
+                )));
+            }
+            let Strict(value) = map.next_value()?;
+            object.insert(key, value);
+        }
+        Ok(Value::Object(object))
     }
 }
 
@@ -135,7 +209,20 @@ pub(crate) fn asymmetric_algorithm(name: &str) -> Option<Algorithm> {
 
 /// True for the algorithms [`asymmetric_algorithm`] can return.
 pub(crate) fn is_asymmetric(alg: Algorithm) -> bool {
-    !matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512)
+    // A list of what is allowed, not of what is not: `Algorithm` is
+    // non-exhaustive, and an algorithm added upstream must stay refused.
+    matches!(
+        alg,
+        Algorithm::RS256
+            | Algorithm::RS384
+            | Algorithm::RS512
+            | Algorithm::PS256
+            | Algorithm::PS384
+            | Algorithm::PS512
+            | Algorithm::ES256
+            | Algorithm::ES384
+            | Algorithm::EdDSA
+    )
 }
 
 /// `typ` may be absent, `JWT` or `at+jwt` (RFC 9068 access tokens), compared
@@ -198,6 +285,9 @@ mod tests {
             format!(".{p}.sig"),                     // empty header
             format!("{h}.{}.sig", b64("[1,2]")),     // not an object
             format!("{h}.{}.sig", b64("{\"iss\":")), // truncated JSON
+            format!("{h}.{}.sig", b64(r#"{"iss":"x","iss":"y"}"#)), // repeated claim
+            format!("{h}.{}.sig", b64(r#"{"iss":"x","k":{"a":1,"a":2}}"#)), // nested
+            format!("{}.{p}.sig", b64(r#"{"alg":"RS256","alg":"none"}"#)), // header
         ] {
             assert!(
                 matches!(parse(&token), Err(VerifyError::Malformed(_))),

@@ -1,44 +1,41 @@
 //! `gantry policy test --explain`: what each expression of `builtin:cel`
 //! settings yielded for one claim set, and which one decided.
 //!
-//! The explanation comes from the CEL policy's own code (`cel-policy`,
-//! linked natively), run on the same settings and claims text the component
-//! gets; the decision shown is always the component's. The two are compared:
+//! The explanation comes from the policy component itself: its
+//! `gantry:cel/explain` export, run in the same sandbox on the same settings
+//! and claims text as `evaluate`, and recorded while the one evaluation code
+//! path of the CEL policy runs. So what it shows is what the server
+//! decides. The decision it carries is still compared with `evaluate`'s:
 //! if they ever differ, [`disagreement`] says so.
 
 use std::fmt::Write as _;
 
-use cel_policy::{Explained, Explanation, Outcome, Step};
-
-use crate::policy::{Decision, Identity, validate_decision};
+use crate::policy::explanation::{Explained, Explanation, Outcome, Step, WitDecision, to_host};
+use crate::policy::{Decision, validate_decision};
 
 /// Longest rendered value shown; the rest is counted, not printed.
 const MAX_VALUE_CHARS: usize = 300;
 
-/// The native CEL policy's decision as the host would accept it from the
-/// component: the same deny-reason bound, the same identity checks.
+/// The explanation's decision as the host accepts one from `evaluate`: the
+/// same deny-reason bound, the same identity checks.
 pub fn as_host_decision(
     explanation: &Explanation,
     max_output_bytes: usize,
 ) -> Result<Decision, String> {
-    let decision = match &explanation.decision {
-        cel_policy::Decision::Allow { username, groups } => Decision::Allow(Identity {
-            username: username.clone(),
-            groups: groups.clone(),
-        }),
-        cel_policy::Decision::Deny(reason) => Decision::Deny(reason.clone()),
-    };
-    validate_decision(decision, max_output_bytes)
+    validate_decision(
+        to_host(explanation.decision.clone()),
+        max_output_bytes,
+    )
 }
 
-/// `None` when the component and the native explanation agree; otherwise
-/// the warning to print. `component` is the component's outcome (an error
-/// as text), `native` the native code's, put through the host's checks.
+/// `None` when `evaluate` and the explanation agree; otherwise the warning
+/// to print. `component` is `evaluate`'s outcome (an error as text),
+/// `explained` the explanation's decision, put through the host's checks.
 pub fn disagreement(
     component: Result<&Decision, &str>,
-    native: Result<&Decision, &str>,
+    explained: Result<&Decision, &str>,
 ) -> Option<String> {
-    let agree = match (component, native) {
+    let agree = match (component, explained) {
         (Ok(a), Ok(b)) => a == b,
         // The host refused the identity both produced (control characters,
         // sizes): the messages differ in framing, the refusal is the same.
@@ -56,13 +53,13 @@ pub fn disagreement(
         Err(error) => format!("error: {error}"),
     };
     Some(format!(
-        "WARNING: THE EXPLANATION DISAGREES WITH THE POLICY COMPONENT\n\
-         \x20 component (builtin:cel, Wasm, what the server runs): {}\n\
-         \x20 explanation (cel-policy linked natively):            {}\n\
-         \x20 The decision shown is the component's; the explanation above does not describe it.\n\
+        "WARNING: THE EXPLANATION DISAGREES WITH THE POLICY'S DECISION\n\
+         \x20 evaluate (what the server runs): {}\n\
+         \x20 explain (the same component):    {}\n\
+         \x20 The decision shown is evaluate's; the explanation above does not describe it.\n\
          \x20 This is a bug in Gantry: please report it with these settings and claims.",
         show(component),
-        show(native),
+        show(explained),
     ))
 }
 
@@ -83,8 +80,9 @@ pub fn render(explanation: &Explanation) -> String {
         .unwrap_or(0);
 
     let mut out = String::new();
-    let deciding = explanation.deciding;
+    let deciding = explanation.deciding.clone();
     let item = |out: &mut String, indent: &str, label: &str, e: &Explained, step: Step| {
+        let step = Some(step);
         let pad = width + 2 - label.chars().count();
         let cont = format!("{indent}{}", " ".repeat(width + 2));
         let _ = writeln!(
@@ -98,9 +96,9 @@ pub fn render(explanation: &Explanation) -> String {
             Outcome::Value(value) => format!("= {}", shorten(value)),
             Outcome::Error(error) => format!("! error: {}", shorten(&super::printable(error))),
         };
-        if deciding == Some(step) {
+        if deciding == step {
             line.push_str("   <- denies");
-            if let (Step::Validation(_), Outcome::Value(v)) = (step, &e.outcome)
+            if let (Some(Step::Validation(_)), Outcome::Value(v)) = (&step, &e.outcome)
                 && v == "false"
             {
                 let _ = write!(line, ": {:?}", e.label);
@@ -111,7 +109,7 @@ pub fn render(explanation: &Explanation) -> String {
 
     let _ = writeln!(out, "variables:{}", none(explanation.variables.is_empty()));
     for (i, v) in explanation.variables.iter().enumerate() {
-        item(&mut out, "  ", &v.label, v, Step::Variable(i));
+        item(&mut out, "  ", &v.label, v, Step::Variable(index(i)));
     }
     let _ = writeln!(
         out,
@@ -119,7 +117,7 @@ pub fn render(explanation: &Explanation) -> String {
         none(explanation.validations.is_empty())
     );
     for (i, v) in explanation.validations.iter().enumerate() {
-        item(&mut out, "  ", &format!("[{i}]"), v, Step::Validation(i));
+        item(&mut out, "  ", &format!("[{i}]"), v, Step::Validation(index(i)));
     }
     let _ = writeln!(out, "identity:");
     item(
@@ -136,7 +134,7 @@ pub fn render(explanation: &Explanation) -> String {
         }
     }
     if explanation.deciding.is_none()
-        && let cel_policy::Decision::Deny(reason) = &explanation.decision
+        && let WitDecision::Deny(reason) = &explanation.decision
     {
         let _ = writeln!(
             out,
@@ -144,6 +142,11 @@ pub fn render(explanation: &Explanation) -> String {
         );
     }
     out
+}
+
+/// A settings index as the WIT carries it.
+fn index(i: usize) -> u32 {
+    u32::try_from(i).unwrap_or(u32::MAX)
 }
 
 const USERNAME: &str = "username";
@@ -166,13 +169,35 @@ fn shorten(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::{BuiltinModule, EngineOptions, Identity, Limits, ModuleSource, PolicyEngine};
 
+    /// The built-in CEL component's own explanation.
     fn explain(settings: &str, claims: &str) -> Explanation {
-        cel_policy::Policy::new(settings)
-            .unwrap_or_else(|e| panic!("{e}"))
-            .explain(claims)
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let settings: serde_json::Value =
+            serde_json::from_str(settings).unwrap_or_else(|e| panic!("{e}"));
+        runtime.block_on(async {
+            let engine = PolicyEngine::new(EngineOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+            let policy = engine
+                .load(
+                    "https://issuer.example",
+                    &ModuleSource::Builtin(BuiltinModule::Cel),
+                    &settings,
+                    Limits::default(),
+                )
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert!(policy.can_explain());
+            policy
+                .explain(claims)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+                .unwrap_or_else(|| panic!("builtin:cel exports explain"))
+        })
     }
-
     #[test]
     fn a_deny_marks_the_validation_and_skips_the_rest() {
         let e = explain(
@@ -241,7 +266,7 @@ identity:
     }
 
     #[test]
-    fn the_native_decision_goes_through_the_hosts_checks() {
+    fn the_explained_decision_goes_through_the_hosts_checks() {
         let e = explain(r#"{"username": "claims.sub"}"#, r#"{"sub": "a\u0007b"}"#);
         let err = as_host_decision(&e, 64 << 10).err().unwrap_or_default();
         assert!(err.contains("control characters"), "{err}");
