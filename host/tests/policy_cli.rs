@@ -506,25 +506,6 @@ fn a_config_that_does_not_load_exits_2_with_its_problems() {
 }
 
 #[test]
-fn explain_needs_builtin_cel() {
-    let f = Fixture::new();
-    let module = f.write("policy.wasm", "not even read");
-    let out = Command::new(env!("CARGO_BIN_EXE_gantry"))
-        .args(["policy", "test", "--explain", "--module"])
-        .arg(&module)
-        .arg("--claims")
-        .arg(f.path("claims.json"))
-        .output()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let (_, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(
-        stderr.contains("--explain needs the module builtin:cel") && stderr.contains("policy.wasm"),
-        "{stderr}"
-    );
-}
-
-#[test]
 fn bad_fixture_files_exit_2_naming_the_file_and_the_problem() {
     let f = Fixture::new();
     let cases = [

@@ -621,3 +621,51 @@ async fn builtin_cel_policy_loads_and_decides() {
         other => panic!("{other:?}"),
     }
 }
+
+/// `explain` is an optional export: the built-in CEL policy has it and
+/// answers with the same decision as `evaluate`, from a fresh instance that
+/// never joins the pool; a component without it is told apart at load.
+#[tokio::test]
+async fn only_components_that_export_explain_can_explain() {
+    let allow = allow_all("https://explain-none.example").await;
+    assert!(!allow.can_explain());
+    assert!(matches!(allow.explain("{}").await, Ok(None)));
+
+    let cel = load(
+        "https://explain-cel.example",
+        &ModuleSource::Builtin(gantry::policy::BuiltinModule::Cel),
+        json!({"username": "claims.sub", "groups": "[claims['kubernetes.io'].namespace]"}),
+        limits(),
+    )
+    .await;
+    assert!(cel.can_explain());
+    let claims = k8s_claims().to_string();
+    let explained = cel
+        .explain(&claims)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("builtin:cel exports explain"));
+    let evaluated = cel
+        .evaluate_json(&claims)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        gantry::policy::explanation::to_host(explained.decision),
+        evaluated
+    );
+    assert_eq!(
+        explained.username.outcome,
+        gantry::policy::explanation::Outcome::Value(
+            "\"system:serviceaccount:team-a:pusher\"".into()
+        )
+    );
+    // Explaining took a fresh instance and gave nothing back to the pool.
+    assert_eq!(cel.stats().idle, 1);
+
+    // Oversized claims are refused before any guest runs, as for evaluate.
+    let big = format!("{{\"sub\": \"{}\"}}", "x".repeat(2 << 20));
+    assert!(matches!(
+        cel.explain(&big).await,
+        Err(PolicyError::InputTooLarge { .. })
+    ));
+}

@@ -25,8 +25,7 @@ use std::time::{Duration, Instant};
 
 use self::fixtures::{Case, Expectation, Mismatch};
 use crate::policy::{
-    Decision, EngineOptions, Identity, Limits, LoadedPolicy, ModuleSource,
-    PolicyEngine,
+    Decision, EngineOptions, Identity, Limits, LoadedPolicy, ModuleSource, PolicyEngine,
 };
 
 /// `gantry policy` subcommands.

@@ -53,12 +53,12 @@ pub use pool::{LoadedPolicy, PoolStats};
 
 /// What `LoadedPolicy::explain` returns: the `gantry:cel/explain` types.
 pub mod explanation {
-    pub use super::bindings::explainer::exports::gantry::cel::explain::{
-        Explained, Explanation, Outcome, Step,
-    };
     /// The WIT's decision (`gantry:policy/types.decision`), as a guest
     /// answered it: not yet checked by the host.
     pub use super::bindings::Decision as WitDecision;
+    pub use super::bindings::explainer::exports::gantry::cel::explain::{
+        Explained, Explanation, Outcome, Step,
+    };
 
     /// A guest's decision in the host's type, before the host's checks
     /// (`validate_decision`).

@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 use wasmtime::{Store, UpdateDeadline};
 
 use super::bindings::ClaimPolicy;
-use super::explanation::Explanation;
 use super::engine::{CompiledModule, EngineInner, LoadReport};
 use super::error::Phase;
+use super::explanation::Explanation;
 use super::limits::{truncate, validate_decision};
 use super::sandbox::HostState;
 use super::{Decision, Limits, ModuleSource, PolicyError};
@@ -331,7 +331,10 @@ impl PolicyInner {
             Some(Err(e)) => return (None, Err(self.classify(store, Phase::Evaluate, e))),
             None => return (None, Err(self.timeout(store, Phase::Evaluate))),
         };
-        match validate_decision(super::explanation::to_host(decision), self.limits.max_output_bytes) {
+        match validate_decision(
+            super::explanation::to_host(decision),
+            self.limits.max_output_bytes,
+        ) {
             Ok(decision) => (Some(instance), Ok(decision)),
             // The instance is healthy, but a module that answers garbage
             // once gets a fresh instance: its state may be what is wrong.

@@ -347,7 +347,7 @@ pub fn hs256_token(secret: &[u8], kid: Option<&str>, claims: &Value) -> String {
     let input = format!("{}.{}", b64(header.to_string()), b64(claims.to_string()));
     let sig = jsonwebtoken::crypto::sign(
         input.as_bytes(),
-        &EncodingKey::from_secret(secret),
+        &EncodingKey::from_secret(secret).expect("a non-empty HMAC secret"),
         Algorithm::HS256,
     )
     .expect("HMAC");

@@ -33,12 +33,12 @@ use std::sync::{Arc, Mutex};
 use jsonwebtoken::Algorithm;
 use serde_json::{Map, Value};
 
+pub use config::ValidIssuer;
 pub(crate) use config::problems_of;
 pub use config::{DEFAULT_ALGORITHMS, DEFAULT_LEEWAY, FetchOptions, IssuerConfig, MAX_LEEWAY};
 pub use error::{IssuerProblem, VerifyError};
 pub use jwks::MAX_KEYS;
 pub use keystore::IssuerStatus;
-pub use config::ValidIssuer;
 pub use token::{MAX_TOKEN_BYTES, UnverifiedToken, parse, unverified_issuer};
 
 use super::now;

@@ -280,11 +280,11 @@ mod tests {
             String::new(),
             "a.b".into(),
             format!("{h}.{p}.s.x.y"),
-            format!("{h}.{p}=.sig"),                 // padding
-            format!("{h}.{p}+.sig"),                 // not url-safe alphabet
-            format!(".{p}.sig"),                     // empty header
-            format!("{h}.{}.sig", b64("[1,2]")),     // not an object
-            format!("{h}.{}.sig", b64("{\"iss\":")), // truncated JSON
+            format!("{h}.{p}=.sig"),                                // padding
+            format!("{h}.{p}+.sig"),                                // not url-safe alphabet
+            format!(".{p}.sig"),                                    // empty header
+            format!("{h}.{}.sig", b64("[1,2]")),                    // not an object
+            format!("{h}.{}.sig", b64("{\"iss\":")),                // truncated JSON
             format!("{h}.{}.sig", b64(r#"{"iss":"x","iss":"y"}"#)), // repeated claim
             format!("{h}.{}.sig", b64(r#"{"iss":"x","k":{"a":1,"a":2}}"#)), // nested
             format!("{}.{p}.sig", b64(r#"{"alg":"RS256","alg":"none"}"#)), // header

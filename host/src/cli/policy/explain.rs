@@ -22,10 +22,7 @@ pub fn as_host_decision(
     explanation: &Explanation,
     max_output_bytes: usize,
 ) -> Result<Decision, String> {
-    validate_decision(
-        to_host(explanation.decision.clone()),
-        max_output_bytes,
-    )
+    validate_decision(to_host(explanation.decision.clone()), max_output_bytes)
 }
 
 /// `None` when `evaluate` and the explanation agree; otherwise the warning
@@ -80,7 +77,7 @@ pub fn render(explanation: &Explanation) -> String {
         .unwrap_or(0);
 
     let mut out = String::new();
-    let deciding = explanation.deciding.clone();
+    let deciding = explanation.deciding;
     let item = |out: &mut String, indent: &str, label: &str, e: &Explained, step: Step| {
         let step = Some(step);
         let pad = width + 2 - label.chars().count();
@@ -117,7 +114,13 @@ pub fn render(explanation: &Explanation) -> String {
         none(explanation.validations.is_empty())
     );
     for (i, v) in explanation.validations.iter().enumerate() {
-        item(&mut out, "  ", &format!("[{i}]"), v, Step::Validation(index(i)));
+        item(
+            &mut out,
+            "  ",
+            &format!("[{i}]"),
+            v,
+            Step::Validation(index(i)),
+        );
     }
     let _ = writeln!(out, "identity:");
     item(
@@ -169,7 +172,9 @@ fn shorten(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::{BuiltinModule, EngineOptions, Identity, Limits, ModuleSource, PolicyEngine};
+    use crate::policy::{
+        BuiltinModule, EngineOptions, Identity, Limits, ModuleSource, PolicyEngine,
+    };
 
     /// The built-in CEL component's own explanation.
     fn explain(settings: &str, claims: &str) -> Explanation {
@@ -180,7 +185,8 @@ mod tests {
         let settings: serde_json::Value =
             serde_json::from_str(settings).unwrap_or_else(|e| panic!("{e}"));
         runtime.block_on(async {
-            let engine = PolicyEngine::new(EngineOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+            let engine =
+                PolicyEngine::new(EngineOptions::default()).unwrap_or_else(|e| panic!("{e}"));
             let policy = engine
                 .load(
                     "https://issuer.example",
