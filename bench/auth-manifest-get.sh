@@ -15,14 +15,7 @@ cargo build --release --bin gantry -q 2>/dev/null || cargo build --release --bin
 OPEN=127.0.0.1:15020; AUTH=127.0.0.1:15021
 python3 -c 'import bcrypt' 2>/dev/null || pip install -q bcrypt
 python3 -c "import bcrypt; print('bench:' + bcrypt.hashpw(b'benchpw', bcrypt.gensalt(4)).decode())" > "$WORK/htpasswd"
-cat > "$WORK/open.toml" <<TOML
-[server]
-listen = "$OPEN"
-[storage]
-root = "$WORK/open-data"
-[log]
-level = "warn"
-TOML
+open_config "$OPEN" open > "$WORK/open.toml"
 cat > "$WORK/auth.toml" <<TOML
 [server]
 listen = "$AUTH"

@@ -21,6 +21,19 @@ wait_http() { # URL
     return 1
 }
 
+# The config of an open gantry: LISTEN, its data under $WORK/NAME-data, only
+# warnings logged (so logging costs the hot path nothing).
+open_config() { # LISTEN NAME
+    cat <<TOML
+[server]
+listen = "$1"
+[storage]
+root = "$WORK/$2-data"
+[log]
+level = "warn"
+TOML
+}
+
 sha() { echo "sha256:$(sha256sum "$1" | cut -d' ' -f1)"; }
 
 push_blob() { # REGISTRY REPO FILE

@@ -14,14 +14,7 @@ cd "$ROOT"
 cargo build --release --bin gantry --example floor -q 2>/dev/null || cargo build --release --bin gantry --example floor
 
 G=127.0.0.1:15000; R=127.0.0.1:15001; F=127.0.0.1:15002
-cat > "$WORK/gantry.toml" <<TOML
-[server]
-listen = "$G"
-[storage]
-root = "$WORK/gantry-data"
-[log]
-level = "warn"
-TOML
+open_config "$G" gantry > "$WORK/gantry.toml"
 "$ROOT/target/release/gantry" serve --config "$WORK/gantry.toml" 2>"$WORK/gantry.log" & GPID=$!; PIDS+=($GPID)
 
 cat > "$WORK/registry.yml" <<YAML

@@ -29,14 +29,7 @@ for r in $(seq 1 "$ROUNDS"); do
 done
 
 OPEN=127.0.0.1:15030; AUTH=127.0.0.1:15031; BASE=127.0.0.1:15032
-cat > "$WORK/open.toml" <<TOML
-[server]
-listen = "$OPEN"
-[storage]
-root = "$WORK/open-data"
-[log]
-level = "warn"
-TOML
+open_config "$OPEN" open > "$WORK/open.toml"
 auth_config() { # LISTEN DATA
     cat <<TOML
 [server]

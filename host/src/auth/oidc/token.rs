@@ -189,40 +189,35 @@ pub(crate) fn decode_signature(signature: &str) -> Result<Vec<u8>, VerifyError> 
         .map_err(|e| VerifyError::Malformed(format!("signature is not base64url: {e}")))
 }
 
-/// The asymmetric algorithms this module knows. `none` and `HS*` are not in
-/// this list, so no header can ever select them: HMAC "verification" with an
-/// issuer's public key as the secret is impossible by construction.
+/// The asymmetric algorithms this module knows, by their JOSE names. `none`
+/// and `HS*` are not in this list, so no header can ever select them: HMAC
+/// "verification" with an issuer's public key as the secret is impossible
+/// by construction. A list of what is allowed, not of what is not:
+/// `Algorithm` is non-exhaustive, and an algorithm added upstream must stay
+/// refused.
+const ASYMMETRIC: [(&str, Algorithm); 9] = [
+    ("RS256", Algorithm::RS256),
+    ("RS384", Algorithm::RS384),
+    ("RS512", Algorithm::RS512),
+    ("PS256", Algorithm::PS256),
+    ("PS384", Algorithm::PS384),
+    ("PS512", Algorithm::PS512),
+    ("ES256", Algorithm::ES256),
+    ("ES384", Algorithm::ES384),
+    ("EdDSA", Algorithm::EdDSA),
+];
+
+/// The asymmetric algorithm named `name` (exactly, case-sensitively).
 pub(crate) fn asymmetric_algorithm(name: &str) -> Option<Algorithm> {
-    Some(match name {
-        "RS256" => Algorithm::RS256,
-        "RS384" => Algorithm::RS384,
-        "RS512" => Algorithm::RS512,
-        "PS256" => Algorithm::PS256,
-        "PS384" => Algorithm::PS384,
-        "PS512" => Algorithm::PS512,
-        "ES256" => Algorithm::ES256,
-        "ES384" => Algorithm::ES384,
-        "EdDSA" => Algorithm::EdDSA,
-        _ => return None,
-    })
+    ASYMMETRIC
+        .iter()
+        .find(|(known, _)| *known == name)
+        .map(|&(_, alg)| alg)
 }
 
 /// True for the algorithms [`asymmetric_algorithm`] can return.
 pub(crate) fn is_asymmetric(alg: Algorithm) -> bool {
-    // A list of what is allowed, not of what is not: `Algorithm` is
-    // non-exhaustive, and an algorithm added upstream must stay refused.
-    matches!(
-        alg,
-        Algorithm::RS256
-            | Algorithm::RS384
-            | Algorithm::RS512
-            | Algorithm::PS256
-            | Algorithm::PS384
-            | Algorithm::PS512
-            | Algorithm::ES256
-            | Algorithm::ES384
-            | Algorithm::EdDSA
-    )
+    ASYMMETRIC.iter().any(|&(_, known)| known == alg)
 }
 
 /// `typ` may be absent, `JWT` or `at+jwt` (RFC 9068 access tokens), compared
