@@ -180,8 +180,9 @@ fn parse_jwk(entry: &Value) -> Result<VerifyingKey, String> {
             let e = field_bytes(jwk, "e")?;
             let n = strip_leading_zeros(&n);
             let e = strip_leading_zeros(&e);
-            // ring refuses RSA keys outside 2048..=8192 bits at verification
-            // time; refusing them here makes the log say why.
+            // Gantry's rule, whatever the crypto backend would accept:
+            // shorter keys are breakable, longer ones cost seconds per
+            // verification. Refusing them here makes the log say why.
             let bits = n.len() * 8;
             if !(2048..=8192).contains(&bits) {
                 return Err(format!("RSA modulus of {bits} bits (2048–8192 accepted)"));
