@@ -84,8 +84,8 @@ fn read_policy(mut s: Section<'_>, base: &Path) -> PolicyEntry {
         .unwrap_or(usize::MAX)
         .saturating_mul(1 << 20);
     limits.pool_size = pool_size;
-    if let Err(reason) = limits.validate() {
-        s.problem("", reason);
+    if let Err(e) = limits.validate() {
+        s.problem(e.config_key().unwrap_or(""), e.to_string());
     }
     let settings = match s.take_raw("settings") {
         None => serde_json::Value::Object(Default::default()),

@@ -67,20 +67,46 @@ impl Default for Limits {
 
 impl Limits {
     /// Checks the limits themselves, naming the first bad field.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), LimitsError> {
         if self.timeout.is_zero() {
-            return Err("timeout must be greater than zero".into());
+            return Err(LimitsError::ZeroTimeout);
         }
         if self.memory_limit_bytes < (1 << 20) {
-            return Err("memory_limit_bytes must be at least 1 MiB".into());
+            return Err(LimitsError::MemoryTooSmall);
         }
         if self.pool_size == 0 {
-            return Err("pool_size must be at least 1".into());
+            return Err(LimitsError::ZeroPool);
         }
         if self.max_output_bytes < 1024 {
-            return Err("max_output_bytes must be at least 1024".into());
+            return Err(LimitsError::OutputTooSmall);
         }
         Ok(())
+    }
+}
+
+/// Why a set of [`Limits`] cannot be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum LimitsError {
+    #[error("timeout must be greater than zero")]
+    ZeroTimeout,
+    #[error("memory limit must be at least 1 MiB")]
+    MemoryTooSmall,
+    #[error("pool_size must be at least 1")]
+    ZeroPool,
+    #[error("max_output_bytes must be at least 1024")]
+    OutputTooSmall,
+}
+
+impl LimitsError {
+    /// The `[auth.oidc.policy]` key an operator sets to fix it (`None`: not
+    /// an operator setting).
+    pub fn config_key(self) -> Option<&'static str> {
+        match self {
+            LimitsError::ZeroTimeout => Some("timeout_ms"),
+            LimitsError::MemoryTooSmall => Some("memory_limit_mib"),
+            LimitsError::ZeroPool => Some("pool_size"),
+            LimitsError::OutputTooSmall => None,
+        }
     }
 }
 
@@ -171,24 +197,14 @@ mod tests {
             pool_size: 0,
             ..Limits::default()
         };
-        assert!(
-            limits
-                .validate()
-                .err()
-                .unwrap_or_default()
-                .contains("pool_size")
-        );
+        assert_eq!(limits.validate(), Err(LimitsError::ZeroPool));
+        assert_eq!(LimitsError::ZeroPool.config_key(), Some("pool_size"));
         let limits = Limits {
             timeout: Duration::ZERO,
             ..Limits::default()
         };
-        assert!(
-            limits
-                .validate()
-                .err()
-                .unwrap_or_default()
-                .contains("timeout")
-        );
+        assert_eq!(limits.validate(), Err(LimitsError::ZeroTimeout));
+        assert_eq!(LimitsError::ZeroTimeout.config_key(), Some("timeout_ms"));
     }
 
     #[test]

@@ -46,7 +46,7 @@ mod source;
 pub use engine::{ArtifactOrigin, EngineOptions, EngineStats, LoadReport, PolicyEngine, WORLD};
 pub use error::{Phase, PolicyError};
 pub use limits::{
-    Limits, MAX_DENY_REASON_BYTES, MAX_GROUP_BYTES, MAX_GROUPS, MAX_LOG_LINE_BYTES,
+    Limits, LimitsError, MAX_DENY_REASON_BYTES, MAX_GROUP_BYTES, MAX_GROUPS, MAX_LOG_LINE_BYTES,
     MAX_USERNAME_BYTES, validate_decision,
 };
 pub use pool::{LoadedPolicy, PoolStats};
