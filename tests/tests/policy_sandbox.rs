@@ -649,10 +649,7 @@ async fn only_components_that_export_explain_can_explain() {
         .evaluate_json(&claims)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(
-        gantry::policy::explanation::to_host(explained.decision),
-        evaluated
-    );
+    assert_eq!(Decision::from(explained.decision), evaluated);
     assert_eq!(
         explained.username.outcome,
         gantry::policy::explanation::Outcome::Value(

@@ -59,16 +59,18 @@ pub mod explanation {
     pub use super::bindings::explainer::exports::gantry::cel::explain::{
         Explained, Explanation, Outcome, Step,
     };
+}
 
-    /// A guest's decision in the host's type, before the host's checks
-    /// (`validate_decision`).
-    pub fn to_host(decision: WitDecision) -> super::Decision {
+/// A guest's decision in the host's type, before the host's checks
+/// (`validate_decision`): what `evaluate` and `explain` both answer.
+impl From<bindings::Decision> for Decision {
+    fn from(decision: bindings::Decision) -> Decision {
         match decision {
-            WitDecision::Allow(identity) => super::Decision::Allow(super::Identity {
+            bindings::Decision::Allow(identity) => Decision::Allow(Identity {
                 username: identity.username,
                 groups: identity.groups,
             }),
-            WitDecision::Deny(reason) => super::Decision::Deny(reason),
+            bindings::Decision::Deny(reason) => Decision::Deny(reason),
         }
     }
 }

@@ -331,10 +331,7 @@ impl PolicyInner {
             Some(Err(e)) => return (None, Err(self.classify(store, Phase::Evaluate, e))),
             None => return (None, Err(self.timeout(store, Phase::Evaluate))),
         };
-        match validate_decision(
-            super::explanation::to_host(decision),
-            self.limits.max_output_bytes,
-        ) {
+        match validate_decision(Decision::from(decision), self.limits.max_output_bytes) {
             Ok(decision) => (Some(instance), Ok(decision)),
             // The instance is healthy, but a module that answers garbage
             // once gets a fresh instance: its state may be what is wrong.

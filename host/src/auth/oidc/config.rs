@@ -140,13 +140,6 @@ pub struct ValidIssuer {
     pub(crate) source: SourceConfig,
 }
 
-impl ValidIssuer {
-    /// The issuer's `iss`.
-    pub fn issuer(&self) -> &str {
-        &self.issuer
-    }
-}
-
 /// Every problem of one issuer's configuration (URLs, audiences,
 /// algorithms, leeway, CA and JWKS files), without fetching anything: the
 /// configuration loader reports these with its other problems.

@@ -10,7 +10,7 @@
 
 use std::fmt::Write as _;
 
-use crate::policy::explanation::{Explained, Explanation, Outcome, Step, WitDecision, to_host};
+use crate::policy::explanation::{Explained, Explanation, Outcome, Step, WitDecision};
 use crate::policy::{Decision, validate_decision};
 
 /// Longest rendered value shown; the rest is counted, not printed.
@@ -22,7 +22,10 @@ pub fn as_host_decision(
     explanation: &Explanation,
     max_output_bytes: usize,
 ) -> Result<Decision, String> {
-    validate_decision(to_host(explanation.decision.clone()), max_output_bytes)
+    validate_decision(
+        Decision::from(explanation.decision.clone()),
+        max_output_bytes,
+    )
 }
 
 /// `None` when `evaluate` and the explanation agree; otherwise the warning
