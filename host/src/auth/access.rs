@@ -6,190 +6,73 @@
 //! `default_policy` (any authenticated identity) grant actions, additively;
 //! anonymous callers get only `anonymous_policy`. `admin_policy` applies to
 //! every repository on top. Nothing here knows how a caller authenticated.
+//! The rules come from `config::access`, read and checked there.
 
-use std::fmt;
-
-use globset::GlobMatcher;
-
-use crate::config::Section;
+pub use crate::config::access::{AccessControlConfig, Grant, RepositoryRules};
 use crate::oci::RepoName;
+pub use crate::oci::{Action, ActionSet, RepoPattern};
 use crate::policy::Identity;
 
-/// What a request does to a repository.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Action {
-    /// Pull: manifests, blobs, tags, referrers.
-    Read,
-    /// Push new content: blobs, manifests, new tags.
-    Create,
-    /// Move an existing tag to another manifest.
-    Update,
-    /// Delete manifests, tags, blobs.
-    Delete,
+/// Whether `grant` names `id`, by username or by one of its groups.
+fn names(grant: &Grant, id: &Identity) -> bool {
+    grant.users.iter().any(|u| u == &id.username)
+        || grant.groups.iter().any(|g| id.groups.contains(g))
 }
 
-impl Action {
-    pub const ALL: [Action; 4] = [Action::Read, Action::Create, Action::Update, Action::Delete];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Action::Read => "read",
-            Action::Create => "create",
-            Action::Update => "update",
-            Action::Delete => "delete",
-        }
-    }
-
-    fn bit(self) -> u8 {
-        match self {
-            Action::Read => 1,
-            Action::Create => 2,
-            Action::Update => 4,
-            Action::Delete => 8,
-        }
-    }
-
-    fn parse(s: &str) -> Option<Action> {
-        Action::ALL.into_iter().find(|a| a.as_str() == s)
-    }
-}
-
-impl fmt::Display for Action {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A set of actions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
-pub struct ActionSet(u8);
-
-impl ActionSet {
-    pub const NONE: ActionSet = ActionSet(0);
-    pub const ALL: ActionSet = ActionSet(15);
-
-    pub fn contains(self, a: Action) -> bool {
-        self.0 & a.bit() != 0
-    }
-
-    pub fn insert(&mut self, a: Action) {
-        self.0 |= a.bit();
-    }
-
-    pub fn union(self, other: ActionSet) -> ActionSet {
-        ActionSet(self.0 | other.0)
-    }
-
-    pub fn intersect(self, other: ActionSet) -> ActionSet {
-        ActionSet(self.0 & other.0)
-    }
-
-    pub fn is_empty(self) -> bool {
-        self.0 == 0
-    }
-
-    pub fn iter(self) -> impl Iterator<Item = Action> {
-        Action::ALL.into_iter().filter(move |a| self.contains(*a))
-    }
-}
-
-impl FromIterator<Action> for ActionSet {
-    fn from_iter<I: IntoIterator<Item = Action>>(iter: I) -> Self {
-        let mut s = ActionSet::NONE;
-        for a in iter {
-            s.insert(a);
-        }
-        s
-    }
-}
-
-/// One `policies` entry (or `admin_policy`): who, and which actions.
-#[derive(Debug, Clone, Default)]
-pub struct Grant {
-    pub users: Vec<String>,
-    pub groups: Vec<String>,
-    pub actions: ActionSet,
-}
-
-impl Grant {
-    fn matches_user(&self, id: &Identity) -> bool {
-        self.users.iter().any(|u| u == &id.username)
-    }
-
-    fn matches_group(&self, id: &Identity) -> bool {
-        self.groups.iter().any(|g| id.groups.contains(g))
-    }
-}
-
-/// How a pattern is matched: `**` (the common catch-all) without a regex.
-#[derive(Debug, Clone)]
-enum Matcher {
-    Everything,
-    Glob(GlobMatcher),
-}
-
-impl Matcher {
-    fn is_match(&self, name: &str) -> bool {
-        match self {
-            Matcher::Everything => true,
-            Matcher::Glob(g) => g.is_match(name),
-        }
-    }
-}
-
-/// The rules for the repositories one pattern matches.
-#[derive(Debug, Clone)]
-pub struct RepoRules {
-    pub pattern: String,
-    matcher: Matcher,
-    pub policies: Vec<Grant>,
-    pub default_policy: ActionSet,
-    pub anonymous_policy: ActionSet,
-}
-
-/// The whole access-control configuration.
+/// The rules in force.
 #[derive(Debug, Clone)]
 pub struct AccessControl {
-    pub admin: Option<Grant>,
+    admin: Option<Grant>,
     /// Sorted longest pattern first, so the first match decides.
-    pub repositories: Vec<RepoRules>,
+    repositories: Vec<RepositoryRules>,
 }
 
 impl AccessControl {
+    /// The rules of a configuration, ordered for evaluation.
+    pub fn new(cfg: AccessControlConfig) -> AccessControl {
+        let mut repositories = cfg.repositories;
+        // Longest pattern first; ties broken by the pattern text for determinism.
+        repositories.sort_by(|a, b| {
+            let (a, b) = (a.pattern.as_str(), b.pattern.as_str());
+            b.len().cmp(&a.len()).then_with(|| a.cmp(b))
+        });
+        AccessControl {
+            admin: cfg.admin_policy,
+            repositories,
+        }
+    }
+
     /// No rules at all: used when authentication is configured but
     /// `[access_control]` is absent. Authenticated callers may do everything,
     /// anonymous ones nothing.
     pub fn authenticated_only() -> AccessControl {
-        let mut ac = AccessControl {
-            admin: None,
-            repositories: Vec::new(),
-        };
-        if let Ok(rules) = RepoRules::new("**", Vec::new(), ActionSet::ALL, ActionSet::NONE) {
-            ac.repositories.push(rules);
-        }
-        ac
+        AccessControl::new(AccessControlConfig {
+            admin_policy: None,
+            repositories: vec![RepositoryRules {
+                pattern: RepoPattern::everything(),
+                policies: Vec::new(),
+                default_policy: ActionSet::ALL,
+                anonymous_policy: ActionSet::NONE,
+            }],
+        })
     }
 
     /// What `who` (None: anonymous) may do to `repo`.
     pub fn allowed(&self, who: Option<&Identity>, repo: &RepoName) -> ActionSet {
         let mut set = ActionSet::NONE;
         if let (Some(id), Some(admin)) = (who, &self.admin)
-            && (admin.matches_user(id) || admin.matches_group(id))
+            && names(admin, id)
         {
             set = set.union(admin.actions);
         }
-        let Some(rules) = self
-            .repositories
-            .iter()
-            .find(|r| r.matcher.is_match(repo.as_str()))
-        else {
+        let Some(rules) = self.repositories.iter().find(|r| r.pattern.is_match(repo)) else {
             return set;
         };
         match who {
             None => set.union(rules.anonymous_policy),
             Some(id) => {
                 for g in &rules.policies {
-                    if g.matches_user(id) || g.matches_group(id) {
+                    if names(g, id) {
                         set = set.union(g.actions);
                     }
                 }
@@ -199,102 +82,10 @@ impl AccessControl {
     }
 }
 
-impl RepoRules {
-    pub fn new(
-        pattern: &str,
-        policies: Vec<Grant>,
-        default_policy: ActionSet,
-        anonymous_policy: ActionSet,
-    ) -> Result<RepoRules, String> {
-        let glob = globset::GlobBuilder::new(pattern)
-            .literal_separator(true)
-            .build()
-            .map_err(|e| format!("invalid repository pattern `{pattern}`: {}", e.kind()))?;
-        let matcher = if pattern == "**" {
-            Matcher::Everything
-        } else {
-            Matcher::Glob(glob.compile_matcher())
-        };
-        Ok(RepoRules {
-            pattern: pattern.to_string(),
-            matcher,
-            policies,
-            default_policy,
-            anonymous_policy,
-        })
-    }
-}
-
-fn read_actions(s: &mut Section<'_>, key: &str) -> ActionSet {
-    let names: Vec<String> = s.get(key, Vec::new);
-    let mut set = ActionSet::NONE;
-    for name in names {
-        match Action::parse(&name) {
-            Some(a) => set.insert(a),
-            None => s.problem(
-                key,
-                format!("unknown action `{name}` (read, create, update, delete)"),
-            ),
-        }
-    }
-    set
-}
-
-fn read_grant(mut s: Section<'_>) -> Grant {
-    let users = s.get("users", Vec::new);
-    let groups = s.get("groups", Vec::new);
-    let actions = read_actions(&mut s, "actions");
-    s.finish();
-    Grant {
-        users,
-        groups,
-        actions,
-    }
-}
-
-/// Reads `[access_control]`; `None` when the section is absent.
-pub fn read_config(root: &mut Section<'_>) -> Option<AccessControl> {
-    if !root.has("access_control") {
-        return None;
-    }
-    let mut s = root.section("access_control");
-    let admin = s
-        .has("admin_policy")
-        .then(|| read_grant(s.section("admin_policy")));
-    let mut repositories = Vec::new();
-    let mut repos = s.section("repositories");
-    for pattern in repos.keys() {
-        let mut r = repos.section(&pattern);
-        let default_policy = read_actions(&mut r, "default_policy");
-        let anonymous_policy = read_actions(&mut r, "anonymous_policy");
-        let mut policies = Vec::new();
-        for (i, entry) in r.array_of_tables("policies").into_iter().enumerate() {
-            policies.push(read_grant(r.table_at("policies", i, entry)));
-        }
-        match RepoRules::new(&pattern, policies, default_policy, anonymous_policy) {
-            Ok(rules) => repositories.push(rules),
-            Err(reason) => r.problem("", reason),
-        }
-        r.finish();
-    }
-    repos.finish();
-    s.finish();
-    // Longest pattern first; ties broken by the pattern text for determinism.
-    repositories.sort_by(|a, b| {
-        b.pattern
-            .len()
-            .cmp(&a.pattern.len())
-            .then_with(|| a.pattern.cmp(&b.pattern))
-    });
-    Some(AccessControl {
-        admin,
-        repositories,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Section;
 
     fn id(user: &str, groups: &[&str]) -> Identity {
         Identity {
@@ -311,10 +102,10 @@ mod tests {
         let table: toml::Table = toml_text.parse().expect("toml");
         let mut problems = Vec::new();
         let mut root = Section::new(String::new(), table, &mut problems);
-        let ac = read_config(&mut root).expect("present");
+        let cfg = crate::config::access::read_config(&mut root).expect("present");
         root.finish();
         assert!(problems.is_empty(), "{problems:?}");
-        ac
+        AccessControl::new(cfg)
     }
 
     const RULES: &str = r#"
@@ -394,27 +185,5 @@ mod tests {
             ActionSet::ALL
         );
         assert!(ac.allowed(None, &repo("a/b")).is_empty());
-    }
-
-    #[test]
-    fn bad_actions_and_patterns_are_reported_with_their_path() {
-        let table: toml::Table = r#"
-            [access_control.repositories."[bad"]
-            default_policy = ["read"]
-            [access_control.repositories."ok/**"]
-            default_policy = ["fly"]
-        "#
-        .parse()
-        .expect("toml");
-        let mut problems = Vec::new();
-        let mut root = Section::new(String::new(), table, &mut problems);
-        let _ = read_config(&mut root);
-        root.finish();
-        let paths: Vec<String> = problems.iter().map(|p| p.path.clone()).collect();
-        assert!(paths.iter().any(|p| p.contains("[bad")), "{problems:?}");
-        assert!(
-            paths.iter().any(|p| p.ends_with("ok/**\".default_policy")),
-            "{problems:?}"
-        );
     }
 }

@@ -14,7 +14,6 @@
 //! (`target: "gantry::audit"`) carries a hash prefix instead.
 
 pub mod access;
-pub mod config;
 pub mod htpasswd;
 pub mod oidc;
 pub mod token;
@@ -30,9 +29,10 @@ use sha2::{Digest as _, Sha256};
 
 use self::access::{AccessControl, ActionSet};
 use self::cache::DecisionCache;
-use self::config::AuthConfig;
 use self::htpasswd::Htpasswd;
 use self::token::{GantryToken, TokenService};
+use crate::config::access::AccessControlConfig;
+use crate::config::auth::AuthConfig;
 use crate::oci::RepoName;
 use crate::policy::{Decision, Identity, LoadedPolicy, PolicyEngine};
 
@@ -189,7 +189,7 @@ impl Auth {
     /// schedule carry over.
     pub async fn build(
         cfg: &AuthConfig,
-        access: Option<AccessControl>,
+        access: Option<AccessControlConfig>,
         storage_root: &Path,
         engine: &PolicyEngine,
         fetch: oidc::FetchOptions,
@@ -287,7 +287,7 @@ impl Auth {
             htpasswd,
             tokens,
             oidc,
-            access: access.unwrap_or_else(AccessControl::authenticated_only),
+            access: access.map_or_else(AccessControl::authenticated_only, AccessControl::new),
             cache: DecisionCache::default(),
         })
     }

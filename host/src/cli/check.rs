@@ -105,3 +105,54 @@ pub fn check(file: &Path) -> ExitCode {
     println!("{}: ok", file.display());
     ExitCode::SUCCESS
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Values are the loader's (reported at parse, with the other problems);
+    /// files are read once, when the configuration is built, and each
+    /// problem is reported once, under its key.
+    #[tokio::test]
+    async fn each_issuer_problem_is_found_once_where_it_belongs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let missing_ca = dir.path().join("absent-ca.pem");
+        let text = format!(
+            r#"
+            [auth]
+            [[auth.oidc]]
+            issuer = "https://ca.example"
+            audiences = ["gantry"]
+            ca_file = "{}"
+            "#,
+            missing_ca.display()
+        );
+        // Parsing reads no file an issuer names.
+        let config = Config::from_toml_str(&text, "t.toml", dir.path()).expect("values are fine");
+        let engine = PolicyEngine::new(EngineOptions::default()).expect("engine");
+        let problems = match build(&config, &engine, dir.path(), None).await {
+            Ok(_) => panic!("a missing ca_file was accepted"),
+            Err(p) => p,
+        };
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].path, "auth.oidc[0].ca_file");
+        assert!(problems[0].reason.contains("absent-ca.pem"), "{problems:?}");
+
+        // A value problem is the loader's, once, beside the file's others.
+        let bad = text.replace(
+            "audiences = [\"gantry\"]",
+            "audiences = [\"gantry\"]\n            algorithms = [\"HS256\"]\n            leeway_seconds = 86400",
+        ) + "\n[server]\nlisten = \"nowhere\"\n";
+        let err = Config::from_toml_str(&bad, "t.toml", dir.path()).expect_err("HS256 accepted");
+        let paths: Vec<&str> = err.problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "server.listen",
+                "auth.oidc[0].algorithms",
+                "auth.oidc[0].leeway_seconds"
+            ],
+            "{err}"
+        );
+    }
+}

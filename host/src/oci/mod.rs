@@ -1,15 +1,20 @@
-//! Typed OCI values shared by the API and storage layers: repository names,
-//! tags, references, digests, upload ids.
+//! Typed OCI values shared by the API, auth, config and storage layers:
+//! repository names and patterns, tags, references, digests, upload ids,
+//! and the actions a request does to a repository.
 //!
 //! Each type can only be built by parsing, so a value that exists is valid:
 //! a `RepoName` can never hold `..`, a `/` at either end, or a `%`, which is
 //! what makes path traversal in storage impossible by construction.
 
+mod action;
 mod digest;
 mod name;
+mod pattern;
 
+pub use action::{Action, ActionSet};
 pub use digest::{Algorithm, Digest, DigestError, Hasher};
 pub use name::{NameError, Reference, RepoName, Tag, UploadId};
+pub use pattern::{PatternError, RepoPattern};
 
 /// Media types Gantry knows by name.
 pub mod media {

@@ -333,3 +333,24 @@ async fn accept_error(e: std::io::Error) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unreadable_tls_files_are_named_where_they_are_loaded() {
+        // Parsing keeps the paths; loading them (start, check, reload)
+        // reports the unreadable file under its key.
+        let c = crate::config::Config::from_toml_str(
+            "[server]\ntls_cert_file = \"/nonexistent/c.pem\"\ntls_key_file = \"/nonexistent/k.pem\"\n",
+            "test.toml",
+            std::path::Path::new("/etc/gantry"),
+        )
+        .expect("parses");
+        let files = c.server.tls.expect("tls");
+        let e = load_tls(&files).expect_err("unreadable");
+        assert_eq!(e.field, "tls_cert_file");
+        assert!(e.reason.contains("cannot read"), "{e}");
+    }
+}

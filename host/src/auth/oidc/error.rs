@@ -6,8 +6,6 @@
 //! truncated when stored and printed with `{:?}` so control characters are
 //! escaped. Clients get [`VerifyError::client_message`], never `Display`.
 
-use std::fmt;
-
 /// The longest attacker-controlled string kept in an error (in bytes, cut on a
 /// char boundary): enough to recognise a value in a log, too short to flood it.
 const MAX_ECHO: usize = 128;
@@ -128,38 +126,6 @@ impl VerifyError {
         )
     }
 }
-
-/// One problem in one issuer's configuration. `field` uses the names of the
-/// TOML configuration (`issuer`, `audiences`, `algorithms`, `discovery_url`,
-/// `ca_file`, `jwks_file`, `leeway_seconds`, `max_token_lifetime_seconds`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IssuerProblem {
-    pub issuer: String,
-    pub field: String,
-    pub reason: String,
-}
-
-impl IssuerProblem {
-    pub(crate) fn new(issuer: &str, field: &str, reason: impl Into<String>) -> Self {
-        IssuerProblem {
-            issuer: issuer.to_owned(),
-            field: field.to_owned(),
-            reason: reason.into(),
-        }
-    }
-}
-
-impl fmt::Display for IssuerProblem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "OIDC issuer {:?}: {}: {}",
-            self.issuer, self.field, self.reason
-        )
-    }
-}
-
-impl std::error::Error for IssuerProblem {}
 
 #[cfg(test)]
 mod tests {

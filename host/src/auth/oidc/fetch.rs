@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::config::{FetchOptions, check_url, is_loopback};
+use super::config::FetchOptions;
+use crate::config::issuer::{check_url, is_loopback};
 
 /// Redirects followed per request; discovery behind a CDN or a moved path
 /// needs one or two.

@@ -14,7 +14,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde_json::{Map, Value};
 
-use super::token::asymmetric_algorithm;
+use crate::config::issuer::asymmetric_algorithm;
 
 /// Most keys kept from one JWKS. Real issuers publish 1–4 (current, next,
 /// previous); the cap bounds parsing work and the keys tried for a kid-less

@@ -33,10 +33,11 @@ use std::sync::{Arc, Mutex};
 use jsonwebtoken::Algorithm;
 use serde_json::{Map, Value};
 
-pub use config::ValidIssuer;
-pub(crate) use config::problems_of;
-pub use config::{DEFAULT_ALGORITHMS, DEFAULT_LEEWAY, FetchOptions, IssuerConfig, MAX_LEEWAY};
-pub use error::{IssuerProblem, VerifyError};
+pub use crate::config::issuer::{
+    DEFAULT_ALGORITHMS, DEFAULT_LEEWAY, IssuerConfig, IssuerProblem, MAX_LEEWAY,
+};
+pub use config::{FetchOptions, ValidIssuer};
+pub use error::VerifyError;
 pub use jwks::MAX_KEYS;
 pub use keystore::IssuerStatus;
 pub use token::{MAX_TOKEN_BYTES, UnverifiedToken, parse, unverified_issuer};
@@ -118,8 +119,9 @@ impl<P> Drop for Inner<P> {
 }
 
 impl OidcVerifier {
-    /// Validates the configuration and reports every problem at once (see
-    /// [`OidcVerifier::validate`]); attaches nothing to the issuers.
+    /// Checks the issuers' values ([`crate::config::issuer::problems_of_all`],
+    /// what the loader checks), then validates them ([`OidcVerifier::validate`])
+    /// and reports every problem at once; attaches nothing to the issuers.
     pub fn new(issuers: Vec<IssuerConfig>, opts: FetchOptions) -> Result<Self, Vec<IssuerProblem>> {
         OidcVerifier::new_reusing(issuers, opts, None)
     }
@@ -131,7 +133,11 @@ impl OidcVerifier {
         opts: FetchOptions,
         previous: Option<&OidcVerifier>,
     ) -> Result<Self, Vec<IssuerProblem>> {
-        let valid = OidcVerifier::validate(issuers, &opts)?;
+        let mut problems = crate::config::issuer::problems_of_all(&issuers);
+        let valid = OidcVerifier::validate(issuers, &opts).map_err(|e| problems.extend(e));
+        let (Ok(valid), true) = (valid, problems.is_empty()) else {
+            return Err(problems);
+        };
         Ok(OidcVerifier::assemble(
             valid.into_iter().map(|v| (v, ())).collect(),
             opts,
@@ -139,9 +145,8 @@ impl OidcVerifier {
         ))
     }
 
-    /// Checks the issuers' configuration and reports every problem at once:
-    /// duplicate issuers, HS* algorithms, empty audiences, a non-https issuer
-    /// or discovery URL (plain http only on loopback), unreadable or invalid
+    /// Turns issuers whose values the loader checked into what the verifier
+    /// runs, reporting every problem at once: an unreadable or invalid
     /// `ca_file` / `jwks_file`. Reads those files; fetches nothing, spawns
     /// nothing. The result, in configuration order, is what
     /// [`OidcVerifier::assemble`] takes, so nothing is validated twice.
@@ -277,7 +282,7 @@ impl<P> OidcVerifier<P> {
         t: UnverifiedToken<'_>,
     ) -> Result<(VerifiedToken, &P), VerifyError> {
         let alg_name = t.alg()?;
-        let Some(alg) = token::asymmetric_algorithm(alg_name) else {
+        let Some(alg) = crate::config::issuer::asymmetric_algorithm(alg_name) else {
             return Err(VerifyError::AlgorithmNotAllowed {
                 issuer: None,
                 alg: error::echo(alg_name),

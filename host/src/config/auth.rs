@@ -1,17 +1,17 @@
 //! `[auth]`: the token endpoint's service and URL, htpasswd users, Gantry's
 //! own tokens, and the OIDC issuers with their claim policies.
 //!
-//! Parsing here only checks shapes and values; `auth::Auth::build` then
-//! checks what needs the outside world (files, policy modules) and reports
-//! those problems with the same key paths.
+//! Parsing here checks shapes and values, once; `auth::Auth::build` then
+//! turns the result into the running authentication, checking only what
+//! needs the outside world (files, policy modules), and reports those
+//! problems with the same key paths.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::config::Section;
+use super::Section;
+use super::issuer::{self, IssuerConfig};
 use crate::policy::{Limits, ModuleSource};
-
-use super::oidc;
 
 /// The whole `[auth]` section.
 #[derive(Debug, Clone)]
@@ -38,7 +38,7 @@ pub struct TokenConfig {
 pub struct IssuerEntry {
     /// Index in the `[[auth.oidc]]` array, for key paths in errors.
     pub index: usize,
-    pub verifier: oidc::IssuerConfig,
+    pub verifier: IssuerConfig,
     pub username_prefix: String,
     pub groups_prefix: String,
     pub policy: PolicyEntry,
@@ -89,7 +89,7 @@ fn read_policy(mut s: Section<'_>, base: &Path) -> PolicyEntry {
     }
     let settings = match s.take_raw("settings") {
         None => serde_json::Value::Object(Default::default()),
-        Some(v @ toml::Value::Table(_)) => crate::config::toml_to_json(v),
+        Some(v @ toml::Value::Table(_)) => super::toml_to_json(v),
         Some(other) => {
             s.problem(
                 "settings",
@@ -118,10 +118,11 @@ fn read_issuer(mut s: Section<'_>, index: usize, base: &Path) -> Option<IssuerEn
     let alg_names: Option<Vec<String>> = s.get("algorithms", || None);
     let mut algorithms = Vec::new();
     match alg_names {
-        None => algorithms.extend_from_slice(oidc::DEFAULT_ALGORITHMS),
+        None => algorithms.extend_from_slice(issuer::DEFAULT_ALGORITHMS),
         Some(names) => {
             for name in names {
-                // Which algorithms are allowed is the verifier's rule (below).
+                // Which algorithms are allowed is checked with the issuer's
+                // other values (below).
                 match name.parse::<jsonwebtoken::Algorithm>() {
                     Ok(a) => algorithms.push(a),
                     Err(_) => s.problem("algorithms", format!("unknown algorithm `{name}`")),
@@ -134,7 +135,7 @@ fn read_issuer(mut s: Section<'_>, index: usize, base: &Path) -> Option<IssuerEn
     let username_prefix: String = s.get("username_prefix", || default_prefix(&issuer));
     let groups_prefix: String = s.get("groups_prefix", || default_prefix(&issuer));
     let policy = read_policy(s.section("policy"), base);
-    let verifier = oidc::IssuerConfig {
+    let verifier = IssuerConfig {
         issuer,
         audiences,
         discovery_url,
@@ -144,9 +145,8 @@ fn read_issuer(mut s: Section<'_>, index: usize, base: &Path) -> Option<IssuerEn
         leeway: Duration::from_secs(leeway),
         max_token_lifetime: max_lifetime.map(Duration::from_secs),
     };
-    // The verifier's own validation, so its rules live in one place and
-    // `config check` still lists them with every other problem.
-    for p in oidc::problems_of(&verifier) {
+    // The issuer's value rules, checked here once; the verifier trusts them.
+    for p in verifier.problems() {
         if !(verifier.issuer.is_empty() && p.field == "issuer") {
             s.problem(&p.field, p.reason);
         }
@@ -228,25 +228,4 @@ pub fn read_config(
         token,
         oidc,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Whether an issuer URL passes the rule `[[auth.oidc]] issuer` is held to.
-    fn issuer_ok(url: &str) -> bool {
-        let cfg = oidc::IssuerConfig::new(url, vec!["a".into()]);
-        !oidc::problems_of(&cfg).iter().any(|p| p.field == "issuer")
-    }
-
-    #[test]
-    fn loopback_detection() {
-        assert!(issuer_ok("http://127.0.0.1:8080"));
-        assert!(issuer_ok("http://localhost/x"));
-        assert!(issuer_ok("http://[::1]:9"));
-        assert!(!issuer_ok("http://example.com"));
-        assert!(!issuer_ok("http://127.0.0.1.evil.com"));
-        assert!(issuer_ok("https://127.0.0.1"));
-    }
 }
