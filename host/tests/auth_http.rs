@@ -308,6 +308,31 @@ async fn attack_matrix_is_refused_with_401_and_stores_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mount_challenge_asks_for_pull_on_the_source_too() {
+    let a = TestIssuer::start().await;
+    let reg = registry(&issuer_block(&a), &team_rules(&a)).await;
+    let req = Request::post(format!(
+        "/v2/team-a/app/blobs/uploads/?mount={}&from=team-a/base",
+        digest(b"x")
+    ))
+    .body(Body::empty())
+    .expect("req");
+    let r = send(&reg.app, req).await;
+    assert_challenge(
+        &r,
+        Some("repository:team-a/app:pull,push repository:team-a/base:pull"),
+    );
+    // Without `mount`, `from` means nothing: one scope.
+    let req = Request::post("/v2/team-a/app/blobs/uploads/?from=team-a/base")
+        .body(Body::empty())
+        .expect("req");
+    assert_challenge(
+        &send(&reg.app, req).await,
+        Some("repository:team-a/app:pull,push"),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_authorization_headers_are_refused_not_guessed() {
     let a = TestIssuer::start().await;
     let reg = registry(&issuer_block(&a), "").await;
@@ -544,7 +569,9 @@ async fn token_endpoint_mints_narrowed_short_lived_tokens() {
             .status,
         StatusCode::CREATED
     );
-    // ...and nowhere else, even where the identity itself could act.
+    // ...and nowhere else, even where the identity itself could act: there
+    // the client is told to fetch a token for the scope it needs (401
+    // insufficient_scope, which clients answer by asking for one)...
     let r = push_blob(
         &reg.app,
         "team-a/other",
@@ -552,7 +579,44 @@ async fn token_endpoint_mints_narrowed_short_lived_tokens() {
         Some(&bearer(&token)),
     )
     .await;
+    assert_challenge(&r, Some("repository:team-a/other:pull,push"));
+    let challenge = r.headers[header::WWW_AUTHENTICATE].to_str().expect("ascii");
+    assert!(
+        challenge.ends_with(",error=\"insufficient_scope\""),
+        "{challenge}"
+    );
+    // ...and a token for that scope does it.
+    let r = send(
+        &reg.app,
+        ask(
+            "repository:team-a/other:pull,push",
+            Some(basic("anything", &oidc)),
+        ),
+    )
+    .await;
+    let wider = r.body["token"].as_str().expect("token").to_string();
+    assert_eq!(
+        push_blob(
+            &reg.app,
+            "team-a/other",
+            b"via token",
+            Some(&bearer(&wider))
+        )
+        .await
+        .status,
+        StatusCode::CREATED
+    );
+    // Where access control refuses the identity itself, no token could
+    // help: 403 DENIED.
+    let r = push_blob(
+        &reg.app,
+        "elsewhere/app",
+        b"via token",
+        Some(&bearer(&token)),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{:?}", r.body);
+    assert_eq!(code(&r), "DENIED");
 
     // An OIDC token about to expire caps the minted token's lifetime.
     let mut claims = a.claims(AUD);

@@ -780,6 +780,111 @@ async fn issuer_down_at_startup_is_used_as_soon_as_it_answers() {
     assert_eq!(status.consecutive_failures, 0);
 }
 
+/// A server on loopback that answers every request with `answer(base URL,
+/// path)`; counts the requests.
+async fn discovery_server(
+    answer: impl Fn(String, String) -> axum::response::Response + Clone + Send + Sync + 'static,
+) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (base, counter) = (url.clone(), hits.clone());
+    let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+        let (answer, base, counter) = (answer.clone(), base.clone(), counter.clone());
+        async move {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            answer(base, uri.path().to_owned())
+        }
+    });
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (url, hits)
+}
+
+/// Waits for the first failed fetch of a started verifier and returns its error.
+async fn first_fetch_error(v: &OidcVerifier) -> String {
+    wait_for("a failed attempt recorded", || {
+        let v = v.clone();
+        async move { v.status()[0].last_error.is_some() }
+    })
+    .await;
+    v.status()[0].last_error.clone().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_discovery_document_cannot_point_keys_at_the_metadata_service() {
+    use axum::response::IntoResponse as _;
+    for jwks_uri in [
+        "https://169.254.169.254/latest/meta-data/keys",
+        "https://[fd00:ec2::254]/keys",
+        "https://[fe80::1]/keys",
+    ] {
+        let (url, _) = discovery_server(move |base, _| {
+            axum::Json(json!({"issuer": base, "jwks_uri": jwks_uri})).into_response()
+        })
+        .await;
+        // An issuer on loopback may reach loopback and private addresses,
+        // never link-local or metadata ones.
+        let v = verifier(vec![config(&url)], fast());
+        v.start();
+        let error = first_fetch_error(&v).await;
+        assert!(
+            error.contains("link-local or cloud-metadata"),
+            "{jwks_uri}: {error}"
+        );
+        assert_eq!(v.status()[0].keys_loaded, 0);
+    }
+}
+
+#[tokio::test]
+async fn a_redirect_to_another_host_is_not_followed() {
+    use axum::response::IntoResponse as _;
+    // 127.0.0.2 is loopback too, so only the change of host refuses it.
+    let (url, hits) = discovery_server(|base, _| {
+        let port = base.rsplit(':').next().unwrap_or("1").to_owned();
+        (
+            axum::http::StatusCode::FOUND,
+            [(
+                axum::http::header::LOCATION,
+                format!("http://127.0.0.2:{port}/.well-known/openid-configuration"),
+            )],
+        )
+            .into_response()
+    })
+    .await;
+    let v = verifier(vec![config(&url)], fast());
+    v.start();
+    let error = first_fetch_error(&v).await;
+    assert!(error.contains("redirect to another host"), "{error}");
+    assert!(hits.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+
+    // A redirect within the same host and port is followed: the keys load.
+    let issuer = TestIssuer::start().await;
+    let jwks = issuer.jwks();
+    let (url, _) = discovery_server(move |base, path| match path.as_str() {
+        "/keys" => axum::Json(jwks.clone()).into_response(),
+        "/moved" => {
+            axum::Json(json!({"issuer": base, "jwks_uri": format!("{base}/keys")})).into_response()
+        }
+        _ => (
+            axum::http::StatusCode::FOUND,
+            [(axum::http::header::LOCATION, format!("{base}/moved"))],
+        )
+            .into_response(),
+    })
+    .await;
+    let v = verifier(vec![config(&url)], fast());
+    v.start();
+    wait_for("keys loaded through a same-host redirect", || {
+        let v = v.clone();
+        async move { v.status()[0].keys_loaded > 0 }
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn issuer_answering_503_at_startup_recovers_without_restart() {
     let issuer = TestIssuer::start().await;

@@ -132,6 +132,7 @@ fn read_issuer(mut s: Section<'_>, index: usize, base: &Path) -> Option<IssuerEn
     }
     let leeway: u64 = s.get("leeway_seconds", || 60);
     let max_lifetime: Option<u64> = s.get("max_token_lifetime_seconds", || None);
+    let allow_private_network: bool = s.get("allow_private_network", || false);
     let username_prefix: String = s.get("username_prefix", || default_prefix(&issuer));
     let groups_prefix: String = s.get("groups_prefix", || default_prefix(&issuer));
     let policy = read_policy(s.section("policy"), base);
@@ -144,6 +145,7 @@ fn read_issuer(mut s: Section<'_>, index: usize, base: &Path) -> Option<IssuerEn
         algorithms,
         leeway: Duration::from_secs(leeway),
         max_token_lifetime: max_lifetime.map(Duration::from_secs),
+        allow_private_network,
     };
     // The issuer's value rules, checked here once; the verifier trusts them.
     for p in verifier.problems() {

@@ -86,6 +86,10 @@ pub struct IssuerConfig {
     pub leeway: Duration,
     /// When set, `exp - iat` (or `exp - nbf` without `iat`) must not exceed it.
     pub max_token_lifetime: Option<Duration>,
+    /// Discovery and JWKS may be fetched from private addresses although the
+    /// issuer's URL does not name one (an in-cluster issuer behind a private
+    /// DNS name). Link-local and metadata addresses stay unreachable.
+    pub allow_private_network: bool,
 }
 
 impl IssuerConfig {
@@ -100,6 +104,7 @@ impl IssuerConfig {
             algorithms: DEFAULT_ALGORITHMS.to_vec(),
             leeway: DEFAULT_LEEWAY,
             max_token_lifetime: None,
+            allow_private_network: false,
         }
     }
 

@@ -145,7 +145,15 @@ async fn v2(State(state): State<AppState>, req: Request) -> Response {
                 .into_response();
         }
     };
-    let access = match authorize(&state, &route, req.method(), req.headers()).await {
+    let access = match authorize(
+        &state,
+        &route,
+        req.method(),
+        req.headers(),
+        req.uri().query(),
+    )
+    .await
+    {
         Ok(a) => a,
         Err(e) => return e.into_response(),
     };
@@ -161,6 +169,9 @@ pub(crate) struct Access {
     caller: Caller,
     /// Actions allowed on the route's repository (all, for an open registry).
     pub here: ActionSet,
+    /// The source of a cross-repository mount: a challenge asks for `pull`
+    /// on it too, so the token the client fetches can mount.
+    mount_from: Option<RepoName>,
 }
 
 impl Access {
@@ -188,9 +199,20 @@ impl Access {
         }
     }
 
+    /// 401 with a challenge for an anonymous caller, and for a Gantry token
+    /// whose scope alone refuses what access control grants its identity
+    /// (`error="insufficient_scope"`: the client fetches a token for this
+    /// scope and retries); 403 `DENIED` for an identity that may not.
     fn refuse(&self, auth: &Auth, action: Action, repo: &RepoName) -> ApiError {
+        let scopes = self.scopes(repo, action);
         match &self.caller.identity {
-            None => challenge(auth, Some((repo, action)), None),
+            None => challenge(auth, &scopes, Challenge::Login),
+            Some(_)
+                if self.caller.token.is_some()
+                    && auth.granted(&self.caller, repo).contains(action) =>
+            {
+                challenge(auth, &scopes, Challenge::InsufficientScope)
+            }
             Some(id) => ApiError::new(
                 StatusCode::FORBIDDEN,
                 ErrorCode::Denied,
@@ -201,6 +223,25 @@ impl Access {
             ),
         }
     }
+}
+
+impl Access {
+    /// The scopes a challenge for `action` on `repo` names.
+    fn scopes<'a>(&'a self, repo: &'a RepoName, action: Action) -> Vec<(&'a RepoName, Action)> {
+        let mut scopes = vec![(repo, action)];
+        scopes.extend(self.mount_from.as_ref().map(|from| (from, Action::Read)));
+        scopes
+    }
+}
+
+/// The source repository of `POST /v2/<name>/blobs/uploads/?mount=…&from=…`.
+fn mount_source(route: &Route, method: &Method, query: Option<&str>) -> Option<RepoName> {
+    if !matches!(route, Route::UploadStart(_)) || *method != Method::POST {
+        return None;
+    }
+    let q = query_pairs(query);
+    query_get(&q, "mount")?;
+    query_get(&q, "from")?.parse().ok()
 }
 
 /// The action a route needs up front. A manifest PUT needs `create` or
@@ -223,30 +264,41 @@ async fn authorize(
     route: &Route,
     method: &Method,
     headers: &HeaderMap,
+    query: Option<&str>,
 ) -> Result<Access, ApiError> {
     let Some(auth) = state.auth() else {
         return Ok(Access {
             auth: None,
             caller: Caller::anonymous(),
             here: ActionSet::ALL,
+            mount_from: None,
         });
     };
     let repo = route.repository();
     let needed = required_action(route, method);
-    let caller = match auth.authenticate(credentials(headers)).await {
-        Ok((c, _)) => c,
-        Err(failure) => return Err(challenge(&auth, repo.zip(needed), Some(&failure))),
-    };
-    let here = repo.map(|r| auth.allowed(&caller, r)).unwrap_or_default();
-    let access = Access {
+    let mut access = Access {
         auth: Some(auth.clone()),
-        caller,
-        here,
+        caller: Caller::anonymous(),
+        here: ActionSet::NONE,
+        mount_from: mount_source(route, method, query),
     };
+    access.caller = match auth.authenticate(credentials(headers)).await {
+        Ok((c, _)) => c,
+        Err(failure) => {
+            let scopes = match (repo, needed) {
+                (Some(r), Some(a)) => access.scopes(r, a),
+                _ => Vec::new(),
+            };
+            return Err(challenge(&auth, &scopes, Challenge::Refused(&failure)));
+        }
+    };
+    access.here = repo
+        .map(|r| auth.allowed(&access.caller, r))
+        .unwrap_or_default();
     match (route, repo, needed) {
         // `/v2/` is how clients discover that they must log in.
         (Route::Base, _, _) if access.caller.identity.is_none() => {
-            Err(challenge(&auth, None, None))
+            Err(challenge(&auth, &[], Challenge::Login))
         }
         (Route::Manifest(..) | Route::BadManifestRef(..), Some(r), Some(Action::Create))
             if *method == Method::PUT =>
@@ -272,39 +324,56 @@ fn credentials(headers: &HeaderMap) -> Credentials<'_> {
     }
 }
 
-/// The 401 every unauthenticated request gets: a Bearer challenge naming
-/// the scope the request needed, and, when credentials were refused,
-/// `error="invalid_token"` and the class of the refusal (an issuer that is
-/// down reads "token issuer unavailable, try again", not "invalid token").
-fn challenge(
-    auth: &Auth,
-    scope: Option<(&RepoName, Action)>,
-    failure: Option<&AuthFailure>,
-) -> ApiError {
+/// Why a request gets a 401 challenge.
+enum Challenge<'a> {
+    /// No credentials: log in.
+    Login,
+    /// Credentials refused: `error="invalid_token"` and the class of the
+    /// refusal (an issuer that is down reads "token issuer unavailable, try
+    /// again", not "invalid token").
+    Refused(&'a AuthFailure),
+    /// A Gantry token whose scope does not cover the request, which access
+    /// control would allow: `error="insufficient_scope"`.
+    InsufficientScope,
+}
+
+/// The 401 challenge: Bearer, naming the scopes the request needs
+/// (space-separated in one `scope`, as distribution writes them).
+fn challenge(auth: &Auth, scopes: &[(&RepoName, Action)], why: Challenge<'_>) -> ApiError {
     let mut value = format!(
         "Bearer realm=\"{}\",service=\"{}\"",
         auth.realm, auth.service
     );
-    if let Some((repo, action)) = scope {
-        let words = match action {
-            Action::Read => "pull",
-            Action::Create | Action::Update => "pull,push",
-            Action::Delete => "delete",
-        };
-        value.push_str(&format!(",scope=\"repository:{repo}:{words}\""));
+    if !scopes.is_empty() {
+        let words: Vec<String> = scopes
+            .iter()
+            .map(|(repo, action)| {
+                let words = match action {
+                    Action::Read => "pull",
+                    Action::Create | Action::Update => "pull,push",
+                    Action::Delete => "delete",
+                };
+                format!("repository:{repo}:{words}")
+            })
+            .collect();
+        value.push_str(&format!(",scope=\"{}\"", words.join(" ")));
     }
-    let message = match failure {
-        None => "authentication required",
-        Some(f) => {
+    let message = match &why {
+        Challenge::Login => "authentication required",
+        Challenge::Refused(f) => {
             value.push_str(",error=\"invalid_token\"");
             f.client_message()
+        }
+        Challenge::InsufficientScope => {
+            value.push_str(",error=\"insufficient_scope\"");
+            "the token's scope does not cover this request: fetch a token for the scope named in the challenge"
         }
     };
     let mut e = ApiError::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, message);
     if let Ok(v) = HeaderValue::from_str(&value) {
         e = e.with_header(header::WWW_AUTHENTICATE, v);
     }
-    if let Some(f) = failure {
+    if let Challenge::Refused(f) = why {
         e.internal = Some(f.to_string());
     }
     e

@@ -48,7 +48,7 @@ impl Default for FetchOptions {
 pub(crate) enum SourceConfig {
     Http {
         discovery_url: String,
-        client: reqwest::Client,
+        client: super::fetch::Fetcher,
     },
     File {
         path: PathBuf,
@@ -126,7 +126,7 @@ fn validate_one(
                 },
                 None => Vec::new(),
             };
-            match super::fetch::build_client(roots, opts) {
+            match super::fetch::build_client(roots, opts, super::reach::Reach::of(&cfg)) {
                 Ok(client) => Some(SourceConfig::Http {
                     discovery_url: cfg.effective_discovery_url(),
                     client,

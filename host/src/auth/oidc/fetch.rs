@@ -2,8 +2,11 @@
 //!
 //! The issuer's server is trusted for its keys, not for its behaviour: every
 //! request has a timeout, every body is read in chunks and abandoned past the
-//! size cap, redirects are few and never leave HTTPS (except on loopback), and
-//! the documents are parsed as untrusted JSON. Nothing here ever fetches a
+//! size cap, redirects are few, never leave HTTPS (except on loopback) and
+//! never leave the host, every address is one the issuer may reach
+//! ([`super::reach`]: never link-local or metadata, private only for an
+//! issuer on the private network), and the documents are parsed as
+//! untrusted JSON. Nothing here ever fetches a
 //! URL taken from a token (`jku`, `x5u`): only the configured discovery URL
 //! and the `jwks_uri` it names.
 
@@ -13,23 +16,42 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::config::FetchOptions;
+use super::reach::{GuardedResolver, Reach};
 use crate::config::issuer::{check_url, is_loopback};
 
 /// Redirects followed per request; discovery behind a CDN or a moved path
 /// needs one or two.
 const MAX_REDIRECTS: usize = 3;
 
+/// One issuer's HTTP client and what it may reach.
+pub(crate) struct Fetcher {
+    client: reqwest::Client,
+    reach: Reach,
+}
+
+/// Host and port of a URL: a redirect must keep both.
+fn origin(url: &url::Url) -> (Option<&str>, Option<u16>) {
+    (url.host_str(), url.port_or_known_default())
+}
+
 /// Builds one issuer's client: its extra CA roots, timeouts, a strict
-/// redirect policy.
+/// redirect policy, a resolver that keeps only addresses `reach` allows.
 pub(crate) fn build_client(
     roots: Vec<reqwest::Certificate>,
     opts: &FetchOptions,
-) -> Result<reqwest::Client, String> {
-    let redirects = reqwest::redirect::Policy::custom(|attempt| {
+    reach: Reach,
+) -> Result<Fetcher, String> {
+    let redirects = reqwest::redirect::Policy::custom(move |attempt| {
+        let first = attempt.previous().first().map(origin);
         if attempt.previous().len() > MAX_REDIRECTS {
             attempt.error("too many redirects")
         } else if attempt.url().scheme() != "https" && !is_loopback(attempt.url()) {
             attempt.error("redirect away from https")
+        } else if first.is_some_and(|o| o != origin(attempt.url())) {
+            let to = attempt.url().host_str().unwrap_or("").to_owned();
+            attempt.error(format!("redirect to another host ({to}) is not followed"))
+        } else if let Err(why) = reach.check_url(attempt.url()) {
+            attempt.error(why)
         } else {
             attempt.follow()
         }
@@ -38,13 +60,15 @@ pub(crate) fn build_client(
         .user_agent(concat!("gantry/", env!("CARGO_PKG_VERSION")))
         .timeout(opts.timeout)
         .connect_timeout(opts.timeout)
-        .redirect(redirects);
+        .redirect(redirects)
+        .dns_resolver(GuardedResolver::new(reach));
     for root in roots {
         builder = builder.add_root_certificate(root);
     }
-    builder
+    let client = builder
         .build()
-        .map_err(|e| format!("cannot build the HTTPS client: {}", error_chain(&e)))
+        .map_err(|e| format!("cannot build the HTTPS client: {}", error_chain(&e)))?;
+    Ok(Fetcher { client, reach })
 }
 
 /// `error: cause: cause` — reqwest's own `Display` hides the useful part
@@ -65,12 +89,18 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
 
 /// GET `url`, expecting 200 and at most `max` bytes of body.
 pub(crate) async fn get_bounded(
-    client: &reqwest::Client,
+    fetcher: &Fetcher,
     url: &str,
     max: usize,
 ) -> Result<Vec<u8>, String> {
-    let mut response = client
-        .get(url)
+    let parsed = url::Url::parse(url).map_err(|e| format!("GET {url}: {e}"))?;
+    fetcher
+        .reach
+        .check_url(&parsed)
+        .map_err(|why| format!("GET {url}: {why}"))?;
+    let mut response = fetcher
+        .client
+        .get(parsed)
         .header(reqwest::header::ACCEPT, "application/json")
         .send()
         .await
@@ -104,18 +134,13 @@ pub(crate) async fn get_bounded(
 pub(crate) struct HttpSource {
     issuer: String,
     discovery_url: String,
-    client: reqwest::Client,
+    client: Fetcher,
     max_bytes: usize,
     jwks_uri: Mutex<Option<String>>,
 }
 
 impl HttpSource {
-    pub fn new(
-        issuer: String,
-        discovery_url: String,
-        client: reqwest::Client,
-        max_bytes: usize,
-    ) -> Self {
+    pub fn new(issuer: String, discovery_url: String, client: Fetcher, max_bytes: usize) -> Self {
         HttpSource {
             issuer,
             discovery_url,
@@ -197,9 +222,29 @@ pub(crate) fn backoff(failures: u32, min: Duration, max: Duration) -> Duration {
     min.checked_mul(factor).unwrap_or(max).min(max)
 }
 
+/// `delay` spread by ±20 %, so that replicas (and issuers) started together
+/// do not fetch together, nor retry a struggling issuer in lockstep.
+pub(crate) fn jittered(delay: Duration) -> Duration {
+    delay.mul_f64(0.8 + 0.4 * fastrand::f64())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn jitter_spreads_within_a_fifth() {
+        let base = Duration::from_secs(100);
+        let delays: Vec<Duration> = (0..200).map(|_| jittered(base)).collect();
+        assert!(
+            delays
+                .iter()
+                .all(|d| (Duration::from_secs(80)..=Duration::from_secs(120)).contains(d)),
+            "{delays:?}"
+        );
+        let distinct: std::collections::HashSet<_> = delays.iter().collect();
+        assert!(distinct.len() > 100, "no spread: {distinct:?}");
+    }
 
     #[test]
     fn discovery_must_name_the_issuer_and_a_safe_jwks_uri() {

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use jsonwebtoken::Algorithm;
 
 use super::config::{FetchOptions, SourceConfig};
-use super::fetch::{HttpSource, backoff};
+use super::fetch::{HttpSource, backoff, jittered};
 use super::jwks::{self, ParsedJwks, VerifyingKey};
 
 /// Why a refresh is requested.
@@ -220,12 +220,12 @@ impl KeyStore {
         }
     }
 
-    /// The delay before the next background refresh.
+    /// The delay before the next background refresh, with jitter.
     fn next_delay(&self, opts: &FetchOptions) -> Duration {
-        match self.state().consecutive_failures {
+        jittered(match self.state().consecutive_failures {
             0 => opts.refresh_interval,
             failures => backoff(failures, opts.min_backoff, opts.max_backoff),
-        }
+        })
     }
 }
 

@@ -24,6 +24,7 @@ mod error;
 mod fetch;
 mod jwks;
 mod keystore;
+mod reach;
 mod token;
 
 use std::collections::HashMap;
