@@ -751,3 +751,88 @@ async fn issuer_down_at_startup_then_up_without_restart() {
         StatusCode::CREATED
     );
 }
+
+/// Resident memory of this process, in KiB.
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_distinct_valid_tokens_stays_bounded() {
+    // 100,000 valid tokens of 100,000 distinct identities, each seen once:
+    // every one is verified and cached, and the cache keeps at most its
+    // bound (docs/workload-identity.md: 100,000 decisions, < 64 MiB).
+    const TOKENS: usize = 100_000;
+    let a = Arc::new(TestIssuer::start().await);
+    let dir = tempfile::tempdir().expect("tmp");
+    let text = format!(
+        "[storage]\nroot = \"{}\"\n[auth]\n{}",
+        dir.path().display(),
+        issuer_block(&a)
+    );
+    let config = Config::from_toml_str(&text, "test", dir.path()).expect("config");
+    let auth = Arc::new(
+        Auth::build(
+            config.auth.as_ref().expect("auth"),
+            None,
+            dir.path(),
+            &engine(),
+            fetch_options(),
+            None,
+        )
+        .await
+        .unwrap_or_else(|p| panic!("{p:?}")),
+    );
+    auth.start();
+    fn token(a: &TestIssuer, i: usize) -> String {
+        let mut claims = a.claims(AUD);
+        claims["sub"] = json!(format!("system:serviceaccount:team-a:workload-{i:06}"));
+        a.sign(claims, SignOpts::alg(Algorithm::ES256))
+    }
+    let first = token(&a, 0);
+    for _ in 0..100 {
+        if auth.bearer(&first).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Warm up allocator and policy pool before the baseline.
+    for i in 1..2_000 {
+        auth.bearer(&token(&a, i)).await.expect("valid token");
+    }
+    let before = rss_kib();
+    // Each token is made, presented and dropped: what stays is the cache's.
+    let workers: Vec<_> = (0..2)
+        .map(|w| {
+            let (auth, a) = (auth.clone(), a.clone());
+            tokio::spawn(async move {
+                for i in 0..TOKENS / 2 {
+                    let t = token(&a, 2_000 + 2 * i + w);
+                    auth.bearer(&t).await.expect("valid token");
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.await.expect("worker");
+    }
+    let grown_mib = rss_kib().saturating_sub(before) / 1024;
+    let cached = auth.cached_decisions();
+    eprintln!("{TOKENS} distinct tokens: {cached} decisions cached, RSS grew {grown_mib} MiB");
+    assert!(cached <= 100_000, "{cached} decisions cached");
+    assert!(cached >= 50_000, "the cache kept too little: {cached}");
+    assert!(grown_mib < 64, "RSS grew {grown_mib} MiB");
+
+    // Refused tokens are never cached: forged ones leave the count as it was.
+    let held = auth.cached_decisions();
+    for i in 0..1_000 {
+        let forged = format!("{}x", token(&a, TOKENS + 10_000 + i));
+        assert!(auth.bearer(&forged).await.is_err());
+    }
+    assert_eq!(auth.cached_decisions(), held);
+}

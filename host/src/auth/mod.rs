@@ -292,6 +292,11 @@ impl Auth {
         })
     }
 
+    /// Decisions held in the cache now (bounded: see `cache`).
+    pub fn cached_decisions(&self) -> usize {
+        self.cache.len()
+    }
+
     /// Starts background discovery/JWKS fetching for every issuer.
     pub fn start(&self) {
         self.oidc.start();
