@@ -76,13 +76,10 @@ impl DecisionCache {
     }
 
     /// Decisions held now.
+    #[allow(clippy::len_without_is_empty)]
     pub fn len(&self) -> usize {
         let g = self.entries.read().unwrap_or_else(|p| p.into_inner());
         g.young.len() + g.old.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
