@@ -330,6 +330,48 @@ async fn a_mount_challenge_asks_for_pull_on_the_source_too() {
         &send(&reg.app, req).await,
         Some("repository:team-a/app:pull,push"),
     );
+
+    // A Gantry token for the target only, where the identity may read the
+    // source: 401 insufficient_scope naming both, and a token for both mounts.
+    let oidc = a.sign(a.claims(AUD), SignOpts::alg(Algorithm::RS256));
+    until_accepted(&reg.app, &oidc).await;
+    assert_eq!(
+        push_blob(&reg.app, "team-a/base", b"x", Some(&bearer(&oidc)))
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+    let token_for = |scopes: &'static str| {
+        let app = reg.app.clone();
+        let oidc = oidc.clone();
+        async move {
+            let req = Request::get(format!("/auth/token?service=gantry&{scopes}"))
+                .header(header::AUTHORIZATION, basic("x", &oidc))
+                .body(Body::empty())
+                .expect("req");
+            let r = send(&app, req).await;
+            r.body["token"].as_str().expect("token").to_string()
+        }
+    };
+    let mount = |token: String| {
+        Request::post(format!(
+            "/v2/team-a/app/blobs/uploads/?mount={}&from=team-a/base",
+            digest(b"x")
+        ))
+        .header(header::AUTHORIZATION, bearer(&token))
+        .body(Body::empty())
+        .expect("req")
+    };
+    let narrow = token_for("scope=repository:team-a/app:pull,push").await;
+    let r = send(&reg.app, mount(narrow)).await;
+    assert_challenge(
+        &r,
+        Some("repository:team-a/app:pull,push repository:team-a/base:pull"),
+    );
+    let both =
+        token_for("scope=repository:team-a/app:pull,push&scope=repository:team-a/base:pull").await;
+    let r = send(&reg.app, mount(both)).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -309,7 +309,25 @@ async fn authorize(
                 Err(access.refuse(&auth, Action::Create, r))
             }
         }
-        (_, Some(r), Some(action)) => access.require(action, r).map(|()| access),
+        (_, Some(r), Some(action)) => {
+            access.require(action, r)?;
+            // A mount whose source a Gantry token's scope leaves out, where
+            // the identity may read it: ask for a token that covers both
+            // (distribution does the same), rather than fall back to an
+            // upload the client did not need.
+            if let Some(from) = &access.mount_from
+                && access.caller.token.is_some()
+                && !auth.allowed(&access.caller, from).contains(Action::Read)
+                && auth.granted(&access.caller, from).contains(Action::Read)
+            {
+                return Err(challenge(
+                    &auth,
+                    &access.scopes(r, action),
+                    Challenge::InsufficientScope,
+                ));
+            }
+            Ok(access)
+        }
         _ => Ok(access),
     }
 }
