@@ -112,6 +112,21 @@ impl AuthFailure {
             AuthFailure::PolicyFailed { .. } => "claim policy failed, try again",
         }
     }
+
+    /// The reason class, a bounded metric label.
+    pub fn class(&self) -> &'static str {
+        match self {
+            AuthFailure::MultipleHeaders
+            | AuthFailure::Malformed(_)
+            | AuthFailure::UnsupportedScheme => "malformed",
+            AuthFailure::BadPassword => "bad_password",
+            AuthFailure::UnknownIssuer(_) => "unknown_issuer",
+            AuthFailure::InvalidToken(_) => "invalid_token",
+            AuthFailure::IssuerUnavailable(_) => "issuer_unavailable",
+            AuthFailure::PolicyDenied { .. } => "policy_denied",
+            AuthFailure::PolicyFailed { .. } => "policy_failed",
+        }
+    }
 }
 
 /// How one bearer token fared: the caller, the token's expiry and its
@@ -292,6 +307,40 @@ impl Auth {
         })
     }
 
+    /// Sets the metrics known only at scrape time: cache entries, and per
+    /// issuer its keys, refresh state and policy pool size.
+    pub fn export_metrics(&self) {
+        use crate::telemetry::metrics::{IssuerLabel, metrics};
+        let m = metrics();
+        m.cache_entries.set(self.cache.len() as i64);
+        // Issuers removed by a reload disappear from the families.
+        m.issuer_keys.clear();
+        m.issuer_failures.clear();
+        m.issuer_last_refresh.clear();
+        m.policy_pool_size.clear();
+        for s in self.oidc.status() {
+            let label = IssuerLabel {
+                issuer: s.issuer.clone(),
+            };
+            m.issuer_keys
+                .get_or_create(&label)
+                .set(s.keys_loaded as i64);
+            m.issuer_failures
+                .get_or_create(&label)
+                .set(i64::from(s.consecutive_failures));
+            if let Some(t) = s.last_success {
+                m.issuer_last_refresh.get_or_create(&label).set(t as i64);
+            }
+        }
+        for (issuer, rt) in self.oidc.attachments() {
+            m.policy_pool_size
+                .get_or_create(&IssuerLabel {
+                    issuer: issuer.to_owned(),
+                })
+                .set(rt.policy.pool_size() as i64);
+        }
+    }
+
     /// Decisions held in the cache now (bounded: see `cache`).
     pub fn cached_decisions(&self) -> usize {
         self.cache.len()
@@ -392,9 +441,12 @@ impl Auth {
     pub async fn bearer(&self, token: &str) -> Result<(Caller, u64), AuthFailure> {
         let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let now = now();
+        let metrics = crate::telemetry::metrics::metrics();
         if let Some((caller, exp)) = self.cache.get(&key, now) {
+            metrics.cache_hits.inc();
             return Ok((caller, exp));
         }
+        metrics.cache_misses.inc();
         let started = Instant::now();
         // The one parse of the token: `iss` routes it, and an OIDC token is
         // verified and handed to its policy from this same parse.
@@ -412,13 +464,27 @@ impl Auth {
                 reason: &e.to_string(),
                 started,
             });
-            AuthFailure::InvalidToken(e.to_string())
+            let failure = AuthFailure::InvalidToken(e.to_string());
+            metrics.decision("unknown", false, failure.class());
+            failure
         })?;
         let outcome = if issuer == self.tokens.issuer() {
             self.gantry_token(token)
         } else {
             self.oidc_token(parsed).await
         };
+        let label = if issuer == self.tokens.issuer() {
+            "gantry"
+        } else {
+            match &outcome {
+                Err((AuthFailure::UnknownIssuer(_), _)) => "unknown",
+                _ => issuer.as_str(),
+            }
+        };
+        match &outcome {
+            Ok(_) => metrics.decision(label, true, "none"),
+            Err((failure, _)) => metrics.decision(label, false, failure.class()),
+        }
         let (caller, exp, subject, reason) = match outcome {
             Ok((caller, exp, subject)) => (Ok(caller), exp, subject, String::new()),
             Err((failure, subject)) => {
@@ -548,6 +614,11 @@ fn audit_token(a: &Audit<'_>) {
 }
 
 fn audit_static(user: &str, ok: bool, started: Instant) {
+    crate::telemetry::metrics::metrics().decision(
+        "htpasswd",
+        ok,
+        if ok { "none" } else { "bad_password" },
+    );
     tracing::info!(
         target: "gantry::audit",
         method = "htpasswd",

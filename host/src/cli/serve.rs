@@ -39,7 +39,10 @@ pub fn serve(path: Option<PathBuf>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    crate::telemetry::init(&config.log);
+    crate::telemetry::init(
+        config.log.level.as_str(),
+        config.log.format == crate::config::LogFormat::Json,
+    );
     let runtime = match super::runtime() {
         Ok(r) => r,
         Err(code) => return code,
@@ -99,6 +102,22 @@ async fn run(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     let listener = std::net::TcpListener::bind(config.server.listen)
         .with_context(|| format!("binding {}", config.server.listen))?;
     listener.set_nonblocking(true)?;
+    let text = match &path {
+        Some(p) => tokio::fs::read_to_string(p).await,
+        None => Ok(crate::config::EMBEDDED_DEFAULT.to_owned()),
+    };
+    crate::telemetry::metrics::metrics().config_in_force(
+        &hash_of(&text)
+            .map(|h| hex::encode(&h[..8]))
+            .unwrap_or_default(),
+    );
+    if let Some(addr) = config.server.metrics_listen {
+        let metrics = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding server.metrics_listen {addr}"))?;
+        tracing::info!(%addr, "metrics on http://{addr}/metrics");
+        tokio::spawn(serve_metrics(metrics, state.clone()));
+    }
     let limits = config.server.limits;
     if let Some(path) = path {
         let reloader = Reloader {
@@ -136,6 +155,41 @@ fn source_name(path: Option<&Path>) -> String {
 }
 
 /// The SHA-256 of a configuration file's text, when it could be read.
+fn reload_counted(result: &'static str) {
+    crate::telemetry::metrics::metrics()
+        .config_reloads
+        .get_or_create(&crate::telemetry::metrics::ResultLabel { result })
+        .inc();
+}
+
+/// `/metrics` on `[server] metrics_listen`: the Prometheus text format,
+/// with the values known only now (issuer keys, cache, pools) set first.
+async fn serve_metrics(listener: tokio::net::TcpListener, state: AppState) {
+    use axum::response::IntoResponse as _;
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let state = state.clone();
+            async move {
+                if let Some(auth) = state.auth() {
+                    auth.export_metrics();
+                }
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    crate::telemetry::metrics::metrics().encode(),
+                )
+                    .into_response()
+            }
+        }),
+    );
+    if let Err(e) = axum::serve(listener, app).await {
+        tracing::error!(error = %e, "the metrics listener stopped");
+    }
+}
+
 fn hash_of(text: &std::io::Result<String>) -> Option<[u8; 32]> {
     text.as_ref()
         .ok()
@@ -220,6 +274,7 @@ impl Reloader {
                     problems = problems.len(),
                     "configuration reload refused; the running configuration stays"
                 );
+                reload_counted("refused");
             }
             Ok((config, built)) => {
                 self.report_restart_only(&config);
@@ -251,6 +306,8 @@ impl Reloader {
                     generation = self.generation,
                     "configuration reloaded"
                 );
+                reload_counted("applied");
+                crate::telemetry::metrics::metrics().config_in_force(&sha256);
             }
         }
     }
@@ -284,6 +341,9 @@ impl Reloader {
         let mut pending = Vec::new();
         if new.server.listen != old.server.listen {
             pending.push("server.listen");
+        }
+        if new.server.metrics_listen != old.server.metrics_listen {
+            pending.push("server.metrics_listen");
         }
         if new.server.tls.is_some() != old.server.tls.is_some() {
             pending.push("server.tls_cert_file / server.tls_key_file (TLS on or off)");

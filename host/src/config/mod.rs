@@ -47,6 +47,8 @@ pub struct ServerConfig {
     /// How often the config file is checked for a change (which reloads
     /// it); 0: only SIGHUP reloads.
     pub reload_poll_seconds: u64,
+    /// Where `/metrics` is served (Prometheus text format); `None`: nowhere.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// `[server]` bounds on connections, so that slow or idle clients cannot
@@ -285,12 +287,31 @@ fn read_server(mut s: Section<'_>, base: &Path) -> ServerConfig {
         max_connections: s.get("max_connections", || d.max_connections),
     };
     let reload_poll_seconds = s.get("reload_poll_seconds", || 10);
+    let metrics_text: Option<String> = s.get("metrics_listen", || None);
+    let metrics_listen = metrics_text.and_then(|t| match t.parse::<SocketAddr>() {
+        Ok(addr) if addr == listen => {
+            s.problem(
+                "metrics_listen",
+                format!("`{t}` is server.listen itself: give metrics their own port"),
+            );
+            None
+        }
+        Ok(addr) => Some(addr),
+        Err(_) => {
+            s.problem(
+                "metrics_listen",
+                format!("`{t}` is not an address like 127.0.0.1:9090"),
+            );
+            None
+        }
+    });
     s.finish();
     ServerConfig {
         listen,
         tls,
         limits,
         reload_poll_seconds,
+        metrics_listen,
     }
 }
 

@@ -107,21 +107,95 @@ const API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api
 /// `Docker-Content-Digest`, on every response that is about one object.
 pub(crate) const CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
 
+/// A request body that counts the bytes it delivers into a metric.
+struct CountedBody {
+    inner: Body,
+    counter: prometheus_client::metrics::counter::Counter,
+}
+
+impl http_body::Body for CountedBody {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            self.counter.inc_by(data.len() as u64);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// Logs each request (debug; warn/error for failures with their internal
-/// cause) and stamps the API version header on `/v2` responses.
+/// cause), counts it in the metrics, and stamps the API version header on
+/// `/v2` responses.
 async fn log_and_stamp(req: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = req.method().clone();
     // A cheap clone (shared bytes): the hot path allocates no path string.
     let uri = req.uri().clone();
     let path = uri.path();
+    let metrics = crate::telemetry::metrics::metrics();
+    let route = crate::telemetry::metrics::route_class(path);
+    let method_label = crate::telemetry::metrics::method_label(&method);
+    let req = if matches!(method, Method::GET | Method::HEAD) {
+        req
+    } else {
+        let counter = metrics
+            .http_request_bytes
+            .get_or_create(&crate::telemetry::metrics::RouteLabel { route })
+            .clone();
+        req.map(|inner| Body::new(CountedBody { inner, counter }))
+    };
     let mut resp = next.run(req).await;
     if path.starts_with("/v2") {
         resp.headers_mut()
             .insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
     }
     let status = resp.status().as_u16();
-    let latency_us = started.elapsed().as_micros() as u64;
+    let elapsed = started.elapsed();
+    let latency_us = elapsed.as_micros() as u64;
+    metrics
+        .http_requests
+        .get_or_create(&crate::telemetry::metrics::HttpLabels {
+            route,
+            method: method_label,
+            status,
+        })
+        .inc();
+    metrics
+        .http_duration
+        .get_or_create(&crate::telemetry::metrics::RouteMethod {
+            route,
+            method: method_label,
+        })
+        .observe(elapsed.as_secs_f64());
+    let declared = http_body::Body::size_hint(resp.body()).exact().or_else(|| {
+        resp.headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+    });
+    if method != Method::HEAD
+        && let Some(bytes) = declared
+    {
+        metrics
+            .http_response_bytes
+            .get_or_create(&crate::telemetry::metrics::RouteLabel { route })
+            .inc_by(bytes);
+    }
     match resp.extensions().get::<InternalCause>() {
         Some(InternalCause(cause)) if status >= 500 => {
             tracing::error!(%method, %path, status, latency_us, cause = %cause, "request failed");

@@ -128,6 +128,30 @@ impl LoadedPolicy {
     /// [`LoadedPolicy::evaluate`] of claims already in JSON text (a JSON
     /// object: the verified payload of a token, as signed).
     pub async fn evaluate_json(&self, claims: &str) -> Result<Decision, PolicyError> {
+        let started = Instant::now();
+        let result = self.evaluate_json_unmetered(claims).await;
+        let outcome = match &result {
+            Ok(Decision::Allow(_)) => "allow",
+            Ok(Decision::Deny(_)) => "deny",
+            Err(PolicyError::Trap { .. }) => "trap",
+            Err(PolicyError::Timeout { .. }) => "timeout",
+            Err(PolicyError::MemoryLimit { .. }) => "memory",
+            Err(_) => "invalid",
+        };
+        crate::telemetry::metrics::metrics().evaluation(
+            &self.inner.owner,
+            outcome,
+            started.elapsed().as_secs_f64(),
+        );
+        result
+    }
+
+    /// The pool size this policy runs with.
+    pub fn pool_size(&self) -> usize {
+        self.inner.limits.pool_size
+    }
+
+    async fn evaluate_json_unmetered(&self, claims: &str) -> Result<Decision, PolicyError> {
         let inner = &*self.inner;
         let _permit = inner.admit(claims).await?;
         let instance = match inner.take_idle() {
@@ -227,6 +251,15 @@ impl PolicyInner {
                 limit: self.limits.max_claims_bytes,
             });
         }
+        if let Ok(permit) = self.permits.try_acquire() {
+            return Ok(permit);
+        }
+        crate::telemetry::metrics::metrics()
+            .policy_pool_waits
+            .get_or_create(&crate::telemetry::metrics::IssuerLabel {
+                issuer: self.owner.to_string(),
+            })
+            .inc();
         self.permits
             .acquire()
             .await

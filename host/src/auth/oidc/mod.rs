@@ -248,6 +248,15 @@ impl<P> OidcVerifier<P> {
         }
     }
 
+    /// Per issuer, in configuration order: what its owner attached to it.
+    pub fn attachments(&self) -> impl Iterator<Item = (&str, &P)> {
+        self.inner
+            .order
+            .iter()
+            .filter_map(|name| self.inner.issuers.get(name))
+            .map(|issuer| (issuer.issuer.as_str(), &issuer.attached))
+    }
+
     /// Per issuer, in configuration order: keys loaded, last fetch, last error.
     pub fn status(&self) -> Vec<IssuerStatus> {
         self.inner

@@ -36,6 +36,7 @@ use super::{
     BlobRead, ByteRange, ByteStream, Referrer, Storage, StorageError, StoredManifest, UploadLimits,
 };
 use crate::oci::{Digest, Hasher, Reference, RepoName, Tag, UploadId};
+use crate::telemetry::metrics::metrics;
 
 /// Read buffer for streaming blobs out: large enough for loopback speed,
 /// small enough that many concurrent pulls stay cheap.
@@ -362,6 +363,7 @@ impl Storage for FsStorage {
             .await
             .map_err(StorageError::io("reading blob metadata"))?
             .len();
+        metrics().read(range.map_or(size, |r| r.len()));
         let body: ByteStream = match range {
             None => Box::pin(ReaderStream::with_capacity(file, READ_CHUNK)),
             Some(r) => {
@@ -405,6 +407,7 @@ impl Storage for FsStorage {
             result
         })
         .await?;
+        metrics().wrote(n, true);
         Ok(n)
     }
 
@@ -469,7 +472,9 @@ impl Storage for FsStorage {
         body: Option<ByteStream>,
         expected_len: Option<u64>,
     ) -> Result<u64, StorageError> {
-        upload::complete(self, repo, id, digest, body, expected_len).await
+        let size = upload::complete(self, repo, id, digest, body, expected_len).await?;
+        metrics().wrote(size, true);
+        Ok(size)
     }
 
     async fn cancel_upload(&self, repo: &RepoName, id: UploadId) -> Result<(), StorageError> {
@@ -482,6 +487,7 @@ impl Storage for FsStorage {
         reference: &Reference,
     ) -> Result<Option<Arc<StoredManifest>>, StorageError> {
         if let Some(m) = self.cache.get(repo, reference) {
+            metrics().read(m.bytes.len() as u64);
             return Ok(Some(m));
         }
         let generation = self.cache.generation();
@@ -489,6 +495,7 @@ impl Storage for FsStorage {
             return Ok(None);
         };
         let m = Arc::new(m);
+        metrics().read(m.bytes.len() as u64);
         self.cache
             .insert(generation, repo, reference.clone(), m.clone());
         Ok(Some(m))
@@ -516,6 +523,7 @@ impl Storage for FsStorage {
         referrer: Option<Referrer>,
     ) -> Result<(), StorageError> {
         let tmp_dir = self.tmp_dir();
+        metrics().wrote(manifest.bytes.len() as u64, true);
         let blob = self.blob_path(&manifest.digest);
         let revision = self.revision_path(repo, &manifest.digest);
         let tag_path = tag.map(|t| self.tags_dir(repo).join(t.as_str()));

@@ -1,0 +1,370 @@
+//! Prometheus metrics: one process-wide set of families, fed where things
+//! happen (HTTP edge, auth, policy pools, storage, reload) and encoded in
+//! the text format by `/metrics` on `[server] metrics_listen`.
+//!
+//! Every label set is bounded: a route class, a method, a status, an
+//! issuer as configured, an outcome or reason class — never a repository,
+//! tag, subject or token. Values only known at scrape time (issuer key
+//! state, cache entries, pool sizes) are set by [`Metrics::encode`]'s
+//! caller just before encoding.
+
+use std::sync::OnceLock;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    pub route: &'static str,
+    pub method: &'static str,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteMethod {
+    pub route: &'static str,
+    pub method: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabel {
+    pub route: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    pub issuer: String,
+    pub result: &'static str,
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct IssuerLabel {
+    pub issuer: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub issuer: String,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HashLabel {
+    pub hash: String,
+}
+
+fn latency_histogram() -> Histogram {
+    // 50 µs .. ~1.6 s
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
+}
+
+/// Every family Gantry exports.
+pub struct Metrics {
+    registry: Registry,
+    pub http_requests: Family<HttpLabels, Counter>,
+    pub http_duration: Family<RouteMethod, Histogram, fn() -> Histogram>,
+    pub http_request_bytes: Family<RouteLabel, Counter>,
+    pub http_response_bytes: Family<RouteLabel, Counter>,
+    pub auth_decisions: Family<DecisionLabels, Counter>,
+    pub cache_hits: Counter,
+    pub cache_misses: Counter,
+    pub cache_entries: Gauge,
+    pub policy_evaluations: Family<OutcomeLabels, Counter>,
+    pub policy_duration: Family<IssuerLabel, Histogram, fn() -> Histogram>,
+    pub policy_pool_size: Family<IssuerLabel, Gauge>,
+    pub policy_pool_waits: Family<IssuerLabel, Counter>,
+    pub issuer_last_refresh: Family<IssuerLabel, Gauge>,
+    pub issuer_failures: Family<IssuerLabel, Gauge>,
+    pub issuer_keys: Family<IssuerLabel, Gauge>,
+    pub config_reloads: Family<ResultLabel, Counter>,
+    pub config_info: Family<HashLabel, Gauge>,
+    pub storage_bytes_written: Counter,
+    pub storage_bytes_read: Counter,
+    pub storage_objects_written: Counter,
+    pub storage_objects_read: Counter,
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let mut r = Registry::default();
+        let m = Metrics {
+            http_requests: Family::default(),
+            http_duration: Family::new_with_constructor(latency_histogram),
+            http_request_bytes: Family::default(),
+            http_response_bytes: Family::default(),
+            auth_decisions: Family::default(),
+            cache_hits: Counter::default(),
+            cache_misses: Counter::default(),
+            cache_entries: Gauge::default(),
+            policy_evaluations: Family::default(),
+            policy_duration: Family::new_with_constructor(latency_histogram),
+            policy_pool_size: Family::default(),
+            policy_pool_waits: Family::default(),
+            issuer_last_refresh: Family::default(),
+            issuer_failures: Family::default(),
+            issuer_keys: Family::default(),
+            config_reloads: Family::default(),
+            config_info: Family::default(),
+            storage_bytes_written: Counter::default(),
+            storage_bytes_read: Counter::default(),
+            storage_objects_written: Counter::default(),
+            storage_objects_read: Counter::default(),
+            registry: Registry::default(),
+        };
+        // Counters get their `_total` suffix from the encoder.
+        r.register(
+            "gantry_http_requests",
+            "HTTP requests by route class, method and status",
+            m.http_requests.clone(),
+        );
+        r.register(
+            "gantry_http_request_duration_seconds",
+            "HTTP request duration (until the response head) by route class and method",
+            m.http_duration.clone(),
+        );
+        r.register(
+            "gantry_http_request_bytes",
+            "Request body bytes received, by route class",
+            m.http_request_bytes.clone(),
+        );
+        r.register(
+            "gantry_http_response_bytes",
+            "Response body bytes sent (as declared by the response), by route class",
+            m.http_response_bytes.clone(),
+        );
+        r.register(
+            "gantry_auth_decisions",
+            "Authentication decisions by issuer, result and reason class",
+            m.auth_decisions.clone(),
+        );
+        r.register(
+            "gantry_auth_cache_hits",
+            "Bearer tokens answered from the decision cache",
+            m.cache_hits.clone(),
+        );
+        r.register(
+            "gantry_auth_cache_misses",
+            "Bearer tokens not in the decision cache",
+            m.cache_misses.clone(),
+        );
+        r.register(
+            "gantry_auth_cache_entries",
+            "Decisions held in the cache",
+            m.cache_entries.clone(),
+        );
+        r.register(
+            "gantry_policy_evaluations",
+            "Claim-policy evaluations by issuer and outcome (allow, deny, trap, timeout, memory, invalid)",
+            m.policy_evaluations.clone(),
+        );
+        r.register(
+            "gantry_policy_evaluation_duration_seconds",
+            "Claim-policy evaluation duration by issuer, waiting for an instance included",
+            m.policy_duration.clone(),
+        );
+        r.register(
+            "gantry_policy_pool_size",
+            "Instances a policy may run at once (pool_size), by issuer",
+            m.policy_pool_size.clone(),
+        );
+        r.register(
+            "gantry_policy_pool_waits",
+            "Evaluations that waited for a free instance, by issuer",
+            m.policy_pool_waits.clone(),
+        );
+        r.register(
+            "gantry_issuer_last_key_refresh_timestamp_seconds",
+            "Unix time of the issuer's last successful key fetch",
+            m.issuer_last_refresh.clone(),
+        );
+        r.register(
+            "gantry_issuer_key_refresh_failures",
+            "Consecutive failed key fetches of the issuer",
+            m.issuer_failures.clone(),
+        );
+        r.register(
+            "gantry_issuer_keys",
+            "Signing keys held for the issuer",
+            m.issuer_keys.clone(),
+        );
+        r.register(
+            "gantry_config_reloads",
+            "Configuration reloads by result (applied, refused)",
+            m.config_reloads.clone(),
+        );
+        r.register(
+            "gantry_config_info",
+            "The configuration in force: 1, labelled with a SHA-256 prefix of its text",
+            m.config_info.clone(),
+        );
+        r.register(
+            "gantry_storage_bytes_written",
+            "Bytes written to storage (blobs, upload chunks, manifests)",
+            m.storage_bytes_written.clone(),
+        );
+        r.register(
+            "gantry_storage_bytes_read",
+            "Bytes read from storage (blob ranges served, manifests)",
+            m.storage_bytes_read.clone(),
+        );
+        r.register(
+            "gantry_storage_objects_written",
+            "Blobs and manifests stored",
+            m.storage_objects_written.clone(),
+        );
+        r.register(
+            "gantry_storage_objects_read",
+            "Blobs and manifests read",
+            m.storage_objects_read.clone(),
+        );
+        Metrics { registry: r, ..m }
+    }
+
+    /// The text exposition of every family.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// One authentication decision.
+    pub fn decision(&self, issuer: &str, allowed: bool, reason: &'static str) {
+        self.auth_decisions
+            .get_or_create(&DecisionLabels {
+                issuer: issuer.to_owned(),
+                result: if allowed { "allow" } else { "deny" },
+                reason,
+            })
+            .inc();
+    }
+
+    /// One policy evaluation of `issuer` that took `seconds`.
+    pub fn evaluation(&self, issuer: &str, outcome: &'static str, seconds: f64) {
+        self.policy_evaluations
+            .get_or_create(&OutcomeLabels {
+                issuer: issuer.to_owned(),
+                outcome,
+            })
+            .inc();
+        self.policy_duration
+            .get_or_create(&IssuerLabel {
+                issuer: issuer.to_owned(),
+            })
+            .observe(seconds);
+    }
+
+    /// Something written to storage.
+    pub fn wrote(&self, bytes: u64, object: bool) {
+        self.storage_bytes_written.inc_by(bytes);
+        if object {
+            self.storage_objects_written.inc();
+        }
+    }
+
+    /// Something read from storage.
+    pub fn read(&self, bytes: u64) {
+        self.storage_bytes_read.inc_by(bytes);
+        self.storage_objects_read.inc();
+    }
+
+    /// The configuration in force, by a hash of its text.
+    pub fn config_in_force(&self, hash: &str) {
+        self.config_info.clear();
+        self.config_info
+            .get_or_create(&HashLabel {
+                hash: hash.to_owned(),
+            })
+            .set(1);
+    }
+}
+
+/// The process's metrics.
+pub fn metrics() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(Metrics::new)
+}
+
+/// The route class of a request path (a bounded label).
+pub fn route_class(path: &str) -> &'static str {
+    if path == "/auth/token" {
+        return "token";
+    }
+    let Some(rest) = path.strip_prefix("/v2/") else {
+        return "other";
+    };
+    if rest == "_catalog" {
+        "catalog"
+    } else if rest.contains("/blobs/uploads") {
+        "upload"
+    } else if rest.contains("/manifests/") {
+        "manifest"
+    } else if rest.contains("/blobs/") {
+        "blob"
+    } else if rest.ends_with("/tags/list") {
+        "tags"
+    } else if rest.contains("/referrers/") {
+        "referrers"
+    } else {
+        "other"
+    }
+}
+
+/// The method as a bounded label.
+pub fn method_label(method: &http::Method) -> &'static str {
+    match method.as_str() {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "PUT" => "PUT",
+        "POST" => "POST",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_fall_in_their_class() {
+        for (path, class) in [
+            ("/v2/a/b/manifests/latest", "manifest"),
+            ("/v2/a/blobs/sha256:00", "blob"),
+            ("/v2/a/blobs/uploads/", "upload"),
+            ("/v2/a/blobs/uploads/123", "upload"),
+            ("/v2/a/tags/list", "tags"),
+            ("/v2/_catalog", "catalog"),
+            ("/v2/a/referrers/sha256:00", "referrers"),
+            ("/auth/token", "token"),
+            ("/v2/", "other"),
+            ("/healthz", "other"),
+        ] {
+            assert_eq!(route_class(path), class, "{path}");
+        }
+    }
+
+    #[test]
+    fn families_encode_with_their_names() {
+        let m = Metrics::new();
+        m.decision("https://i.example", true, "none");
+        m.wrote(10, true);
+        let text = m.encode();
+        assert!(text.contains("gantry_auth_decisions_total{issuer=\"https://i.example\",result=\"allow\",reason=\"none\"} 1"), "{text}");
+        assert!(
+            text.contains("gantry_storage_bytes_written_total 10"),
+            "{text}"
+        );
+    }
+}
