@@ -120,6 +120,62 @@ pub struct TokenService {
     decoding: DecodingKey,
 }
 
+/// A P-256 signing key (ES256) with its public JWK coordinates and a kid
+/// derived from the public key.
+pub struct SigningKey {
+    /// PKCS#8 DER of the private key.
+    pub pkcs8: Vec<u8>,
+    /// The public point's coordinates, base64url (JWK `x`, `y`).
+    pub x: String,
+    pub y: String,
+    pub kid: String,
+}
+
+impl SigningKey {
+    /// A fresh key from the system's random source.
+    pub fn generate() -> Result<SigningKey, String> {
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        let doc = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+            .map_err(|_| "cannot generate a key".to_string())?;
+        SigningKey::from_pkcs8(doc.as_ref().to_vec())
+    }
+
+    /// A key from its PKCS#8 DER.
+    pub fn from_pkcs8(pkcs8: Vec<u8>) -> Result<SigningKey, String> {
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &pkcs8)
+            .map_err(|e| format!("not a PKCS#8 P-256 private key: {e}"))?;
+        // Uncompressed point: 0x04 || x (32) || y (32).
+        let public = pair.public_key().as_ref();
+        if public.len() != 65 {
+            return Err("unexpected public key encoding".into());
+        }
+        let kid = {
+            use sha2::Digest as _;
+            let h = sha2::Sha256::digest(public);
+            URL_SAFE_NO_PAD.encode(&h[..12])
+        };
+        Ok(SigningKey {
+            x: URL_SAFE_NO_PAD.encode(&public[1..33]),
+            y: URL_SAFE_NO_PAD.encode(&public[33..]),
+            kid,
+            pkcs8,
+        })
+    }
+
+    /// The public key as a JWK (for a JWKS).
+    pub fn jwk(&self) -> serde_json::Value {
+        serde_json::json!({
+            "kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig",
+            "kid": self.kid, "x": self.x, "y": self.y,
+        })
+    }
+
+    /// The key jsonwebtoken signs with.
+    pub fn encoding_key(&self) -> EncodingKey {
+        EncodingKey::from_ec_der(&self.pkcs8)
+    }
+}
+
 impl TokenService {
     /// Loads the PKCS#8 P-256 key at `path`, or generates and stores one
     /// there (mode 0600) when `generate` is set and the file is absent.
@@ -133,35 +189,18 @@ impl TokenService {
             path: path.to_path_buf(),
             reason,
         };
-        let pkcs8 = match std::fs::read(path) {
-            Ok(bytes) => bytes,
+        let key = match std::fs::read(path) {
+            Ok(bytes) => SigningKey::from_pkcs8(bytes).map_err(err)?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && generate => {
-                let rng = aws_lc_rs::rand::SystemRandom::new();
-                let doc = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
-                    .map_err(|_| err("cannot generate a key".into()))?;
-                write_private(path, doc.as_ref()).map_err(|e| err(format!("cannot write: {e}")))?;
-                doc.as_ref().to_vec()
+                let key = SigningKey::generate().map_err(err)?;
+                write_private(path, &key.pkcs8).map_err(|e| err(format!("cannot write: {e}")))?;
+                key
             }
             Err(e) => return Err(err(format!("cannot read: {e}"))),
         };
-        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &pkcs8)
-            .map_err(|e| err(format!("not a PKCS#8 P-256 private key: {e}")))?;
-        // Uncompressed point: 0x04 || x (32) || y (32).
-        let public = pair.public_key().as_ref();
-        if public.len() != 65 {
-            return Err(err("unexpected public key encoding".into()));
-        }
-        let (x, y) = (
-            URL_SAFE_NO_PAD.encode(&public[1..33]),
-            URL_SAFE_NO_PAD.encode(&public[33..]),
-        );
-        let decoding =
-            DecodingKey::from_ec_components(&x, &y).map_err(|e| err(format!("public key: {e}")))?;
-        let kid = {
-            use sha2::Digest as _;
-            let h = sha2::Sha256::digest(public);
-            URL_SAFE_NO_PAD.encode(&h[..12])
-        };
+        let decoding = DecodingKey::from_ec_components(&key.x, &key.y)
+            .map_err(|e| err(format!("public key: {e}")))?;
+        let (kid, pkcs8) = (key.kid, key.pkcs8);
         Ok(TokenService {
             issuer,
             audience,

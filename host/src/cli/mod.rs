@@ -1,11 +1,14 @@
 //! The face: the `gantry` commands. `serve` (run the registry, reload its
-//! configuration live), `config check` (validate a file exactly as a start
-//! or a reload would) and `policy test` (try a claim policy on claims).
+//! configuration live; `--dev` for a self-contained trial with its own
+//! OIDC issuer), `config check` (validate a file exactly as a start or a
+//! reload would), `policy test` (try a claim policy on claims) and `dev
+//! token` (mint a token from a running `serve --dev`).
 //!
 //! Everything here is argument handling, wiring and printing; the runtime
 //! parts (storage, auth, policy, server) know nothing of the command line.
 
 pub mod check;
+pub mod dev;
 pub mod policy;
 pub mod serve;
 
@@ -31,8 +34,20 @@ enum Command {
     Serve {
         /// Configuration file; without it the embedded default is used.
         /// SIGHUP, or a change of the file's content, reloads it live.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "dev")]
         config: Option<PathBuf>,
+        /// Dev mode, for trying Gantry out: auth on, an OIDC issuer inside
+        /// the process, and a printed token with the login lines that use it.
+        #[arg(long)]
+        dev: bool,
+        /// With --dev: listen here instead of the default 127.0.0.1:5000.
+        #[arg(long, requires = "dev")]
+        listen: Option<std::net::SocketAddr>,
+    },
+    /// Tools for `gantry serve --dev`.
+    Dev {
+        #[command(subcommand)]
+        command: DevCommand,
     },
     /// Configuration tools.
     Config {
@@ -47,6 +62,23 @@ enum Command {
 }
 
 #[derive(Subcommand)]
+enum DevCommand {
+    /// Mint a token from the running dev issuer and print it.
+    Token {
+        /// The token's `sub` (the identity is `dev:<sub>`).
+        #[arg(long)]
+        sub: String,
+        /// An extra claim, NAME=VALUE (VALUE as JSON, or else a string); repeatable.
+        #[arg(long = "claim")]
+        claims: Vec<String>,
+        /// The dev issuer's URL; default: the one `gantry serve --dev`
+        /// recorded under the storage root of the current directory.
+        #[arg(long)]
+        issuer: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
 enum ConfigCommand {
     /// Parse and validate FILE, loading everything it names (TLS files,
     /// htpasswd, each issuer's policy with its settings); print every
@@ -57,8 +89,25 @@ enum ConfigCommand {
 /// Runs the command line.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command.unwrap_or(Command::Serve { config: None }) {
-        Command::Serve { config } => serve::serve(config),
+    match cli.command.unwrap_or(Command::Serve {
+        config: None,
+        dev: false,
+        listen: None,
+    }) {
+        Command::Serve {
+            config, dev: false, ..
+        } => serve::serve(config),
+        Command::Serve {
+            dev: true, listen, ..
+        } => serve::serve_dev(listen),
+        Command::Dev {
+            command:
+                DevCommand::Token {
+                    sub,
+                    claims,
+                    issuer,
+                },
+        } => dev::token_command(&sub, &claims, issuer),
         Command::Config {
             command: ConfigCommand::Check { file },
         } => check::check(&file),

@@ -57,6 +57,36 @@ pub fn serve(path: Option<PathBuf>) -> ExitCode {
     }
 }
 
+/// `gantry serve --dev`: starts the dev issuer, then the registry with the
+/// embedded default configuration plus the issuer's `[auth]`.
+pub fn serve_dev(listen: Option<std::net::SocketAddr>) -> ExitCode {
+    let runtime = match super::runtime() {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    let result = runtime.block_on(async {
+        let issuer = super::dev::DevIssuer::start().await?;
+        let config =
+            super::dev::config(&issuer, listen).map_err(|e| anyhow::anyhow!("{e}"))?;
+        crate::telemetry::init(
+            config.log.level.as_str(),
+            config.log.format == crate::config::LogFormat::Json,
+        );
+        issuer.record(&config.storage.root)?;
+        let token = issuer.token("dev-user", Default::default())?;
+        tracing::warn!(issuer = %issuer.url(), "DEV MODE: an in-process OIDC issuer mints tokens for anyone on this machine; never use this for real");
+        println!("{}", super::dev::banner(&config, &issuer, &token));
+        run(config, None).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gantry: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 async fn run(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     match &path {
         Some(p) => tracing::info!(config = %p.display(), "configuration loaded"),
