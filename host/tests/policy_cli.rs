@@ -608,3 +608,77 @@ fn help_mentions_the_authoring_flags() {
         assert!(stdout.contains(flag), "{flag} not in:\n{stdout}");
     }
 }
+
+/// `gantry config check` prints lints after "ok"; `--deny-warnings` makes a
+/// warning fail the check; `allow_lints` with a reason silences one.
+#[test]
+fn config_check_lints_and_deny_warnings() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("gantry.toml");
+    let config = |extra: &str| {
+        format!(
+            r#"
+[auth]
+[[auth.oidc]]
+issuer = "https://k8s.example.com"
+audiences = ["sts.amazonaws.com"]
+max_token_lifetime_seconds = 3600
+username_prefix = "k8s:"
+groups_prefix = "k8s:"
+{extra}
+"#
+        )
+    };
+    let check = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_gantry"))
+            .args(["config", "check"])
+            .arg(&file)
+            .args(args)
+            .output()
+            .expect("gantry config check")
+    };
+    std::fs::write(&file, config("")).expect("write");
+    let out = check(&[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("warning G102: auth.oidc[0].audiences (https://k8s.example.com)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("fix: "), "{stdout}");
+    let out = check(&["--deny-warnings"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    std::fs::write(
+        &file,
+        config(r#"allow_lints = [{ id = "G102", reason = "one trust boundary with our AWS federation" }]"#),
+    )
+    .expect("write");
+    let out = check(&["--deny-warnings"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(!stdout.contains("G102"), "{stdout}");
+
+    // An allow without a reason, or of an unknown id, is a config error.
+    std::fs::write(
+        &file,
+        config(r#"allow_lints = [{ id = "G999", reason = "" }]"#),
+    )
+    .expect("write");
+    let out = check(&[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("auth.oidc[0].allow_lints[0].id"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("auth.oidc[0].allow_lints[0].reason"),
+        "{stderr}"
+    );
+}

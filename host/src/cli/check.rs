@@ -70,7 +70,7 @@ pub async fn build(
 /// `gantry config check FILE`: parses, validates, and loads what the file
 /// names (TLS files, htpasswd, policy modules with their settings) without
 /// touching the storage root; prints every problem.
-pub fn check(file: &Path) -> ExitCode {
+pub fn check(file: &Path, deny_warnings: bool) -> ExitCode {
     let config = match Config::load(file) {
         Ok(c) => c,
         Err(e) => {
@@ -103,7 +103,30 @@ pub fn check(file: &Path) -> ExitCode {
         return ExitCode::FAILURE;
     }
     println!("{}: ok", file.display());
-    ExitCode::SUCCESS
+    let lints = crate::config::lints::lint(&config);
+    for l in &lints {
+        println!("{l}");
+    }
+    let warnings = lints
+        .iter()
+        .filter(|l| l.severity == crate::config::lints::Severity::Warning)
+        .count();
+    if warnings > 0 {
+        println!(
+            "{warnings} warning{}{}",
+            if warnings == 1 { "" } else { "s" },
+            if deny_warnings {
+                " (--deny-warnings)"
+            } else {
+                ""
+            }
+        );
+    }
+    if deny_warnings && warnings > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 #[cfg(test)]

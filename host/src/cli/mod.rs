@@ -82,8 +82,14 @@ enum DevCommand {
 enum ConfigCommand {
     /// Parse and validate FILE, loading everything it names (TLS files,
     /// htpasswd, each issuer's policy with its settings); print every
-    /// problem; exit non-zero if any.
-    Check { file: PathBuf },
+    /// problem; exit non-zero if any. Then print the lints (G1xx: settings
+    /// that are valid but have let workloads in where they should not).
+    Check {
+        file: PathBuf,
+        /// Exit 1 when any lint is a warning.
+        #[arg(long)]
+        deny_warnings: bool,
+    },
 }
 
 /// Runs the command line.
@@ -109,8 +115,12 @@ pub fn main() -> ExitCode {
                 },
         } => dev::token_command(&sub, &claims, issuer),
         Command::Config {
-            command: ConfigCommand::Check { file },
-        } => check::check(&file),
+            command:
+                ConfigCommand::Check {
+                    file,
+                    deny_warnings,
+                },
+        } => check::check(&file, deny_warnings),
         Command::Policy { command } => policy::run(command),
     }
 }

@@ -42,6 +42,15 @@ pub struct IssuerEntry {
     pub username_prefix: String,
     pub groups_prefix: String,
     pub policy: PolicyEntry,
+    /// Lints (`config::lints`) this issuer silences, each with its reason.
+    pub allow_lints: Vec<AllowedLint>,
+}
+
+/// One `allow_lints` entry.
+#[derive(Debug, Clone)]
+pub struct AllowedLint {
+    pub id: String,
+    pub reason: String,
 }
 
 /// `[auth.oidc.policy]`.
@@ -136,6 +145,23 @@ fn read_issuer(mut s: Section<'_>, index: usize, base: &Path) -> Option<IssuerEn
     let username_prefix: String = s.get("username_prefix", || default_prefix(&issuer));
     let groups_prefix: String = s.get("groups_prefix", || default_prefix(&issuer));
     let policy = read_policy(s.section("policy"), base);
+    let mut allow_lints = Vec::new();
+    for (i, table) in s.array_of_tables("allow_lints").into_iter().enumerate() {
+        let mut t = s.table_at("allow_lints", i, table);
+        let id: String = t.get("id", String::new);
+        let reason: String = t.get("reason", String::new);
+        if !super::lints::IDS.contains(&id.as_str()) {
+            t.problem(
+                "id",
+                format!("`{id}` is not a lint id ({})", super::lints::IDS.join(", ")),
+            );
+        }
+        if reason.trim().is_empty() {
+            t.problem("reason", "say why the lint does not apply".into());
+        }
+        t.finish();
+        allow_lints.push(AllowedLint { id, reason });
+    }
     let verifier = IssuerConfig {
         issuer,
         audiences,
@@ -160,6 +186,7 @@ fn read_issuer(mut s: Section<'_>, index: usize, base: &Path) -> Option<IssuerEn
         username_prefix,
         groups_prefix,
         policy,
+        allow_lints,
     })
 }
 

@@ -19,6 +19,7 @@ use serde::de::DeserializeOwned;
 pub mod access;
 pub mod auth;
 pub mod issuer;
+pub mod lints;
 
 /// The configuration compiled into the binary; `gantry serve` without
 /// `--config` runs with exactly this.
