@@ -9,6 +9,7 @@
 
 pub mod check;
 pub mod dev;
+pub mod import;
 pub mod policy;
 pub mod serve;
 
@@ -90,6 +91,18 @@ enum ConfigCommand {
         #[arg(long)]
         deny_warnings: bool,
     },
+    /// Print another registry's configuration as Gantry TOML; what cannot
+    /// be converted is listed on stderr by key.
+    Import {
+        #[command(subcommand)]
+        from: ImportFrom,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImportFrom {
+    /// A zot configuration (JSON or YAML).
+    Zot { file: PathBuf },
 }
 
 /// Runs the command line.
@@ -121,6 +134,12 @@ pub fn main() -> ExitCode {
                     deny_warnings,
                 },
         } => check::check(&file, deny_warnings),
+        Command::Config {
+            command:
+                ConfigCommand::Import {
+                    from: ImportFrom::Zot { file },
+                },
+        } => import::run_zot(&file),
         Command::Policy { command } => policy::run(command),
     }
 }
