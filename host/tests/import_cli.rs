@@ -133,3 +133,104 @@ fn a_file_that_is_neither_json_nor_yaml_is_refused_with_both_reasons() {
         "{err}"
     );
 }
+
+/// A Kubernetes AuthenticationConfiguration imports to issuers whose CEL
+/// policy decides as the API server does: the same usernames and groups,
+/// the same refusals.
+#[tokio::test]
+async fn a_kubernetes_authentication_config_imports_and_decides_alike() {
+    use gantry::policy::{Decision, EngineOptions, Limits, PolicyEngine};
+    let file = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/kubernetes/authentication-config.yaml");
+    let out = Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .args(["config", "import", "kubernetes"])
+        .arg(&file)
+        .output()
+        .expect("gantry config import kubernetes");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let toml_text = String::from_utf8(out.stdout).expect("utf-8");
+    assert!(
+        stderr.contains("not converted: jwt[0].claimMappings.uid"),
+        "{stderr}"
+    );
+    let c = Config::from_toml_str(&toml_text, "imported", std::path::Path::new("/"))
+        .unwrap_or_else(|e| panic!("{e}\n{toml_text}"));
+    let auth = c.auth.expect("auth");
+    assert_eq!(auth.oidc.len(), 2);
+    let first = &auth.oidc[0];
+    assert_eq!(first.verifier.issuer, "https://issuer.example.com");
+    assert_eq!(
+        first.verifier.discovery_url.as_deref(),
+        Some("https://discovery.example.com/.well-known/openid-configuration")
+    );
+    assert_eq!(first.verifier.audiences, ["my-app", "my-other-app"]);
+    assert_eq!(
+        (first.username_prefix.as_str(), first.groups_prefix.as_str()),
+        ("", "")
+    );
+
+    let engine = PolicyEngine::new(EngineOptions::default()).expect("engine");
+    let decide = |i: usize, claims: serde_json::Value| {
+        let entry = &auth.oidc[i];
+        let engine = &engine;
+        async move {
+            let policy = engine
+                .load(
+                    &entry.verifier.issuer,
+                    &entry.policy.module,
+                    &entry.policy.settings,
+                    Limits::default(),
+                )
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            policy.evaluate(&claims).await.expect("evaluate")
+        }
+    };
+    let ok = serde_json::json!({
+        "iss": "https://issuer.example.com", "sub": "alice", "hd": "example.com",
+        "nbf": 1000, "exp": 4600, "groups": ["dev", "ops"]
+    });
+    match decide(0, ok.clone()).await {
+        Decision::Allow(id) => {
+            assert_eq!(id.username, "alice");
+            assert_eq!(id.groups, ["oidc:dev", "oidc:ops"]);
+        }
+        other => panic!("{other:?}"),
+    }
+    // Each rule refuses what the API server refuses.
+    for (change, needle) in [
+        (serde_json::json!({"hd": "evil.com"}), "claim hd must be"),
+        (serde_json::json!({"exp": 1000 + 86_401}), "24 hours"),
+        (
+            serde_json::json!({"sub": "system:admin"}),
+            "username cannot use",
+        ),
+    ] {
+        let mut claims = ok.clone();
+        for (k, v) in change.as_object().expect("object") {
+            claims[k] = v.clone();
+        }
+        match decide(0, claims).await {
+            Decision::Deny(reason) => assert!(reason.contains(needle), "{reason}"),
+            other => panic!("{change} was allowed: {other:?}"),
+        }
+    }
+    // Without a groups claim, no groups (the API server's rule).
+    let mut no_groups = ok.clone();
+    no_groups.as_object_mut().expect("object").remove("groups");
+    match decide(0, no_groups).await {
+        Decision::Allow(id) => assert!(id.groups.is_empty(), "{id:?}"),
+        other => panic!("{other:?}"),
+    }
+    // Expression mappings are kept as written.
+    let second = serde_json::json!({"iss": "https://accounts.example.org", "sub": "x",
+        "username": "bob", "roles": "admin,viewer"});
+    match decide(1, second).await {
+        Decision::Allow(id) => {
+            assert_eq!(id.username, "bob:external-user");
+            assert_eq!(id.groups, ["admin", "viewer"]);
+        }
+        other => panic!("{other:?}"),
+    }
+}

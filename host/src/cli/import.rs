@@ -1,6 +1,8 @@
-//! `gantry config import zot FILE`: a zot configuration (JSON, or zot's
-//! YAML form) as an equivalent Gantry TOML on stdout; every key that could
-//! not be converted is listed on stderr by its path, with why.
+//! `gantry config import zot FILE` and `gantry config import kubernetes
+//! FILE`: a zot configuration (JSON, or zot's YAML form), or a Kubernetes
+//! `AuthenticationConfiguration`, as an equivalent Gantry TOML on stdout;
+//! every key that could not be converted is listed on stderr by its path,
+//! with why.
 //!
 //! The mapping is docs/workload-identity.md's *Migrating from zot* table.
 //! Names: zot applies an explicit `claimMapping.username`/`groups` as is, so
@@ -366,6 +368,263 @@ pub fn run_zot(file: &Path) -> ExitCode {
     };
     match parse_document(&text) {
         Ok(doc) => print(&zot(doc), file),
+        Err(e) => {
+            eprintln!("{}: {e}", file.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A CEL string literal of `s` (single-quoted, escaped).
+fn cel_string(s: &str) -> String {
+    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+/// `claims['name']`, which reads any claim name.
+fn cel_claim(name: &str) -> String {
+    format!("claims[{}]", cel_string(name))
+}
+
+fn validation(expression: String, message: String) -> toml::Value {
+    let mut t = toml::Table::new();
+    t.insert("expression".into(), toml::Value::String(expression));
+    t.insert("message".into(), toml::Value::String(message));
+    toml::Value::Table(t)
+}
+
+fn variable(name: &str, expression: String) -> toml::Value {
+    let mut t = toml::Table::new();
+    t.insert("name".into(), toml::Value::String(name.into()));
+    t.insert("expression".into(), toml::Value::String(expression));
+    toml::Value::Table(t)
+}
+
+/// Converts a Kubernetes `AuthenticationConfiguration`
+/// (`apiserver.config.k8s.io/v1`): each `jwt[]` entry becomes an issuer
+/// whose `builtin:cel` settings decide as the API server would. Names get
+/// no Gantry prefix (`username_prefix = groups_prefix = ""`): the mapping's
+/// own prefixes are the names' prefixes, as in the cluster.
+pub fn kubernetes(doc: Value) -> Imported {
+    let mut w = Walk {
+        skipped: Vec::new(),
+        notes: Vec::new(),
+    };
+    let Value::Object(mut root) = doc else {
+        return Imported {
+            toml: String::new(),
+            skipped: vec!["(document): not an object".into()],
+            notes: Vec::new(),
+        };
+    };
+    let kind = take_str(&mut root, "kind").unwrap_or_default();
+    let api = take_str(&mut root, "apiVersion").unwrap_or_default();
+    if kind != "AuthenticationConfiguration" || !api.starts_with("apiserver.config.k8s.io/") {
+        w.notes.push(format!(
+            "expected kind AuthenticationConfiguration of apiserver.config.k8s.io, found {kind:?} {api:?}"
+        ));
+    }
+    let mut issuers = Vec::new();
+    if let Some(Value::Array(list)) = root.remove("jwt") {
+        for (i, item) in list.into_iter().enumerate() {
+            let path = format!("jwt[{i}]");
+            let Value::Object(mut o) = item else {
+                w.skipped.push(format!("{path}: not an object"));
+                continue;
+            };
+            issuers.push(kubernetes_issuer(&mut w, &path, &mut o));
+            w.leftovers(&path, o, "no Gantry equivalent");
+        }
+    }
+    if root.remove("anonymous").is_some() {
+        w.skipped.push(
+            "anonymous: Gantry's anonymous access is access_control's anonymous_policy".into(),
+        );
+    }
+    w.leftovers("(top level)", root, "no Gantry equivalent");
+    let mut auth = toml::Table::new();
+    auth.insert("oidc".into(), toml::Value::Array(issuers));
+    let mut out = toml::Table::new();
+    out.insert("auth".into(), toml::Value::Table(auth));
+    Imported {
+        toml: toml::to_string(&out).unwrap_or_default(),
+        skipped: w.skipped,
+        notes: w.notes,
+    }
+}
+
+fn kubernetes_issuer(w: &mut Walk, path: &str, o: &mut Map<String, Value>) -> toml::Value {
+    let mut t = toml::Table::new();
+    let mut issuer = take_obj(o, "issuer");
+    let url = take_str(&mut issuer, "url").unwrap_or_default();
+    t.insert("issuer".into(), toml::Value::String(url));
+    if let Some(d) = take_str(&mut issuer, "discoveryURL") {
+        t.insert("discovery_url".into(), toml::Value::String(d));
+    }
+    t.insert(
+        "audiences".into(),
+        string_array(strings(issuer.remove("audiences"))),
+    );
+    // MatchAny is Gantry's rule: the token's aud must contain one of them.
+    if let Some(policy) = take_str(&mut issuer, "audienceMatchPolicy")
+        && policy != "MatchAny"
+    {
+        w.skipped.push(format!(
+            "{path}.issuer.audienceMatchPolicy: {policy:?}; Gantry matches any audience"
+        ));
+    }
+    if issuer.remove("certificateAuthority").is_some() {
+        w.skipped.push(format!(
+            "{path}.issuer.certificateAuthority: inline PEM; write it to a file and set ca_file"
+        ));
+    }
+    w.leftovers(&format!("{path}.issuer"), issuer, "no Gantry equivalent");
+    t.insert("username_prefix".into(), toml::Value::String(String::new()));
+    t.insert("groups_prefix".into(), toml::Value::String(String::new()));
+
+    let mut validations = Vec::new();
+    if let Some(Value::Array(rules)) = o.remove("claimValidationRules") {
+        for (i, rule) in rules.into_iter().enumerate() {
+            let Value::Object(mut r) = rule else { continue };
+            let rpath = format!("{path}.claimValidationRules[{i}]");
+            match (
+                take_str(&mut r, "claim"),
+                take_str(&mut r, "requiredValue"),
+                take_str(&mut r, "expression"),
+            ) {
+                (Some(claim), value, None) => {
+                    let value = value.unwrap_or_default();
+                    validations.push(validation(
+                        format!("{} == {}", cel_claim(&claim), cel_string(&value)),
+                        format!("claim {claim} must be {value:?}"),
+                    ));
+                }
+                (None, None, Some(expr)) => {
+                    let message = take_str(&mut r, "message")
+                        .unwrap_or_else(|| format!("claim validation failed: {expr}"));
+                    validations.push(validation(expr, message));
+                }
+                _ => w
+                    .skipped
+                    .push(format!("{rpath}: needs claim+requiredValue or expression")),
+            }
+            w.leftovers(&rpath, r, "no Gantry equivalent");
+        }
+    }
+
+    let mut mappings = take_obj(o, "claimMappings");
+    let mut username = take_obj(&mut mappings, "username");
+    let username_expr = match (
+        take_str(&mut username, "expression"),
+        take_str(&mut username, "claim"),
+    ) {
+        (Some(expr), _) => expr,
+        (None, Some(claim)) => {
+            if claim == "email" {
+                // The API server requires email_verified when it is present.
+                validations.push(validation(
+                    "!('email_verified' in claims) || claims.email_verified == true".into(),
+                    "email_verified must be true".into(),
+                ));
+            }
+            let prefix = take_str(&mut username, "prefix").unwrap_or_default();
+            if prefix.is_empty() {
+                cel_claim(&claim)
+            } else {
+                format!("{} + {}", cel_string(&prefix), cel_claim(&claim))
+            }
+        }
+        (None, None) => cel_claim("sub"),
+    };
+    w.leftovers(
+        &format!("{path}.claimMappings.username"),
+        username,
+        "no Gantry equivalent",
+    );
+    let mut groups = take_obj(&mut mappings, "groups");
+    let groups_expr = match (
+        take_str(&mut groups, "expression"),
+        take_str(&mut groups, "claim"),
+    ) {
+        (Some(expr), _) => Some(expr),
+        (None, Some(claim)) => {
+            let prefix = take_str(&mut groups, "prefix").unwrap_or_default();
+            Some(format!(
+                "{q} in claims ? {c}.map(g, {p} + g) : []",
+                q = cel_string(&claim),
+                c = cel_claim(&claim),
+                p = cel_string(&prefix)
+            ))
+        }
+        (None, None) => None,
+    };
+    w.leftovers(
+        &format!("{path}.claimMappings.groups"),
+        groups,
+        "no Gantry equivalent",
+    );
+    for key in ["uid", "extra"] {
+        if mappings.remove(key).is_some() {
+            w.skipped.push(format!(
+                "{path}.claimMappings.{key}: a Gantry identity is a username and groups"
+            ));
+        }
+    }
+    w.leftovers(
+        &format!("{path}.claimMappings"),
+        mappings,
+        "no Gantry equivalent",
+    );
+
+    // userValidationRules see the mapped user: compute it once as variables.
+    let mut variables = vec![variable("user_name", username_expr)];
+    if let Some(g) = groups_expr {
+        variables.push(variable("user_groups", g));
+    } else {
+        variables.push(variable("user_groups", "[]".into()));
+    }
+    if let Some(Value::Array(rules)) = o.remove("userValidationRules") {
+        for (i, rule) in rules.into_iter().enumerate() {
+            let Value::Object(mut r) = rule else { continue };
+            let rpath = format!("{path}.userValidationRules[{i}]");
+            if let Some(expr) = take_str(&mut r, "expression") {
+                let expr = expr
+                    .replace("user.username", "vars.user_name")
+                    .replace("user.groups", "vars.user_groups");
+                let message = take_str(&mut r, "message")
+                    .unwrap_or_else(|| format!("user validation failed: {expr}"));
+                validations.push(validation(expr, message));
+            }
+            w.leftovers(&rpath, r, "no Gantry equivalent");
+        }
+    }
+    let mut settings = toml::Table::new();
+    settings.insert("variables".into(), toml::Value::Array(variables));
+    settings.insert("validations".into(), toml::Value::Array(validations));
+    settings.insert(
+        "username".into(),
+        toml::Value::String("vars.user_name".into()),
+    );
+    settings.insert(
+        "groups".into(),
+        toml::Value::String("vars.user_groups".into()),
+    );
+    let mut policy = toml::Table::new();
+    policy.insert("settings".into(), toml::Value::Table(settings));
+    t.insert("policy".into(), toml::Value::Table(policy));
+    toml::Value::Table(t)
+}
+
+/// `gantry config import kubernetes FILE`.
+pub fn run_kubernetes(file: &Path) -> ExitCode {
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("{}: {e}", file.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    match parse_document(&text) {
+        Ok(doc) => print(&kubernetes(doc), file),
         Err(e) => {
             eprintln!("{}: {e}", file.display());
             ExitCode::FAILURE

@@ -103,6 +103,8 @@ enum ConfigCommand {
 enum ImportFrom {
     /// A zot configuration (JSON or YAML).
     Zot { file: PathBuf },
+    /// A Kubernetes AuthenticationConfiguration (apiserver.config.k8s.io/v1).
+    Kubernetes { file: PathBuf },
 }
 
 /// Runs the command line.
@@ -140,6 +142,12 @@ pub fn main() -> ExitCode {
                     from: ImportFrom::Zot { file },
                 },
         } => import::run_zot(&file),
+        Command::Config {
+            command:
+                ConfigCommand::Import {
+                    from: ImportFrom::Kubernetes { file },
+                },
+        } => import::run_kubernetes(&file),
         Command::Policy { command } => policy::run(command),
     }
 }
