@@ -47,6 +47,38 @@ impl Walk {
     }
 }
 
+fn not_an_object() -> Imported {
+    Imported {
+        toml: String::new(),
+        skipped: vec!["(document): not an object".into()],
+        notes: Vec::new(),
+    }
+}
+
+/// Converts each object of the array `list` (at `path`) with `convert`,
+/// reporting what it leaves behind.
+fn each_object(
+    w: &mut Walk,
+    list: Option<Value>,
+    path: &str,
+    convert: fn(&mut Walk, &str, &mut Map<String, Value>) -> toml::Value,
+) -> Vec<toml::Value> {
+    let Some(Value::Array(list)) = list else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (i, item) in list.into_iter().enumerate() {
+        let path = format!("{path}[{i}]");
+        let Value::Object(mut o) = item else {
+            w.skipped.push(format!("{path}: not an object"));
+            continue;
+        };
+        out.push(convert(w, &path, &mut o));
+        w.leftovers(&path, o, "no Gantry equivalent");
+    }
+    out
+}
+
 fn take_obj(obj: &mut Map<String, Value>, key: &str) -> Map<String, Value> {
     match obj.remove(key) {
         Some(Value::Object(m)) => m,
@@ -101,13 +133,7 @@ pub fn zot(doc: Value) -> Imported {
     };
     let mut root = match doc {
         Value::Object(m) => m,
-        _ => {
-            return Imported {
-                toml: String::new(),
-                skipped: vec!["(document): not an object".into()],
-                notes: Vec::new(),
-            };
-        }
+        _ => return not_an_object(),
     };
     let mut out = toml::Table::new();
     root.remove("distSpecVersion");
@@ -185,18 +211,12 @@ pub fn zot(doc: Value) -> Imported {
             ));
         }
     }
-    let mut issuers = Vec::new();
-    if let Some(Value::Array(list)) = bearer.remove("oidc") {
-        for (i, item) in list.into_iter().enumerate() {
-            let path = format!("http.auth.bearer.oidc[{i}]");
-            let Value::Object(mut o) = item else {
-                w.skipped.push(format!("{path}: not an object"));
-                continue;
-            };
-            issuers.push(zot_issuer(&mut w, &path, &mut o));
-            w.leftovers(&path, o, "no Gantry equivalent");
-        }
-    }
+    let issuers = each_object(
+        &mut w,
+        bearer.remove("oidc"),
+        "http.auth.bearer.oidc",
+        zot_issuer,
+    );
     w.leftovers("http.auth.bearer", bearer, "no Gantry equivalent");
     w.leftovers("http.auth", auth_in, "no Gantry equivalent");
     if !issuers.is_empty() {
@@ -359,6 +379,11 @@ pub fn print(imported: &Imported, source: &Path) -> ExitCode {
 
 /// `gantry config import zot FILE`.
 pub fn run_zot(file: &Path) -> ExitCode {
+    run(file, zot)
+}
+
+/// Reads `file`, converts it with `convert`, prints the result.
+fn run(file: &Path, convert: fn(Value) -> Imported) -> ExitCode {
     let text = match std::fs::read_to_string(file) {
         Ok(t) => t,
         Err(e) => {
@@ -367,7 +392,7 @@ pub fn run_zot(file: &Path) -> ExitCode {
         }
     };
     match parse_document(&text) {
-        Ok(doc) => print(&zot(doc), file),
+        Ok(doc) => print(&convert(doc), file),
         Err(e) => {
             eprintln!("{}: {e}", file.display());
             ExitCode::FAILURE
@@ -410,11 +435,7 @@ pub fn kubernetes(doc: Value) -> Imported {
         notes: Vec::new(),
     };
     let Value::Object(mut root) = doc else {
-        return Imported {
-            toml: String::new(),
-            skipped: vec!["(document): not an object".into()],
-            notes: Vec::new(),
-        };
+        return not_an_object();
     };
     let kind = take_str(&mut root, "kind").unwrap_or_default();
     let api = take_str(&mut root, "apiVersion").unwrap_or_default();
@@ -423,18 +444,7 @@ pub fn kubernetes(doc: Value) -> Imported {
             "expected kind AuthenticationConfiguration of apiserver.config.k8s.io, found {kind:?} {api:?}"
         ));
     }
-    let mut issuers = Vec::new();
-    if let Some(Value::Array(list)) = root.remove("jwt") {
-        for (i, item) in list.into_iter().enumerate() {
-            let path = format!("jwt[{i}]");
-            let Value::Object(mut o) = item else {
-                w.skipped.push(format!("{path}: not an object"));
-                continue;
-            };
-            issuers.push(kubernetes_issuer(&mut w, &path, &mut o));
-            w.leftovers(&path, o, "no Gantry equivalent");
-        }
-    }
+    let issuers = each_object(&mut w, root.remove("jwt"), "jwt", kubernetes_issuer);
     if root.remove("anonymous").is_some() {
         w.skipped.push(
             "anonymous: Gantry's anonymous access is access_control's anonymous_policy".into(),
@@ -616,18 +626,5 @@ fn kubernetes_issuer(w: &mut Walk, path: &str, o: &mut Map<String, Value>) -> to
 
 /// `gantry config import kubernetes FILE`.
 pub fn run_kubernetes(file: &Path) -> ExitCode {
-    let text = match std::fs::read_to_string(file) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("{}: {e}", file.display());
-            return ExitCode::FAILURE;
-        }
-    };
-    match parse_document(&text) {
-        Ok(doc) => print(&kubernetes(doc), file),
-        Err(e) => {
-            eprintln!("{}: {e}", file.display());
-            ExitCode::FAILURE
-        }
-    }
+    run(file, kubernetes)
 }
