@@ -149,15 +149,11 @@ async fn log_and_stamp(req: Request, next: Next) -> Response {
     let uri = req.uri().clone();
     let path = uri.path();
     let metrics = crate::telemetry::metrics::metrics();
-    let route = crate::telemetry::metrics::route_class(path);
-    let method_label = crate::telemetry::metrics::method_label(&method);
+    let class = crate::telemetry::metrics::HttpClass::of(path, &method);
     let req = if matches!(method, Method::GET | Method::HEAD) {
         req
     } else {
-        let counter = metrics
-            .http_request_bytes
-            .get_or_create(&crate::telemetry::metrics::RouteLabel { route })
-            .clone();
+        let counter = metrics.request_bytes(class);
         req.map(|inner| Body::new(CountedBody { inner, counter }))
     };
     let mut resp = next.run(req).await;
@@ -168,34 +164,16 @@ async fn log_and_stamp(req: Request, next: Next) -> Response {
     let status = resp.status().as_u16();
     let elapsed = started.elapsed();
     let latency_us = elapsed.as_micros() as u64;
-    metrics
-        .http_requests
-        .get_or_create(&crate::telemetry::metrics::HttpLabels {
-            route,
-            method: method_label,
-            status,
+    let declared = if method == Method::HEAD {
+        None
+    } else {
+        http_body::Body::size_hint(resp.body()).exact().or_else(|| {
+            resp.headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse().ok())
         })
-        .inc();
-    metrics
-        .http_duration
-        .get_or_create(&crate::telemetry::metrics::RouteMethod {
-            route,
-            method: method_label,
-        })
-        .observe(elapsed.as_secs_f64());
-    let declared = http_body::Body::size_hint(resp.body()).exact().or_else(|| {
-        resp.headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse().ok())
-    });
-    if method != Method::HEAD
-        && let Some(bytes) = declared
-    {
-        metrics
-            .http_response_bytes
-            .get_or_create(&crate::telemetry::metrics::RouteLabel { route })
-            .inc_by(bytes);
-    }
+    };
+    metrics.request(class, status, elapsed.as_secs_f64(), declared);
     match resp.extensions().get::<InternalCause>() {
         Some(InternalCause(cause)) if status >= 500 => {
             tracing::error!(%method, %path, status, latency_us, cause = %cause, "request failed");

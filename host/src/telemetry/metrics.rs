@@ -68,9 +68,61 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
 }
 
+/// Route classes and methods, the HTTP label values, by index.
+const ROUTES: [&str; 8] = [
+    "manifest",
+    "blob",
+    "upload",
+    "tags",
+    "catalog",
+    "referrers",
+    "token",
+    "other",
+];
+const METHODS: [&str; 7] = ["GET", "HEAD", "PUT", "POST", "PATCH", "DELETE", "other"];
+/// Statuses whose request counters are cached per route and method (the
+/// rest are looked up in the family).
+const STATUSES: [u16; 9] = [200, 201, 202, 204, 206, 307, 401, 403, 404];
+
+/// Handles of the HTTP families, made on first use and kept, so a request
+/// costs atomic adds, not label-set hashing and a lock.
+struct HttpHandles {
+    requests: Vec<OnceLock<Counter>>,
+    duration: Vec<OnceLock<Histogram>>,
+    request_bytes: Vec<OnceLock<Counter>>,
+    response_bytes: Vec<OnceLock<Counter>>,
+}
+
+fn slots<T>(n: usize) -> Vec<OnceLock<T>> {
+    (0..n).map(|_| OnceLock::new()).collect()
+}
+
+/// One request's route class and method, as indices of the label values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpClass {
+    route: usize,
+    method: usize,
+}
+
+impl HttpClass {
+    pub fn of(path: &str, method: &http::Method) -> HttpClass {
+        let route = route_class(path);
+        let method = method_label(method);
+        HttpClass {
+            route: ROUTES.iter().position(|r| *r == route).unwrap_or(7),
+            method: METHODS.iter().position(|m| *m == method).unwrap_or(6),
+        }
+    }
+
+    pub fn route(self) -> &'static str {
+        ROUTES[self.route]
+    }
+}
+
 /// Every family Gantry exports.
 pub struct Metrics {
     registry: Registry,
+    http: HttpHandles,
     pub http_requests: Family<HttpLabels, Counter>,
     pub http_duration: Family<RouteMethod, Histogram, fn() -> Histogram>,
     pub http_request_bytes: Family<RouteLabel, Counter>,
@@ -120,6 +172,12 @@ impl Metrics {
             storage_objects_written: Counter::default(),
             storage_objects_read: Counter::default(),
             registry: Registry::default(),
+            http: HttpHandles {
+                requests: slots(ROUTES.len() * METHODS.len() * STATUSES.len()),
+                duration: slots(ROUTES.len() * METHODS.len()),
+                request_bytes: slots(ROUTES.len()),
+                response_bytes: slots(ROUTES.len()),
+            },
         };
         // Counters get their `_total` suffix from the encoder.
         r.register(
@@ -236,6 +294,57 @@ impl Metrics {
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+
+    /// The counter of request body bytes of `class`'s route.
+    pub fn request_bytes(&self, class: HttpClass) -> Counter {
+        self.http.request_bytes[class.route]
+            .get_or_init(|| {
+                self.http_request_bytes
+                    .get_or_create(&RouteLabel {
+                        route: class.route(),
+                    })
+                    .clone()
+            })
+            .clone()
+    }
+
+    /// One answered request: its status, time to the response head and
+    /// declared response body length.
+    pub fn request(&self, class: HttpClass, status: u16, seconds: f64, body: Option<u64>) {
+        let (route, method) = (ROUTES[class.route], METHODS[class.method]);
+        let labels = || HttpLabels {
+            route,
+            method,
+            status,
+        };
+        match STATUSES.iter().position(|s| *s == status) {
+            Some(i) => {
+                let slot = (class.route * METHODS.len() + class.method) * STATUSES.len() + i;
+                self.http.requests[slot]
+                    .get_or_init(|| self.http_requests.get_or_create(&labels()).clone())
+                    .inc();
+            }
+            None => {
+                self.http_requests.get_or_create(&labels()).inc();
+            }
+        }
+        self.http.duration[class.route * METHODS.len() + class.method]
+            .get_or_init(|| {
+                self.http_duration
+                    .get_or_create(&RouteMethod { route, method })
+                    .clone()
+            })
+            .observe(seconds);
+        if let Some(bytes) = body {
+            self.http.response_bytes[class.route]
+                .get_or_init(|| {
+                    self.http_response_bytes
+                        .get_or_create(&RouteLabel { route })
+                        .clone()
+                })
+                .inc_by(bytes);
+        }
     }
 
     /// One authentication decision.
