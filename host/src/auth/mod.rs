@@ -182,8 +182,8 @@ pub(crate) fn now() -> u64 {
 
 /// The first 16 hex digits of a SHA-256: enough to correlate log lines,
 /// useless for replay.
-fn fingerprint(secret: &str) -> String {
-    hex::encode(&Sha256::digest(secret.as_bytes())[..8])
+fn fingerprint(key: &[u8; 32]) -> String {
+    hex::encode(&key[..8])
 }
 
 /// Looks like a compact JWS (three base64url parts).
@@ -447,6 +447,8 @@ impl Auth {
             return Ok((caller, exp));
         }
         metrics.cache_misses.inc();
+        // The audit names the token by a prefix of the hash keying the cache.
+        let fingerprint = fingerprint(&key);
         let started = Instant::now();
         // The one parse of the token: `iss` routes it, and an OIDC token is
         // verified and handed to its policy from this same parse.
@@ -455,54 +457,40 @@ impl Auth {
             Ok((t, issuer))
         });
         let (parsed, issuer) = parsed.map_err(|e| {
+            let failure = AuthFailure::InvalidToken(e.to_string());
             audit_token(&Audit {
                 method: "bearer",
                 issuer: "",
                 subject: None,
-                fingerprint: &fingerprint(token),
+                fingerprint: &fingerprint,
                 identity: None,
-                reason: &e.to_string(),
+                reason: &failure.to_string(),
+                class: failure.class(),
                 started,
             });
-            let failure = AuthFailure::InvalidToken(e.to_string());
-            metrics.decision("unknown", false, failure.class());
             failure
         })?;
-        let outcome = if issuer == self.tokens.issuer() {
+        let gantry = issuer == self.tokens.issuer();
+        let outcome = if gantry {
             self.gantry_token(token)
         } else {
             self.oidc_token(parsed).await
         };
-        let label = if issuer == self.tokens.issuer() {
-            "gantry"
-        } else {
-            match &outcome {
-                Err((AuthFailure::UnknownIssuer(_), _)) => "unknown",
-                _ => issuer.as_str(),
-            }
-        };
-        match &outcome {
-            Ok(_) => metrics.decision(label, true, "none"),
-            Err((failure, _)) => metrics.decision(label, false, failure.class()),
-        }
-        let (caller, exp, subject, reason) = match outcome {
-            Ok((caller, exp, subject)) => (Ok(caller), exp, subject, String::new()),
+        let (caller, exp, subject, reason, class) = match outcome {
+            Ok((caller, exp, subject)) => (Ok(caller), exp, subject, String::new(), "none"),
             Err((failure, subject)) => {
-                let reason = failure.to_string();
-                (Err(failure), 0, subject, reason)
+                let (reason, class) = (failure.to_string(), failure.class());
+                (Err(failure), 0, subject, reason, class)
             }
         };
         audit_token(&Audit {
-            method: if issuer == self.tokens.issuer() {
-                "gantry-token"
-            } else {
-                "oidc"
-            },
+            method: if gantry { "gantry-token" } else { "oidc" },
             issuer: &issuer,
             subject: subject.as_deref(),
-            fingerprint: &fingerprint(token),
+            fingerprint: &fingerprint,
             identity: caller.as_ref().ok().and_then(|c| c.identity()),
             reason: &reason,
+            class,
             started,
         });
         let caller = caller?;
@@ -588,10 +576,22 @@ struct Audit<'a> {
     fingerprint: &'a str,
     identity: Option<&'a Identity>,
     reason: &'a str,
+    /// The reason class (`none` when allowed), the decision metric's label.
+    class: &'static str,
     started: Instant,
 }
 
+/// Logs one token decision and counts it. The metric's issuer label is
+/// bounded: `gantry` for Gantry's tokens, `unknown` for a token of no
+/// configured issuer (or none at all), else the configured issuer.
 fn audit_token(a: &Audit<'_>) {
+    let label = match (a.method, a.class) {
+        ("gantry-token", _) => "gantry",
+        (_, "unknown_issuer") => "unknown",
+        _ if a.issuer.is_empty() => "unknown",
+        _ => a.issuer,
+    };
+    crate::telemetry::metrics::metrics().decision(label, a.reason.is_empty(), a.class);
     let latency_us = a.started.elapsed().as_micros() as u64;
     let (username, groups) = match a.identity {
         Some(id) => (id.username.as_str(), id.groups.join(",")),
@@ -643,7 +643,7 @@ mod tests {
 
     #[test]
     fn fingerprint_is_not_the_secret() {
-        let f = fingerprint("secret-token");
+        let f = fingerprint(&Sha256::digest(b"secret-token").into());
         assert_eq!(f.len(), 16);
         assert!(!f.contains("secret"));
     }

@@ -136,11 +136,8 @@ async fn run(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
         Some(p) => tokio::fs::read_to_string(p).await,
         None => Ok(crate::config::EMBEDDED_DEFAULT.to_owned()),
     };
-    crate::telemetry::metrics::metrics().config_in_force(
-        &hash_of(&text)
-            .map(|h| hex::encode(&h[..8]))
-            .unwrap_or_default(),
-    );
+    let text_hash = hash_of(&text);
+    crate::telemetry::metrics::metrics().config_in_force(&short_hash(text_hash));
     if let Some(addr) = config.server.metrics_listen {
         let metrics = tokio::net::TcpListener::bind(addr)
             .await
@@ -151,7 +148,7 @@ async fn run(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     let limits = config.server.limits;
     if let Some(path) = path {
         let reloader = Reloader {
-            text_hash: hash_of(&tokio::fs::read_to_string(&path).await),
+            text_hash,
             path,
             running: config,
             engine,
@@ -220,6 +217,12 @@ async fn serve_metrics(listener: tokio::net::TcpListener, state: AppState) {
     }
 }
 
+/// The first 16 hex digits of a configuration hash ("" without one): what
+/// logs and `gantry_config_info` name a configuration by.
+fn short_hash(hash: Option<[u8; 32]>) -> String {
+    hash.map(|h| hex::encode(&h[..8])).unwrap_or_default()
+}
+
 fn hash_of(text: &std::io::Result<String>) -> Option<[u8; 32]> {
     text.as_ref()
         .ok()
@@ -280,10 +283,7 @@ impl Reloader {
         self.text_hash = hash_of(&text);
         // Names the content in the log, so an operator (or a test) can tell
         // which version a reload event is about.
-        let sha256 = self
-            .text_hash
-            .map(|h| hex::encode(&h[..8]))
-            .unwrap_or_default();
+        let sha256 = short_hash(self.text_hash);
         let name = self.path.display().to_string();
         let result = match text {
             Err(e) => Err(vec![Problem {

@@ -275,9 +275,7 @@ impl Access {
             ),
         }
     }
-}
 
-impl Access {
     /// The scopes a challenge for `action` on `repo` names.
     fn scopes<'a>(&'a self, repo: &'a RepoName, action: Action) -> Vec<(&'a RepoName, Action)> {
         let mut scopes = vec![(repo, action)];

@@ -71,6 +71,7 @@ struct PolicyInner {
     permits: tokio::sync::Semaphore,
     created: AtomicU64,
     discarded: AtomicU64,
+    metrics: crate::telemetry::metrics::PolicyHandles,
 }
 
 /// One initialised guest: its own store (memory, tables, WASI context).
@@ -104,6 +105,7 @@ impl LoadedPolicy {
             idle: Mutex::new(Vec::new()),
             created: AtomicU64::new(0),
             discarded: AtomicU64::new(0),
+            metrics: crate::telemetry::metrics::metrics().policy(owner),
         };
         // The first instance validates the settings now, at load time.
         let started = Instant::now();
@@ -130,19 +132,18 @@ impl LoadedPolicy {
     pub async fn evaluate_json(&self, claims: &str) -> Result<Decision, PolicyError> {
         let started = Instant::now();
         let result = self.evaluate_json_unmetered(claims).await;
+        // Indices of `telemetry::metrics::OUTCOMES`.
         let outcome = match &result {
-            Ok(Decision::Allow(_)) => "allow",
-            Ok(Decision::Deny(_)) => "deny",
-            Err(PolicyError::Trap { .. }) => "trap",
-            Err(PolicyError::Timeout { .. }) => "timeout",
-            Err(PolicyError::MemoryLimit { .. }) => "memory",
-            Err(_) => "invalid",
+            Ok(Decision::Allow(_)) => 0,
+            Ok(Decision::Deny(_)) => 1,
+            Err(PolicyError::Trap { .. }) => 2,
+            Err(PolicyError::Timeout { .. }) => 3,
+            Err(PolicyError::MemoryLimit { .. }) => 4,
+            Err(_) => 5,
         };
-        crate::telemetry::metrics::metrics().evaluation(
-            &self.inner.owner,
-            outcome,
-            started.elapsed().as_secs_f64(),
-        );
+        self.inner
+            .metrics
+            .evaluation(outcome, started.elapsed().as_secs_f64());
         result
     }
 
@@ -254,12 +255,7 @@ impl PolicyInner {
         if let Ok(permit) = self.permits.try_acquire() {
             return Ok(permit);
         }
-        crate::telemetry::metrics::metrics()
-            .policy_pool_waits
-            .get_or_create(&crate::telemetry::metrics::IssuerLabel {
-                issuer: self.owner.to_string(),
-            })
-            .inc();
+        self.metrics.waited();
         self.permits
             .acquire()
             .await

@@ -106,16 +106,74 @@ pub struct HttpClass {
 
 impl HttpClass {
     pub fn of(path: &str, method: &http::Method) -> HttpClass {
-        let route = route_class(path);
-        let method = method_label(method);
         HttpClass {
-            route: ROUTES.iter().position(|r| *r == route).unwrap_or(7),
-            method: METHODS.iter().position(|m| *m == method).unwrap_or(6),
+            route: ROUTES
+                .iter()
+                .position(|r| *r == route_class(path))
+                .unwrap_or(ROUTES.len() - 1),
+            method: METHODS[..METHODS.len() - 1]
+                .iter()
+                .position(|m| *m == method.as_str())
+                .unwrap_or(METHODS.len() - 1),
         }
     }
 
     pub fn route(self) -> &'static str {
         ROUTES[self.route]
+    }
+}
+
+/// Policy outcomes, the `outcome` label values, by index.
+pub const OUTCOMES: [&str; 6] = ["allow", "deny", "trap", "timeout", "memory", "invalid"];
+
+/// One loaded policy's metric handles: its issuer label is built once, at
+/// load, and each series is looked up once, at first use, so an evaluation
+/// costs atomic adds.
+pub struct PolicyHandles {
+    metrics: &'static Metrics,
+    issuer: String,
+    outcomes: [OnceLock<Counter>; 6],
+    duration: OnceLock<Histogram>,
+    waits: OnceLock<Counter>,
+}
+
+impl PolicyHandles {
+    /// One evaluation with outcome `OUTCOMES[outcome]`, that took `seconds`.
+    pub fn evaluation(&self, outcome: usize, seconds: f64) {
+        let m = self.metrics;
+        self.outcomes[outcome]
+            .get_or_init(|| {
+                m.policy_evaluations
+                    .get_or_create(&OutcomeLabels {
+                        issuer: self.issuer.clone(),
+                        outcome: OUTCOMES[outcome],
+                    })
+                    .clone()
+            })
+            .inc();
+        self.duration
+            .get_or_init(|| {
+                m.policy_duration
+                    .get_or_create(&IssuerLabel {
+                        issuer: self.issuer.clone(),
+                    })
+                    .clone()
+            })
+            .observe(seconds);
+    }
+
+    /// One evaluation that waited for a free instance.
+    pub fn waited(&self) {
+        self.waits
+            .get_or_init(|| {
+                self.metrics
+                    .policy_pool_waits
+                    .get_or_create(&IssuerLabel {
+                        issuer: self.issuer.clone(),
+                    })
+                    .clone()
+            })
+            .inc();
     }
 }
 
@@ -358,19 +416,15 @@ impl Metrics {
             .inc();
     }
 
-    /// One policy evaluation of `issuer` that took `seconds`.
-    pub fn evaluation(&self, issuer: &str, outcome: &'static str, seconds: f64) {
-        self.policy_evaluations
-            .get_or_create(&OutcomeLabels {
-                issuer: issuer.to_owned(),
-                outcome,
-            })
-            .inc();
-        self.policy_duration
-            .get_or_create(&IssuerLabel {
-                issuer: issuer.to_owned(),
-            })
-            .observe(seconds);
+    /// The handles of one issuer's policy, made when the policy loads.
+    pub fn policy(&'static self, issuer: &str) -> PolicyHandles {
+        PolicyHandles {
+            metrics: self,
+            issuer: issuer.to_owned(),
+            outcomes: Default::default(),
+            duration: OnceLock::new(),
+            waits: OnceLock::new(),
+        }
     }
 
     /// Something written to storage.
@@ -426,19 +480,6 @@ pub fn route_class(path: &str) -> &'static str {
         "referrers"
     } else {
         "other"
-    }
-}
-
-/// The method as a bounded label.
-pub fn method_label(method: &http::Method) -> &'static str {
-    match method.as_str() {
-        "GET" => "GET",
-        "HEAD" => "HEAD",
-        "PUT" => "PUT",
-        "POST" => "POST",
-        "PATCH" => "PATCH",
-        "DELETE" => "DELETE",
-        _ => "other",
     }
 }
 
