@@ -43,7 +43,7 @@ push_blob() { # REGISTRY REPO FILE
     loc=$(curl -fsS -D - -o /dev/null -X POST "$1/v2/$2/blobs/uploads/" | tr -d '\r' | awk -F': ' 'tolower($1)=="location"{print $2}')
     case "$loc" in http*) ;; *) loc="$1$loc";; esac
     sep='?'; case "$loc" in *\?*) sep='&';; esac
-    curl -fsS -o /dev/null -X PUT --data-binary "@$3" -H 'Content-Type: application/octet-stream' "$loc${sep}digest=$(sha "$3")"
+    curl -fsS -o /dev/null -T "$3" -H 'Content-Type: application/octet-stream' "$loc${sep}digest=$(sha "$3")"
 }
 
 # Builds a small image (config + 2 layers) in $WORK, once.

@@ -20,6 +20,7 @@
 
 mod atomic;
 mod cache;
+mod fileio;
 mod upload;
 
 use std::io;
@@ -28,8 +29,6 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use tokio::io::{AsyncSeekExt, AsyncWriteExt};
-use tokio_util::io::ReaderStream;
 
 use self::cache::ManifestCache;
 use super::{
@@ -37,10 +36,6 @@ use super::{
 };
 use crate::oci::{Digest, Hasher, Reference, RepoName, Tag, UploadId};
 use crate::telemetry::metrics::metrics;
-
-/// Read buffer for streaming blobs out: large enough for loopback speed,
-/// small enough that many concurrent pulls stay cheap.
-const READ_CHUNK: usize = 256 * 1024;
 
 /// Filesystem-backed storage rooted at one directory.
 pub struct FsStorage {
@@ -141,7 +136,7 @@ impl FsStorage {
         algorithm: crate::oci::Algorithm,
     ) -> Result<(TempFile, u64, Digest), StorageError> {
         let tmp = TempFile(Some(atomic::temp_path(&self.tmp_dir())));
-        let mut file = tokio::fs::OpenOptions::new()
+        let file = tokio::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(tmp.path())
@@ -149,14 +144,13 @@ impl FsStorage {
             .map_err(StorageError::io("creating a temporary file"))?;
         let mut hasher = algorithm.hasher();
         let result = async {
-            let n = copy_stream(body, &mut file, &mut hasher).await?;
+            let (file, n) = copy_stream(body, file, &mut hasher, None).await?;
             file.sync_all()
                 .await
                 .map_err(StorageError::io("syncing a blob"))?;
             Ok(n)
         }
         .await;
-        drop(file);
         // On error the guard removes the file.
         result.map(|n| (tmp, n, hasher.finish()))
     }
@@ -267,24 +261,54 @@ async fn run_blocking<T: Send + 'static>(
 
 /// Copies a body stream into a file, hashing every byte; a body error is
 /// the client's, a write error is ours.
+/// Chunks queued between a request and its blocking writer. Hyper hands
+/// out at most a few hundred KiB per chunk, so an upload holds a few MiB at
+/// most, whatever its size.
+const WRITE_QUEUE: usize = 16;
+
+/// Streams `body` into `file`, hashing it on the way. The writes run on the
+/// blocking pool while the next chunks arrive and are hashed, so network,
+/// hash and disk overlap, and no chunk is copied on the way. Returns the
+/// file and the bytes written (not yet synced). `released` is dropped when
+/// the writer lets go of the file, even if this future is dropped midway,
+/// so whoever writes the file next can wait for the writes still queued.
 async fn copy_stream(
     mut body: ByteStream,
-    file: &mut tokio::fs::File,
+    file: tokio::fs::File,
     hasher: &mut Hasher,
-) -> Result<u64, StorageError> {
+    released: Option<tokio::sync::oneshot::Sender<()>>,
+) -> Result<(tokio::fs::File, u64), StorageError> {
+    let file = file.into_std().await;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(WRITE_QUEUE);
+    let writer = tokio::task::spawn_blocking(move || {
+        let _released = released;
+        let mut out = fileio::Writer::new(file);
+        while let Some(chunk) = rx.blocking_recv() {
+            out.write(&chunk)?;
+        }
+        Ok::<_, io::Error>(out.into_inner())
+    });
     let mut n = 0u64;
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(StorageError::Body)?;
-        hasher.update(&chunk);
-        file.write_all(&chunk)
-            .await
-            .map_err(StorageError::io("writing a blob"))?;
-        n += chunk.len() as u64;
+    let fed = async {
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(StorageError::Body)?;
+            hasher.update(&chunk);
+            n += chunk.len() as u64;
+            if tx.send(chunk).await.is_err() {
+                // The writer stopped on an error, reported below.
+                break;
+            }
+        }
+        Ok(())
     }
-    file.flush()
-        .await
-        .map_err(StorageError::io("writing a blob"))?;
-    Ok(n)
+    .await;
+    drop(tx);
+    let written = match writer.await {
+        Ok(r) => r.map_err(StorageError::io("writing a blob")),
+        Err(e) => Err(StorageError::io("writing a blob")(io::Error::other(e))),
+    };
+    fed?;
+    Ok((tokio::fs::File::from_std(written?), n))
 }
 
 fn check_len(expected: Option<u64>, actual: u64) -> Result<(), StorageError> {
@@ -351,29 +375,22 @@ impl Storage for FsStorage {
         {
             return Err(StorageError::BlobUnknown(digest.clone()));
         }
-        let mut file = match tokio::fs::File::open(self.blob_path(digest)).await {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(StorageError::BlobUnknown(digest.clone()));
+        let path = self.blob_path(digest);
+        let opened = run_blocking("opening a blob", move || match std::fs::File::open(&path) {
+            Ok(file) => {
+                let size = file.metadata()?.len();
+                Ok(Some((file, size)))
             }
-            Err(e) => return Err(StorageError::io("opening a blob")(e)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        })
+        .await?;
+        let Some((file, size)) = opened else {
+            return Err(StorageError::BlobUnknown(digest.clone()));
         };
-        let size = file
-            .metadata()
-            .await
-            .map_err(StorageError::io("reading blob metadata"))?
-            .len();
-        metrics().read(range.map_or(size, |r| r.len()));
-        let body: ByteStream = match range {
-            None => Box::pin(ReaderStream::with_capacity(file, READ_CHUNK)),
-            Some(r) => {
-                file.seek(io::SeekFrom::Start(r.start))
-                    .await
-                    .map_err(StorageError::io("seeking in a blob"))?;
-                use tokio::io::AsyncReadExt;
-                Box::pin(ReaderStream::with_capacity(file.take(r.len()), READ_CHUNK))
-            }
-        };
+        let (start, len) = range.map_or((0, size), |r| (r.start, r.len()));
+        metrics().read(len);
+        let body = fileio::read_stream(file, start, len);
         Ok(BlobRead { size, body })
     }
 

@@ -70,6 +70,19 @@ pub struct Session {
     /// Set once the session is completed or cancelled, so a request that was
     /// waiting on the mutex sees it gone.
     closed: bool,
+    /// Closed when the writer of the last chunk has let go of `data`. A
+    /// request cut off mid-chunk leaves writes queued on the blocking pool;
+    /// nobody touches `data` again before they are done.
+    writer: Option<tokio::sync::oneshot::Receiver<()>>,
+}
+
+impl Session {
+    /// Waits until no writer of an earlier chunk holds `data` any more.
+    async fn settle(&mut self) {
+        if let Some(released) = self.writer.take() {
+            let _ = released.await;
+        }
+    }
 }
 
 /// The sessions this process has touched, and how many open sessions each
@@ -155,6 +168,7 @@ pub async fn start(s: &FsStorage, repo: &RepoName, owner: &str) -> Result<Upload
         offset: 0,
         hasher: Some(crate::oci::Algorithm::Sha256.hasher()),
         closed: false,
+        writer: None,
     };
     let handle = Arc::new(Handle {
         repo: repo.clone(),
@@ -230,6 +244,7 @@ async fn load(s: &FsStorage, id: UploadId) -> Result<Option<Arc<Handle>>, Storag
             offset,
             hasher: None,
             closed: false,
+            writer: None,
         }),
     });
     let mut map = lock_map(s);
@@ -358,6 +373,7 @@ async fn append_locked(
     body: ByteStream,
     expected_len: Option<u64>,
 ) -> Result<u64, StorageError> {
+    state.settle().await;
     let d = dir(s, id);
     let data = d.join("data");
     let mut file = tokio::fs::OpenOptions::new()
@@ -376,8 +392,10 @@ async fn append_locked(
         .hasher
         .clone()
         .unwrap_or_else(|| crate::oci::Algorithm::Sha256.hasher());
+    let (released, writer) = tokio::sync::oneshot::channel();
+    state.writer = Some(writer);
     let copied = async {
-        let n = copy_stream(body, &mut file, &mut hasher).await?;
+        let (file, n) = copy_stream(body, file, &mut hasher, Some(released)).await?;
         check_len(expected_len, n)?;
         file.sync_all()
             .await
@@ -388,11 +406,19 @@ async fn append_locked(
     let n = match copied {
         Ok(n) => n,
         Err(e) => {
-            let _ = file.set_len(state.offset).await;
+            // The next append truncates to the acknowledged offset anyway;
+            // this only frees the space early.
+            let offset = state.offset;
+            let _ = run_blocking("truncating an upload", move || {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&data)?
+                    .set_len(offset)
+            })
+            .await;
             return Err(e);
         }
     };
-    drop(file);
     let new_offset = state.offset + n;
     let tmp_dir = s.tmp_dir();
     run_blocking("recording upload progress", move || {
@@ -474,6 +500,7 @@ pub async fn complete(
     if state.closed {
         return Err(StorageError::UploadUnknown);
     }
+    state.settle().await;
     if let Some(body) = body {
         append_locked(s, id, &mut state, body, expected_len).await?;
     }
@@ -531,6 +558,7 @@ pub async fn cancel(s: &FsStorage, repo: &RepoName, id: UploadId) -> Result<(), 
     if state.closed {
         return Err(StorageError::UploadUnknown);
     }
+    state.settle().await;
     state.closed = true;
     let d = dir(s, id);
     run_blocking("removing an upload session", move || {
