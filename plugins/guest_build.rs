@@ -49,10 +49,18 @@ pub fn build(packages: &[String]) -> Vec<PathBuf> {
         rerun_if_changed(&path);
     }
 
-    ensure_target_installed();
-
-    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
+    let guest_toolchain = guest_toolchain();
+    let mut cmd = match &guest_toolchain {
+        Some(toolchain) => {
+            let mut cmd = Command::new("rustup");
+            cmd.args(["run", toolchain, "cargo"]);
+            cmd
+        }
+        None => {
+            ensure_target_installed();
+            Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+        }
+    };
     cmd.current_dir(&plugins)
         .args([
             "build",
@@ -67,6 +75,12 @@ pub fn build(packages: &[String]) -> Vec<PathBuf> {
         cmd.args(["-p", package]);
     }
     scrub_outer_build_env(&mut cmd);
+    if guest_toolchain.is_some() {
+        // The outer toolchain's compiler and proxy choice, not the guests'.
+        for key in ["RUSTC", "RUSTDOC", "RUSTC_WRAPPER", "RUSTUP_TOOLCHAIN"] {
+            cmd.env_remove(key);
+        }
+    }
     cmd.env("CARGO_TARGET_DIR", &target_dir)
         // Cargo reads `cargo:` directives from this script's stdout; the
         // nested build's output goes to stderr, shown when a build fails.
@@ -100,6 +114,18 @@ pub fn build(packages: &[String]) -> Vec<PathBuf> {
 /// under a directory) changes.
 pub fn rerun_if_changed(path: &Path) {
     println!("cargo:rerun-if-changed={}", path.display());
+}
+
+/// The rustup toolchain to build the guests with when it is not the one
+/// running this build: `GANTRY_GUEST_TOOLCHAIN`. The fuzz targets build the
+/// host with `cargo +nightly fuzz`, and a nightly may have no Wasm target
+/// to install; `GANTRY_GUEST_TOOLCHAIN=1.95.0` builds the guests (the same
+/// ones, into the same directory) with the pinned toolchain instead.
+fn guest_toolchain() -> Option<String> {
+    println!("cargo:rerun-if-env-changed=GANTRY_GUEST_TOOLCHAIN");
+    env::var("GANTRY_GUEST_TOOLCHAIN")
+        .ok()
+        .filter(|t| !t.is_empty())
 }
 
 /// Makes sure the toolchain has the guests' target. When it is missing and

@@ -15,6 +15,9 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod distribution;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod oci;
 pub mod policy;
 pub mod server;

@@ -13,8 +13,9 @@ use std::fmt;
 use serde_json::Value;
 
 use super::Config;
+use super::access::Grant;
 use super::auth::IssuerEntry;
-use crate::oci::Action;
+use crate::oci::{Action, ActionSet};
 use crate::policy::{BuiltinModule, ModuleSource};
 
 /// How much a lint matters.
@@ -320,12 +321,15 @@ fn lint_issuer(config: &Config, e: &IssuerEntry, out: &mut Vec<Lint>) {
     if iss == "https://token.actions.githubusercontent.com"
         && !any_mentions(&matching, "event_name")
         && !any_mentions(&matching, "runner_environment")
+        && let Some(grant) = push_grant(config, e)
     {
         push(
             "G105",
             Severity::Warning,
             at("policy.settings"),
-            "nothing pins event_name or runner_environment: pull_request_target workflows and self-hosted runners get the same identity".into(),
+            format!(
+                "{grant} lets this issuer's identities push, and nothing pins event_name or runner_environment: pull_request_target workflows and self-hosted runners get the same identity"
+            ),
             "validate claims.event_name (not pull_request_target) and claims.runner_environment == 'github-hosted'",
         );
     }
@@ -339,6 +343,35 @@ fn lint_issuer(config: &Config, e: &IssuerEntry, out: &mut Vec<Lint>) {
             "add a validation claims.email_verified == true",
         );
     }
+}
+
+/// Where access control lets identities of issuer `e` push (create or
+/// update), named by its key path; `None` when nothing does. Without
+/// `[access_control]` every authenticated identity may push.
+fn push_grant(config: &Config, e: &IssuerEntry) -> Option<String> {
+    let pushes = |a: ActionSet| a.contains(Action::Create) || a.contains(Action::Update);
+    let Some(ac) = &config.access_control else {
+        return Some("the absence of [access_control]".into());
+    };
+    let ours = |g: &Grant| {
+        pushes(g.actions)
+            && (g.users.iter().any(|u| u.starts_with(&e.username_prefix))
+                || g.groups.iter().any(|g| g.starts_with(&e.groups_prefix)))
+    };
+    if ac.admin_policy.as_ref().is_some_and(ours) {
+        return Some("access_control.admin_policy".into());
+    }
+    ac.repositories.iter().find_map(|r| {
+        let at = format!("access_control.repositories.\"{}\"", r.pattern);
+        if pushes(r.default_policy) {
+            Some(format!("{at}.default_policy"))
+        } else {
+            r.policies
+                .iter()
+                .any(ours)
+                .then(|| format!("{at}.policies"))
+        }
+    })
 }
 
 fn lint_access(config: &Config, out: &mut Vec<Lint>) {
@@ -426,6 +459,33 @@ validations = [
             assert!(!l.fix.is_empty() && !l.path.is_empty(), "{l}");
         }
         assert_eq!(IDS.len(), cases.len());
+    }
+
+    #[test]
+    fn unpinned_events_matter_only_where_the_issuer_may_push() {
+        let unpinned = GITHUB_OK
+            .replace("claims.event_name in ['push', 'workflow_dispatch']", "true")
+            .replace("claims.runner_environment == 'github-hosted'", "true");
+        let pull_only = format!(
+            "{unpinned}\n[access_control.repositories.\"**\"]\ndefault_policy = [\"read\"]\n\
+             [[access_control.repositories.\"**\".policies]]\nusers = [\"ci:deployer\"]\nactions = [\"read\", \"create\"]\n"
+        );
+        assert!(!ids(&pull_only).contains(&"G105"), "{pull_only}");
+        let ours = pull_only.replace("ci:deployer", "gh:octo-org/app");
+        let found = lints(&ours);
+        let g105 = found.iter().find(|l| l.id == "G105").expect("G105");
+        assert!(
+            g105.message
+                .starts_with("access_control.repositories.\"**\".policies lets"),
+            "{g105}"
+        );
+        let by_group = pull_only.replace("users = [\"ci:deployer\"]", "groups = [\"gh:octo-org\"]");
+        assert!(ids(&by_group).contains(&"G105"), "{by_group}");
+        let for_all = pull_only.replace(
+            "default_policy = [\"read\"]",
+            "default_policy = [\"read\", \"update\"]",
+        );
+        assert!(ids(&for_all).contains(&"G105"), "{for_all}");
     }
 
     #[test]

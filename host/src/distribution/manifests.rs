@@ -172,7 +172,7 @@ enum Kind {
 
 /// What validation learned about a manifest.
 #[derive(Debug)]
-struct Parsed {
+pub(crate) struct Parsed {
     media_type: String,
     kind: Kind,
     /// Blobs (config, layers) an image manifest needs in the repository.
@@ -222,7 +222,7 @@ fn is_external_layer(v: &Value) -> bool {
 }
 
 impl Parsed {
-    fn from_bytes(content_type: Option<&str>, bytes: &[u8]) -> Result<Parsed, ApiError> {
+    pub(crate) fn from_bytes(content_type: Option<&str>, bytes: &[u8]) -> Result<Parsed, ApiError> {
         let doc: Value = serde_json::from_slice(bytes)
             .map_err(|e| ApiError::manifest_invalid(format!("manifest is not valid JSON: {e}")))?;
         let obj = doc

@@ -12,7 +12,7 @@ pub mod path;
 
 mod blobs;
 mod listing;
-mod manifests;
+pub(crate) mod manifests;
 mod token;
 
 use std::sync::Arc;

@@ -18,14 +18,14 @@
 //! a refresh cool-down, validation pins the algorithm and requires
 //! `iss`/`aud`/`exp`.
 
-mod claims;
+pub(crate) mod claims;
 mod config;
 mod error;
-mod fetch;
-mod jwks;
+pub(crate) mod fetch;
+pub(crate) mod jwks;
 mod keystore;
 mod reach;
-mod token;
+pub(crate) mod token;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
