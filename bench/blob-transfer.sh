@@ -4,9 +4,10 @@
 #  - push: gantry's monolithic `POST ?digest=` and chunked (64 MiB PATCHes)
 #    push against the limit of this machine for what a push must do: SHA-256
 #    of the bytes (openssl, SHA-NI where the CPU has it) and a write and
-#    fsync of the same bytes to a new file (dd conv=fsync), run at the same
-#    time (the best a server that overlaps hashing and disk could do, before
-#    it even reads the socket);
+#    fsync of the same bytes to a new file by the disk's fastest path (dd
+#    oflag=direct conv=fsync: no page cache), run at the same time (the best
+#    a server that overlaps hashing and disk could do, before it even reads
+#    the socket);
 #  - pull: gantry against Debian's docker-registry 2.8 and nginx serving the
 #    same file (sendfile on), each read into /dev/null by curl;
 #  - gantry's peak RSS (VmHWM) over the whole run.
@@ -67,7 +68,7 @@ limit_round() {
     local t0 t1
     t0=$(now)
     openssl dgst -sha256 "$WORK/blob" > /dev/null & local h=$!
-    dd if="$WORK/blob" of="$WORK/copy" bs=4M conv=fsync status=none
+    dd if="$WORK/blob" of="$WORK/copy" bs=8M oflag=direct conv=fsync status=none
     wait "$h"; t1=$(now)
     rm -f "$WORK/copy"
     secs "$t0" "$t1"
