@@ -144,7 +144,7 @@ impl FsStorage {
             .map_err(StorageError::io("creating a temporary file"))?;
         let mut hasher = algorithm.hasher();
         let result = async {
-            let (file, n) = copy_stream(body, file, &mut hasher, None).await?;
+            let (file, n) = copy_stream(body, file, &mut hasher, None, true).await?;
             file.sync_all()
                 .await
                 .map_err(StorageError::io("syncing a blob"))?;
@@ -272,21 +272,28 @@ const WRITE_QUEUE: usize = 16;
 /// file and the bytes written (not yet synced). `released` is dropped when
 /// the writer lets go of the file, even if this future is dropped midway,
 /// so whoever writes the file next can wait for the writes still queued.
+/// `new_file`: `file` is new and empty, so it may be written with
+/// `O_DIRECT` (see [`fileio::Writer::direct`]).
 async fn copy_stream(
     mut body: ByteStream,
     file: tokio::fs::File,
     hasher: &mut Hasher,
     released: Option<tokio::sync::oneshot::Sender<()>>,
+    new_file: bool,
 ) -> Result<(tokio::fs::File, u64), StorageError> {
     let file = file.into_std().await;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(WRITE_QUEUE);
     let writer = tokio::task::spawn_blocking(move || {
         let _released = released;
-        let mut out = fileio::Writer::new(file);
+        let mut out = if new_file {
+            fileio::Writer::direct(file)
+        } else {
+            fileio::Writer::new(file)
+        };
         while let Some(chunk) = rx.blocking_recv() {
             out.write(&chunk)?;
         }
-        Ok::<_, io::Error>(out.into_inner())
+        out.finish()
     });
     let mut n = 0u64;
     let fed = async {

@@ -395,7 +395,7 @@ async fn append_locked(
     let (released, writer) = tokio::sync::oneshot::channel();
     state.writer = Some(writer);
     let copied = async {
-        let (file, n) = copy_stream(body, file, &mut hasher, Some(released)).await?;
+        let (file, n) = copy_stream(body, file, &mut hasher, Some(released), false).await?;
         check_len(expected_len, n)?;
         file.sync_all()
             .await
