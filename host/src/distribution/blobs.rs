@@ -239,10 +239,33 @@ pub async fn patch_upload(
     req: Request,
 ) -> Result<Response, ApiError> {
     let (start, expected) = chunk_bounds(req.headers())?;
+    if let Some(start) = start {
+        // Checked here too (the append checks again, under the session's
+        // lock) so that a refused chunk's body can be read off first.
+        let have = s.upload_offset(repo, id).await?;
+        if start != have {
+            return Err(refuse_unread(req.into_body(), expected, have).await);
+        }
+    }
     let offset = s
         .append_upload(repo, id, start, body_stream(req.into_body()), expected)
         .await?;
     Ok(upload_accepted(StatusCode::ACCEPTED, repo, id, offset))
+}
+
+/// Largest refused chunk body read off (and dropped) before the 416 goes
+/// out. A response sent while the request body is still unread makes the
+/// server close the connection, and a client that reuses it (Go's does)
+/// sees its next request fail with EOF; a larger body is not worth
+/// reading, and its connection closes.
+const DRAIN_LIMIT: u64 = 1024 * 1024;
+
+/// The 416 for a chunk at the wrong offset, after reading off a small body.
+async fn refuse_unread(body: Body, expected: Option<u64>, have: u64) -> ApiError {
+    if expected.is_some_and(|n| n <= DRAIN_LIMIT) {
+        let _ = axum::body::to_bytes(body, DRAIN_LIMIT as usize).await;
+    }
+    crate::storage::StorageError::OffsetMismatch { have }.into()
 }
 
 pub async fn finish_upload(
@@ -263,7 +286,7 @@ pub async fn finish_upload(
         // A last chunk with a position: check it like a PATCH would.
         let have = s.upload_offset(repo, id).await?;
         if start != Some(have) {
-            return Err(crate::storage::StorageError::OffsetMismatch { have }.into());
+            return Err(refuse_unread(req.into_body(), expected, have).await);
         }
     }
     // No body at all (Content-Length: 0) is the common case: skip the append.
