@@ -253,18 +253,10 @@ pub async fn patch_upload(
     Ok(upload_accepted(StatusCode::ACCEPTED, repo, id, offset))
 }
 
-/// Largest refused chunk body read off (and dropped) before the 416 goes
-/// out. A response sent while the request body is still unread makes the
-/// server close the connection, and a client that reuses it (Go's does)
-/// sees its next request fail with EOF; a larger body is not worth
-/// reading, and its connection closes.
-const DRAIN_LIMIT: u64 = 1024 * 1024;
-
-/// The 416 for a chunk at the wrong offset, after reading off a small body.
+/// The 416 for a chunk at the wrong offset, after reading off its body
+/// (see [`super::drain_unread`]).
 async fn refuse_unread(body: Body, expected: Option<u64>, have: u64) -> ApiError {
-    if expected.is_some_and(|n| n <= DRAIN_LIMIT) {
-        let _ = axum::body::to_bytes(body, DRAIN_LIMIT as usize).await;
-    }
+    super::drain_unread(body, expected).await;
     crate::storage::StorageError::OffsetMismatch { have }.into()
 }
 

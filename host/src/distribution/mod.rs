@@ -167,11 +167,9 @@ async fn log_and_stamp(req: Request, next: Next) -> Response {
     let declared = if method == Method::HEAD {
         None
     } else {
-        http_body::Body::size_hint(resp.body()).exact().or_else(|| {
-            resp.headers()
-                .get(header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok()?.parse().ok())
-        })
+        http_body::Body::size_hint(resp.body())
+            .exact()
+            .or_else(|| content_length(resp.headers()))
     };
     metrics.request(class, status, elapsed.as_secs_f64(), declared);
     match resp.extensions().get::<InternalCause>() {
@@ -207,7 +205,13 @@ async fn v2(State(state): State<AppState>, req: Request) -> Response {
     .await
     {
         Ok(a) => a,
-        Err(e) => return e.into_response(),
+        Err(e) => {
+            // A refused push (401 challenge, 403) still lets the client
+            // reuse its connection for the retry with credentials.
+            let declared = content_length(req.headers());
+            drain_unread(req.into_body(), declared).await;
+            return e.into_response();
+        }
     };
     match dispatch(&state, &access, route, req).await {
         Ok(resp) => resp,
@@ -488,6 +492,22 @@ async fn dispatch(
             StatusCode::METHOD_NOT_ALLOWED,
             format!("method {m} is not supported here"),
         )),
+    }
+}
+
+/// Largest request body read off (and dropped) before a refusal that did
+/// not need it goes out. A response sent while the body is still unread
+/// makes the server close the connection, and a client that reuses it (Go's
+/// does) sees its next request fail with EOF. A larger body, or one of
+/// unknown length, is not worth reading: its connection closes.
+const DRAIN_LIMIT: u64 = 1024 * 1024;
+
+/// Reads off and drops a request body of `declared` length when it is at
+/// most [`DRAIN_LIMIT`]; slow bodies are bounded by the connection layer's
+/// progress rule.
+async fn drain_unread(body: Body, declared: Option<u64>) {
+    if declared.is_some_and(|n| n > 0 && n <= DRAIN_LIMIT) {
+        let _ = axum::body::to_bytes(body, DRAIN_LIMIT as usize).await;
     }
 }
 

@@ -259,14 +259,13 @@ async fn run_blocking<T: Send + 'static>(
     }
 }
 
-/// Copies a body stream into a file, hashing every byte; a body error is
-/// the client's, a write error is ours.
 /// Chunks queued between a request and its blocking writer. Hyper hands
 /// out at most a few hundred KiB per chunk, so an upload holds a few MiB at
 /// most, whatever its size.
 const WRITE_QUEUE: usize = 16;
 
-/// Streams `body` into `file`, hashing it on the way. The writes run on the
+/// Streams `body` into `file`, hashing it on the way (a body error is the
+/// client's, a write error is ours). The writes run on the
 /// blocking pool while the next chunks arrive and are hashed, so network,
 /// hash and disk overlap, and no chunk is copied on the way. Returns the
 /// file and the bytes written (not yet synced). `released` is dropped when
