@@ -87,17 +87,62 @@ pub fn serve_dev(listen: Option<std::net::SocketAddr>) -> ExitCode {
     }
 }
 
+/// Opens the configured backend. On s3 the token signing key lives in the
+/// bucket (so every replica signs and verifies with the same one): unless
+/// `[auth.token] key_file` names one, it is fetched (or created once) there
+/// and kept in `<root>/auth/`, where the token service reads it, replacing
+/// whatever an earlier start left there.
+async fn open_storage(config: &Config) -> anyhow::Result<Arc<dyn crate::storage::Storage>> {
+    use crate::config::Backend;
+    match &config.storage.backend {
+        Backend::Fs => {
+            let storage = crate::storage::fs::FsStorage::open_with(
+                &config.storage.root,
+                config.storage.uploads,
+            )
+            .await
+            .with_context(|| format!("opening storage root {}", config.storage.root.display()))?;
+            tracing::info!(backend = "fs", root = %config.storage.root.display(), "storage ready");
+            Ok(Arc::new(storage))
+        }
+        Backend::S3(s3) => {
+            let storage = crate::storage::s3::S3Storage::open(s3, config.storage.uploads)
+                .await
+                .with_context(|| format!("opening storage.s3 bucket `{}`", s3.bucket))?;
+            tokio::fs::create_dir_all(&config.storage.root)
+                .await
+                .with_context(|| {
+                    format!("creating storage root {}", config.storage.root.display())
+                })?;
+            let needs_key = config
+                .auth
+                .as_ref()
+                .is_some_and(|a| a.token.key_file.is_none());
+            if needs_key {
+                let key = storage
+                    .shared_signing_key()
+                    .await
+                    .context("getting the token signing key from the bucket")?;
+                let path = config
+                    .storage
+                    .root
+                    .join("auth")
+                    .join("token-signing-key.p8");
+                crate::auth::token::replace_private(&path, &key)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            tracing::info!(backend = "s3", bucket = %s3.bucket, prefix = %s3.prefix, endpoint = ?s3.endpoint, "storage ready");
+            Ok(Arc::new(storage))
+        }
+    }
+}
+
 async fn run(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     match &path {
         Some(p) => tracing::info!(config = %p.display(), "configuration loaded"),
         None => tracing::info!("using the embedded default configuration"),
     }
-    let storage =
-        crate::storage::fs::FsStorage::open_with(&config.storage.root, config.storage.uploads)
-            .await
-            .with_context(|| format!("opening storage root {}", config.storage.root.display()))?;
-    let storage: Arc<dyn crate::storage::Storage> = Arc::new(storage);
-    tracing::info!(root = %config.storage.root.display(), "storage ready");
+    let storage = open_storage(&config).await?;
     crate::storage::spawn_upload_sweep(storage.clone(), config.storage.uploads);
 
     // One engine for the life of the process, so a reload reuses compiled
@@ -381,7 +426,10 @@ impl Reloader {
         if new.server.limits != old.server.limits {
             pending.push("server connection limits (header_read_timeout, idle_timeout, body_*, max_connections)");
         }
-        if new.storage.root != old.storage.root || new.storage.uploads != old.storage.uploads {
+        if new.storage.root != old.storage.root
+            || new.storage.uploads != old.storage.uploads
+            || new.storage.backend != old.storage.backend
+        {
             pending.push("storage.*");
         }
         if new.log.level != old.log.level || new.log.format != old.log.format {

@@ -92,9 +92,39 @@ pub struct TlsFiles {
 /// `[storage]`: where blobs and metadata live.
 #[derive(Debug, Clone)]
 pub struct StorageConfig {
+    /// fs: all content; s3: only this replica's local caches (compiled
+    /// policies, a copy of the token signing key).
     pub root: PathBuf,
+    /// `backend` and, for `"s3"`, `[storage.s3]`.
+    pub backend: Backend,
     /// `max_uploads_per_identity` and `[storage.gc] upload_ttl`.
     pub uploads: crate::storage::UploadLimits,
+}
+
+/// `[storage] backend`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    Fs,
+    S3(S3Config),
+}
+
+/// `[storage.s3]`: one bucket (and key prefix) on an S3-compatible store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Config {
+    pub bucket: String,
+    /// Key prefix inside the bucket, without a trailing `/` ("" for none).
+    pub prefix: String,
+    pub region: String,
+    /// `None`: AWS.
+    pub endpoint: Option<String>,
+    pub allow_http: bool,
+    /// Static credentials; both or neither. Neither: the standard `AWS_*`
+    /// environment variables (and the rest of the AWS credential chain).
+    pub access_key_id: Option<String>,
+    pub secret_access_key_file: Option<PathBuf>,
+    /// Blob `GET`/`HEAD` answer 307 to a presigned URL.
+    pub redirect_blobs: bool,
+    pub redirect_seconds: u64,
 }
 
 /// `[log]`: verbosity and output format.
@@ -325,13 +355,117 @@ fn read_storage(mut s: Section<'_>, base: &Path) -> StorageConfig {
     let max_per_owner = s.get("max_uploads_per_identity", || {
         UploadLimits::DEFAULT_MAX_PER_OWNER
     });
+    let backend_name: String = s.get("backend", || "fs".to_string());
+    let mut s3 = s.section("s3");
+    let s3_given = !s3.keys().is_empty();
+    let s3_config = read_s3(&mut s3, base);
+    s3.finish();
+    let backend = match backend_name.as_str() {
+        "fs" => {
+            if s3_given {
+                s.problem(
+                    "s3",
+                    "is set but `backend` is \"fs\": set `backend = \"s3\"` or remove [storage.s3]"
+                        .into(),
+                );
+            }
+            Backend::Fs
+        }
+        "s3" => {
+            if s3_config.bucket.is_empty() {
+                s.problem_raw(
+                    "s3.bucket",
+                    "must name the bucket (an existing one) when `backend` is \"s3\"".into(),
+                );
+            }
+            Backend::S3(s3_config)
+        }
+        other => {
+            s.problem(
+                "backend",
+                format!("`{other}` is not a storage backend: use \"fs\" or \"s3\""),
+            );
+            Backend::Fs
+        }
+    };
     let mut gc = s.section("gc");
     let ttl = gc.duration("upload_ttl", UploadLimits::DEFAULT_TTL);
     gc.finish();
     s.finish();
     StorageConfig {
         root: base.join(root),
+        backend,
         uploads: UploadLimits { ttl, max_per_owner },
+    }
+}
+
+fn read_s3(s: &mut Section<'_>, base: &Path) -> S3Config {
+    let bucket: String = s.get("bucket", String::new);
+    let prefix: String = s.get("prefix", String::new);
+    let region: String = s.get("region", || "us-east-1".to_string());
+    let endpoint: Option<String> = s.get("endpoint", || None);
+    let allow_http: bool = s.get("allow_http", || false);
+    let access_key_id: Option<String> = s.get("access_key_id", || None);
+    let secret: Option<String> = s.get("secret_access_key_file", || None);
+    let redirect_blobs: bool = s.get("redirect_blobs", || false);
+    let redirect_seconds: u64 = s.get("redirect_seconds", || 300);
+    let prefix = prefix.trim_matches('/').to_string();
+    if prefix.split('/').any(|p| p == "." || p == "..")
+        || prefix.contains("//")
+        || prefix.chars().any(|c| c.is_control() || c == '\\')
+    {
+        s.problem(
+            "prefix",
+            format!("`{prefix}` is not a key prefix: use `/`-separated names without `.`, `..` or empty parts"),
+        );
+    }
+    if region.is_empty() {
+        s.problem("region", "must not be empty".into());
+    }
+    if let Some(e) = &endpoint {
+        match url::Url::parse(e) {
+            Ok(u) if u.scheme() == "https" => {}
+            Ok(u) if u.scheme() == "http" => {
+                if !allow_http {
+                    s.problem(
+                        "endpoint",
+                        format!("`{e}` is plain http: set `allow_http = true` to allow it (credentials and content then travel unencrypted)"),
+                    );
+                }
+            }
+            Ok(_) | Err(_) => s.problem(
+                "endpoint",
+                format!("`{e}` is not an http(s) URL like http://127.0.0.1:9000"),
+            ),
+        }
+    }
+    match (&access_key_id, &secret) {
+        (Some(_), None) => s.problem(
+            "secret_access_key_file",
+            "must be set when access_key_id is set".into(),
+        ),
+        (None, Some(_)) => s.problem(
+            "access_key_id",
+            "must be set when secret_access_key_file is set".into(),
+        ),
+        _ => {}
+    }
+    if redirect_seconds == 0 || redirect_seconds > 7 * 24 * 3600 {
+        s.problem(
+            "redirect_seconds",
+            "must be between 1 and 604800 (a presigned URL lives at most 7 days)".into(),
+        );
+    }
+    S3Config {
+        bucket,
+        prefix,
+        region,
+        endpoint,
+        allow_http,
+        access_key_id,
+        secret_access_key_file: secret.map(|p| base.join(p)),
+        redirect_blobs,
+        redirect_seconds,
     }
 }
 
@@ -398,6 +532,7 @@ pub fn known_keys() -> Vec<String> {
     const SKELETON: &str = r#"
         [server]
         [storage]
+        [storage.s3]
         [storage.gc]
         [log]
         [auth]

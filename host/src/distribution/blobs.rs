@@ -57,6 +57,17 @@ pub async fn get(
     let Some(size) = s.blob_size(repo, digest).await? else {
         return Err(crate::storage::StorageError::BlobUnknown(digest.clone()).into());
     };
+    // `[storage.s3] redirect_blobs`: a GET fetches the content (ranges
+    // included) from the store itself, with a URL that expires. A HEAD is
+    // answered here: the size is already known.
+    if !head && let Some(url) = s.blob_redirect(digest).await? {
+        return Response::builder()
+            .status(StatusCode::TEMPORARY_REDIRECT)
+            .header(header::LOCATION, header_value(url.as_str()))
+            .header(super::CONTENT_DIGEST, header_value(&digest.to_string()))
+            .body(Body::empty())
+            .map_err(ApiError::internal);
+    }
     let range = parse_range(headers, size).map_err(|()| {
         ApiError::new(
             StatusCode::RANGE_NOT_SATISFIABLE,

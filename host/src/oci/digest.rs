@@ -69,6 +69,14 @@ impl Digest {
         h.finish()
     }
 
+    /// The sha256 digest whose 32 bytes were computed elsewhere.
+    pub fn from_sha256_bytes(bytes: [u8; 32]) -> Digest {
+        Digest {
+            algorithm: Algorithm::Sha256,
+            hex: hex::encode(bytes),
+        }
+    }
+
     /// The digest of `bytes` computed with `algorithm`.
     pub fn compute(algorithm: Algorithm, bytes: &[u8]) -> Digest {
         let mut h = algorithm.hasher();

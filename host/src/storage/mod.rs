@@ -10,7 +10,9 @@
 //! Implementations: [`fs::FsStorage`] (the filesystem). An object-store
 //! backend fits behind the same trait.
 
+mod cache;
 pub mod fs;
+pub mod s3;
 
 use std::io;
 use std::pin::Pin;
@@ -55,6 +57,16 @@ impl StorageError {
     pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(io::Error) -> StorageError {
         let context = context.into();
         move |source| StorageError::Io { context, source }
+    }
+}
+
+/// Checks a body's length against the one declared, if any.
+pub(crate) fn check_len(expected: Option<u64>, actual: u64) -> Result<(), StorageError> {
+    match expected {
+        Some(expected) if expected != actual => {
+            Err(StorageError::SizeMismatch { expected, actual })
+        }
+        _ => Ok(()),
     }
 }
 
@@ -144,13 +156,21 @@ pub trait Storage: Send + Sync + 'static {
     ) -> Result<Option<u64>, StorageError>;
 
     /// Streams a blob linked into `repo`; `range` selects part of it. The
-    /// caller has checked the range against `blob_size`.
+    /// caller has checked the range against `blob_size` (which is also what
+    /// checks the link: a backend may skip that check here).
     async fn read_blob(
         &self,
         repo: &RepoName,
         digest: &Digest,
         range: Option<ByteRange>,
     ) -> Result<BlobRead, StorageError>;
+
+    /// A URL the client may `GET` the blob from directly (a presigned
+    /// object-store URL), for a `307` instead of streaming it through;
+    /// `None` (the default) streams. The caller has checked the link.
+    async fn blob_redirect(&self, _digest: &Digest) -> Result<Option<url::Url>, StorageError> {
+        Ok(None)
+    }
 
     /// Stores a whole blob from `body` (monolithic upload), verifying its
     /// digest (and `expected_len` when given), and links it into `repo`.

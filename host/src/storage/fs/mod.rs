@@ -19,7 +19,6 @@
 //! reactor thread.
 
 mod atomic;
-mod cache;
 mod fileio;
 mod upload;
 
@@ -30,9 +29,10 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use futures_util::StreamExt;
 
-use self::cache::ManifestCache;
+use super::cache::ManifestCache;
 use super::{
     BlobRead, ByteRange, ByteStream, Referrer, Storage, StorageError, StoredManifest, UploadLimits,
+    check_len,
 };
 use crate::oci::{Digest, Hasher, Reference, RepoName, Tag, UploadId};
 use crate::telemetry::metrics::metrics;
@@ -315,15 +315,6 @@ async fn copy_stream(
     };
     fed?;
     Ok((tokio::fs::File::from_std(written?), n))
-}
-
-fn check_len(expected: Option<u64>, actual: u64) -> Result<(), StorageError> {
-    match expected {
-        Some(expected) if expected != actual => {
-            Err(StorageError::SizeMismatch { expected, actual })
-        }
-        _ => Ok(()),
-    }
 }
 
 fn file_len(path: &Path) -> io::Result<Option<u64>> {

@@ -5,12 +5,16 @@
 //! generation and drops that repository's entries *after* the disk write.
 //! A reader notes the generation before reading the disk and only inserts
 //! if it is unchanged, so a slow reader can never put back a stale entry.
-//! This holds for one process owning the storage root; several replicas
-//! sharing storage would need their own invalidation (an object-store backend).
+//! That is all one process needs when it owns its storage. Replicas sharing
+//! a bucket learn nothing of each other's writes, so there the cache is
+//! built with a time to live: an entry is served for at most that long
+//! after it was read from the store, which bounds how stale a tag (or a
+//! deleted manifest) can be on another replica.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use crate::oci::{Reference, RepoName};
 use crate::storage::StoredManifest;
@@ -22,7 +26,7 @@ const MAX_BYTES: usize = 64 * 1024 * 1024;
 
 #[derive(Default)]
 struct Inner {
-    repos: HashMap<RepoName, HashMap<Reference, Arc<StoredManifest>>>,
+    repos: HashMap<RepoName, HashMap<Reference, (Instant, Arc<StoredManifest>)>>,
     entries: usize,
     bytes: usize,
 }
@@ -31,12 +35,26 @@ struct Inner {
 pub struct ManifestCache {
     inner: RwLock<Inner>,
     generation: AtomicU64,
+    /// `None`: entries live until invalidated (one process owns the store).
+    ttl: Option<Duration>,
 }
 
 impl ManifestCache {
+    /// A cache whose entries are served at most `ttl` after they were read.
+    pub fn with_ttl(ttl: Duration) -> ManifestCache {
+        ManifestCache {
+            ttl: Some(ttl),
+            ..ManifestCache::default()
+        }
+    }
+
     pub fn get(&self, repo: &RepoName, reference: &Reference) -> Option<Arc<StoredManifest>> {
         let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
-        inner.repos.get(repo)?.get(reference).cloned()
+        let (read_at, m) = inner.repos.get(repo)?.get(reference)?;
+        match self.ttl {
+            Some(ttl) if read_at.elapsed() >= ttl => None,
+            _ => Some(m.clone()),
+        }
     }
 
     /// The generation to pass to `insert` after a disk read.
@@ -44,6 +62,9 @@ impl ManifestCache {
         self.generation.load(Ordering::Acquire)
     }
 
+    /// Inserts what a read that began at `generation` found. The entry's
+    /// age counts from now, never from before the read: callers note the
+    /// generation before they read, and the read itself is what is fresh.
     pub fn insert(
         &self,
         generation: u64,
@@ -51,6 +72,7 @@ impl ManifestCache {
         reference: Reference,
         m: Arc<StoredManifest>,
     ) {
+        let read_at = Instant::now();
         let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
         // Checked under the write lock: `invalidate` bumps it under the same lock.
         if self.generation.load(Ordering::Acquire) != generation {
@@ -66,10 +88,10 @@ impl ManifestCache {
             .repos
             .entry(repo.clone())
             .or_default()
-            .insert(reference, m)
+            .insert(reference, (read_at, m))
         {
             inner.entries -= 1;
-            inner.bytes -= old.bytes.len();
+            inner.bytes -= old.1.bytes.len();
         }
     }
 
@@ -78,7 +100,7 @@ impl ManifestCache {
         self.generation.fetch_add(1, Ordering::AcqRel);
         if let Some(entries) = inner.repos.remove(repo) {
             inner.entries -= entries.len();
-            inner.bytes -= entries.values().map(|m| m.bytes.len()).sum::<usize>();
+            inner.bytes -= entries.values().map(|(_, m)| m.bytes.len()).sum::<usize>();
         }
     }
 }
@@ -114,6 +136,24 @@ mod tests {
         cache.invalidate(&repo);
         let inner = cache.inner.read().expect("lock");
         assert_eq!((inner.entries, inner.bytes), (0, 0));
+        assert!(cache.get(&repo, &reference).is_none());
+    }
+
+    /// With a time to live, an entry stops being served once it is that
+    /// old, even though nothing invalidated it (another replica's write).
+    #[test]
+    fn entries_expire_after_their_time_to_live() {
+        let cache = ManifestCache::with_ttl(Duration::from_millis(50));
+        let repo: RepoName = "a/b".parse().expect("name");
+        let reference = Reference::Tag("v1".parse().expect("tag"));
+        cache.insert(
+            cache.generation(),
+            &repo,
+            reference.clone(),
+            manifest(b"{}"),
+        );
+        assert!(cache.get(&repo, &reference).is_some());
+        std::thread::sleep(Duration::from_millis(60));
         assert!(cache.get(&repo, &reference).is_none());
     }
 }
