@@ -17,6 +17,9 @@ rustup target add wasm32-wasip2 --toolchain 1.95.0
 python3 -m pip install --quiet --root-user-action=ignore -r examples/policies/kubernetes-python/requirements.txt
 npm ci --prefix examples/policies/kubernetes-js --no-audit --no-fund
 
+# The S3 API the s3-backend tests run against (moto_server).
+python3 -m pip install --quiet --root-user-action=ignore -r tests/s3/requirements.txt
+
 # The end-to-end tests' real OpenID provider (npm oidc-provider).
 npm ci --prefix examples/e2e/provider --no-audit --no-fund
 

@@ -547,10 +547,14 @@ fn post_upload(g: &Gantry, authorization: Option<&str>) -> reqwest::blocking::Re
     r.send().expect("POST upload")
 }
 
+/// Sessions the store holds (directories on fs, key prefixes on s3).
 fn upload_sessions_on_disk(root: &std::path::Path) -> usize {
-    std::fs::read_dir(root.join("uploads"))
-        .map(|d| d.count())
-        .unwrap_or(0)
+    let mut ids: Vec<String> = support::stored_under(root, "uploads")
+        .into_iter()
+        .filter_map(|k| k.split('/').next().map(str::to_string))
+        .collect();
+    ids.dedup();
+    ids.len()
 }
 
 /// Issue 8, finding 3: sessions had no cap and never expired.

@@ -16,6 +16,27 @@ use std::time::{Duration, Instant, SystemTime};
 
 use sha2::Digest as _;
 
+/// Whether this test binary runs its servers on the s3 backend: a test file
+/// named `*_s3.rs` includes a suite written for the filesystem (`#[path]`)
+/// and runs every one of its tests again against a real S3 API (moto,
+/// [`Moto`]). Everything else here works the same on both.
+pub const ON_S3: bool = env_ends_with(env!("CARGO_CRATE_NAME"), "_s3");
+
+const fn env_ends_with(name: &str, suffix: &str) -> bool {
+    let (n, s) = (name.as_bytes(), suffix.as_bytes());
+    if n.len() < s.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < s.len() {
+        if n[n.len() - s.len() + i] != s[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
 /// How long anything may take before a test calls it hung.
 pub const LIVENESS: Duration = Duration::from_secs(120);
 
@@ -131,15 +152,20 @@ impl Gantry {
                 ),
                 None => String::new(),
             };
+            let s3_lines = if ON_S3 {
+                Moto::shared().storage_lines(&Moto::bucket_for(root))
+            } else {
+                String::new()
+            };
             let mut text = format!(
-                "[server]\nlisten = \"127.0.0.1:{port}\"\n{tls_lines}{server_keys}\n[storage]\nroot = {:?}\n{storage_keys}\n[log]\nlevel = \"debug\"\n",
+                "[server]\nlisten = \"127.0.0.1:{port}\"\n{tls_lines}{server_keys}\n[storage]\nroot = {:?}\n{storage_keys}\n{s3_lines}\n[log]\nlevel = \"debug\"\n",
                 root.to_str().expect("utf-8 root")
             );
             if let Some(sections) = sections {
                 text.push_str(&sections(port));
             }
             fs::write(&config, text).expect("write config");
-            if sections.is_some() || !server_keys.is_empty() || !storage_keys.is_empty() {
+            if sections.is_some() || !server_keys.is_empty() || !storage_keys.is_empty() || ON_S3 {
                 let check = Command::new(gantry_bin())
                     .args(["config", "check"])
                     .arg(&config)
@@ -168,6 +194,7 @@ impl Gantry {
                 .args(["serve", "--config"])
                 .arg(&config)
                 .env_remove("RUST_LOG")
+                .envs(Moto::credentials_env())
                 .stdin(Stdio::null())
                 .stdout(log_file.try_clone().expect("dup log"))
                 .stderr(log_file)
@@ -332,6 +359,169 @@ impl Drop for Gantry {
             );
         }
     }
+}
+
+// ---------------------------------------------------------------- S3 (moto)
+
+/// A `moto_server` (PyPI `moto[server]`) on a free loopback port: a real
+/// S3 API with atomic conditional writes. One per test binary, started on
+/// first use; every storage root gets its own bucket, so tests never see
+/// each other's content and a restart on the same root finds its bucket.
+/// A watchdog shell ends the server when the test process is gone.
+pub struct Moto {
+    pub endpoint: String,
+    pub port: u16,
+}
+
+impl Moto {
+    pub fn shared() -> &'static Moto {
+        static MOTO: std::sync::OnceLock<Moto> = std::sync::OnceLock::new();
+        MOTO.get_or_init(Moto::start)
+    }
+
+    fn start() -> Moto {
+        let port = free_port();
+        let script = format!(
+            "moto_server -H 127.0.0.1 -p {port} >/dev/null 2>&1 & m=$!; \
+             while kill -0 {parent} 2>/dev/null && kill -0 $m 2>/dev/null; do sleep 1; done; kill $m 2>/dev/null",
+            parent = std::process::id()
+        );
+        Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("sh for moto_server");
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let client = reqwest::blocking::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .expect("client");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if client.get(format!("{endpoint}/")).send().is_ok() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "moto_server did not start on port {port}: install it with `pip install 'moto[server]'` (.ci/run does)"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Moto { endpoint, port }
+    }
+
+    /// moto accepts any credentials; the server still signs its requests.
+    pub fn credentials_env() -> Vec<(&'static str, &'static str)> {
+        if ON_S3 {
+            vec![
+                ("AWS_ACCESS_KEY_ID", "gantry-test"),
+                ("AWS_SECRET_ACCESS_KEY", "gantry-test-secret"),
+                ("AWS_REGION", "us-east-1"),
+            ]
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// The bucket of a storage root (created on first use).
+    pub fn bucket_for(root: &Path) -> String {
+        let h = hex::encode(&sha2::Sha256::digest(root.to_string_lossy().as_bytes())[..10]);
+        let bucket = format!("gantry-{h}");
+        Moto::shared().create_bucket(&bucket);
+        bucket
+    }
+
+    pub fn create_bucket(&self, bucket: &str) {
+        let r = reqwest::blocking::Client::new()
+            .put(format!("{}/{bucket}", self.endpoint))
+            .send()
+            .expect("create bucket");
+        assert!(
+            r.status().is_success() || r.status() == 409,
+            "creating bucket {bucket}: {}",
+            r.status()
+        );
+    }
+
+    /// `backend = "s3"` and `[storage.s3]` for `bucket`.
+    pub fn storage_lines(&self, bucket: &str) -> String {
+        format!(
+            "backend = \"s3\"\n[storage.s3]\nbucket = \"{bucket}\"\nendpoint = \"{}\"\nallow_http = true\n",
+            self.endpoint
+        )
+    }
+
+    /// Every key in `bucket` under `prefix`, sorted (ListObjectsV2, all pages).
+    pub fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        let client = reqwest::blocking::Client::new();
+        let mut keys = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut url = format!("{}/{bucket}?list-type=2&prefix={prefix}", self.endpoint);
+            if let Some(t) = &token {
+                url.push_str("&continuation-token=");
+                url.push_str(&url_escape(t));
+            }
+            let text = client.get(url).send().expect("list").text().expect("body");
+            for piece in text.split("<Key>").skip(1) {
+                if let Some(end) = piece.find("</Key>") {
+                    keys.push(piece[..end].to_string());
+                }
+            }
+            token = text
+                .split("<NextContinuationToken>")
+                .nth(1)
+                .and_then(|t| t.split("</NextContinuationToken>").next())
+                .map(str::to_string);
+            if token.is_none() {
+                break;
+            }
+        }
+        keys.sort();
+        keys
+    }
+}
+
+fn url_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// What a storage root holds under `dir` (`uploads`, `blobs`…): files on
+/// fs, object keys in the root's bucket on s3; relative to `dir`.
+pub fn stored_under(root: &Path, dir: &str) -> Vec<String> {
+    if ON_S3 {
+        let prefix = format!("{dir}/");
+        return Moto::shared()
+            .keys(&Moto::bucket_for(root), &prefix)
+            .into_iter()
+            .map(|k| k[prefix.len()..].to_string())
+            .collect();
+    }
+    let base = root.join(dir);
+    let mut out = Vec::new();
+    let mut stack = vec![base.clone()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&d) else { continue };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Ok(rel) = p.strip_prefix(&base) {
+                out.push(rel.to_string_lossy().to_string());
+            }
+        }
+    }
+    out.sort();
+    out
 }
 
 fn free_port() -> u16 {
