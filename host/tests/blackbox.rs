@@ -12,9 +12,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use support::{
-    DOCKER_MANIFEST, Gantry, LIVENESS, Layout, Noise, ON_S3, stored_under, OCI_INDEX, OCI_MANIFEST, assert_same_blobs,
-    connect, gantry_bin, make_certs, make_other_key, raw_request, read_response, repo_root, sha256,
-    skopeo, skopeo_raw,
+    DOCKER_MANIFEST, Gantry, LIVENESS, Layout, Noise, OCI_INDEX, OCI_MANIFEST, ON_S3,
+    assert_same_blobs, connect, gantry_bin, make_certs, make_other_key, raw_request, read_response,
+    repo_root, sha256, skopeo, skopeo_raw, stored_under,
 };
 
 /// Layers of a few hundred KiB: enough for several reads and writes per
@@ -74,7 +74,11 @@ fn the_server_runs_on_the_backend_this_binary_names() {
     let work = tempfile::tempdir().expect("tempdir");
     let root = work.path().join("root");
     let g = Gantry::start(&root);
-    let expected = if ON_S3 { "backend=\"s3\"" } else { "backend=\"fs\"" };
+    let expected = if ON_S3 {
+        "backend=\"s3\""
+    } else {
+        "backend=\"fs\""
+    };
     g.wait_for_log(expected);
     let data = b"where does this go";
     let digest = sha256(data);

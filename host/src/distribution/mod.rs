@@ -92,11 +92,20 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
+/// How long `/readyz` waits for the store: an object store that is
+/// unreachable is retried for longer than any probe waits, and a probe
+/// that times out tells the load balancer less than a prompt 503.
+const READY_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
+
 async fn readyz(State(state): State<AppState>) -> Response {
-    match state.storage.check_writable().await {
-        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
-        Err(e) => {
+    match tokio::time::timeout(READY_WITHIN, state.storage.check_writable()).await {
+        Ok(Ok(())) => (StatusCode::OK, "ready\n").into_response(),
+        Ok(Err(e)) => {
             tracing::warn!(error = %e, "not ready: storage is not writable");
+            (StatusCode::SERVICE_UNAVAILABLE, "storage not writable\n").into_response()
+        }
+        Err(_) => {
+            tracing::warn!(within = ?READY_WITHIN, "not ready: storage did not answer in time");
             (StatusCode::SERVICE_UNAVAILABLE, "storage not writable\n").into_response()
         }
     }

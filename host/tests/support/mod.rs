@@ -86,6 +86,9 @@ pub struct Launch<'a> {
     /// The process's open-file limit (`ulimit -n`), as an operator's shell
     /// would set it.
     pub fd_limit: Option<u64>,
+    /// On s3: this bucket at this endpoint instead of the storage root's
+    /// own bucket on the shared moto (replicas share one).
+    pub bucket: Option<(&'a str, &'a str)>,
 }
 
 /// A running `gantry serve`; killed (SIGKILL) on drop if still running.
@@ -137,6 +140,7 @@ impl Gantry {
             server_keys,
             storage_keys,
             fd_limit,
+            bucket,
         } = options;
         // A port found free can be taken before gantry binds it: retry.
         let mut last_log = String::new();
@@ -152,7 +156,9 @@ impl Gantry {
                 ),
                 None => String::new(),
             };
-            let s3_lines = if ON_S3 {
+            let s3_lines = if let Some((endpoint, bucket)) = bucket {
+                Moto::storage_lines_at(endpoint, bucket)
+            } else if ON_S3 {
                 Moto::shared().storage_lines(&Moto::bucket_for(root))
             } else {
                 String::new()
@@ -305,6 +311,14 @@ impl Gantry {
         self.signal(rustix::process::Signal::HUP);
     }
 
+    /// SIGKILL, as a crash would: nothing runs after it.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Sends SIGTERM.
     pub fn sigterm(&self) {
         self.signal(rustix::process::Signal::TERM);
@@ -447,10 +461,47 @@ impl Moto {
 
     /// `backend = "s3"` and `[storage.s3]` for `bucket`.
     pub fn storage_lines(&self, bucket: &str) -> String {
+        Moto::storage_lines_at(&self.endpoint, bucket)
+    }
+
+    pub fn storage_lines_at(endpoint: &str, bucket: &str) -> String {
         format!(
-            "backend = \"s3\"\n[storage.s3]\nbucket = \"{bucket}\"\nendpoint = \"{}\"\nallow_http = true\n",
-            self.endpoint
+            "backend = \"s3\"\n[storage.s3]\nbucket = \"{bucket}\"\nendpoint = \"{endpoint}\"\nallow_http = true\n"
         )
+    }
+
+    /// A moto of the test's own, on `port` (or a free one), to stop and
+    /// start again; killed when dropped.
+    pub fn own(port: Option<u16>) -> OwnMoto {
+        let port = port.unwrap_or_else(free_port);
+        let child = Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("moto_server: install it with `pip install 'moto[server]'` (.ci/run does)");
+        let moto = Moto {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            port,
+        };
+        let client = reqwest::blocking::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .expect("client");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while client.get(format!("{}/", moto.endpoint)).send().is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "moto_server did not start on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        OwnMoto {
+            moto,
+            child: Some(child),
+        }
     }
 
     /// Every key in `bucket` under `prefix`, sorted (ListObjectsV2, all pages).
@@ -484,6 +535,28 @@ impl Moto {
     }
 }
 
+/// A moto the test started itself ([`Moto::own`]).
+pub struct OwnMoto {
+    pub moto: Moto,
+    child: Option<Child>,
+}
+
+impl OwnMoto {
+    /// Kills the server (its content is gone with it).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for OwnMoto {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 fn url_escape(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
@@ -510,7 +583,9 @@ pub fn stored_under(root: &Path, dir: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut stack = vec![base.clone()];
     while let Some(d) = stack.pop() {
-        let Ok(entries) = fs::read_dir(&d) else { continue };
+        let Ok(entries) = fs::read_dir(&d) else {
+            continue;
+        };
         for e in entries.flatten() {
             let p = e.path();
             if p.is_dir() {

@@ -914,11 +914,20 @@ mod tests {
             let s = if i % 2 == 0 { &a } else { &b };
             let piece = &data[at..end];
             let offset = s
-                .append_upload(&repo, id, Some(at as u64), body(piece, 64 * 1024), Some(piece.len() as u64))
+                .append_upload(
+                    &repo,
+                    id,
+                    Some(at as u64),
+                    body(piece, 64 * 1024),
+                    Some(piece.len() as u64),
+                )
                 .await
                 .expect("append");
             assert_eq!(offset, end as u64);
-            assert_eq!(a.upload_offset(&repo, id).await.expect("offset"), end as u64);
+            assert_eq!(
+                a.upload_offset(&repo, id).await.expect("offset"),
+                end as u64
+            );
             at = end;
         }
         let digest = Digest::sha256_of(&data);
@@ -944,20 +953,35 @@ mod tests {
             .await
             .expect("append");
         let short = b
-            .append_upload(&repo, id, Some(1000), body(&data[1000..], 4096), Some(data.len() as u64))
+            .append_upload(
+                &repo,
+                id,
+                Some(1000),
+                body(&data[1000..], 4096),
+                Some(data.len() as u64),
+            )
             .await;
-        assert!(matches!(short, Err(StorageError::SizeMismatch { .. })), "{short:?}");
+        assert!(
+            matches!(short, Err(StorageError::SizeMismatch { .. })),
+            "{short:?}"
+        );
         assert_eq!(b.upload_offset(&repo, id).await.expect("offset"), 1000);
         let wrong = Digest::sha256_of(b"not this");
         let refused = b
             .complete_upload(&repo, id, &wrong, Some(body(&data[1000..], 4096)), None)
             .await;
-        assert!(matches!(refused, Err(StorageError::DigestMismatch { .. })), "{refused:?}");
+        assert!(
+            matches!(refused, Err(StorageError::DigestMismatch { .. })),
+            "{refused:?}"
+        );
         assert_eq!(a.upload_offset(&repo, id).await.expect("offset"), 1000);
         let stale = a
             .append_upload(&repo, id, Some(0), body(b"x", 1), None)
             .await;
-        assert!(matches!(stale, Err(StorageError::OffsetMismatch { have: 1000 })), "{stale:?}");
+        assert!(
+            matches!(stale, Err(StorageError::OffsetMismatch { have: 1000 })),
+            "{stale:?}"
+        );
         let digest = Digest::sha256_of(&data);
         a.complete_upload(&repo, id, &digest, Some(body(&data[1000..], 4096)), None)
             .await
@@ -1008,16 +1032,26 @@ mod tests {
         for len in [10, PART_SIZE * 2 + 1] {
             let data = noise(len, 5);
             let wrong = Digest::sha256_of(b"something else");
-            let refused = a.put_blob(&repo, &wrong, body(&data, 256 * 1024), None).await;
-            assert!(matches!(refused, Err(StorageError::DigestMismatch { .. })), "{refused:?}");
+            let refused = a
+                .put_blob(&repo, &wrong, body(&data, 256 * 1024), None)
+                .await;
+            assert!(
+                matches!(refused, Err(StorageError::DigestMismatch { .. })),
+                "{refused:?}"
+            );
             assert!(keys_under(&store, "blobs").await.is_empty(), "len {len}");
             assert_eq!(a.blob_size(&repo, &wrong).await.expect("size"), None);
         }
         let data = noise(PART_SIZE * 2 + 1, 6);
         let digest = Digest::sha256_of(&data);
-        a.put_blob(&repo, &digest, body(&data, 256 * 1024), Some(data.len() as u64))
-            .await
-            .expect("put");
+        a.put_blob(
+            &repo,
+            &digest,
+            body(&data, 256 * 1024),
+            Some(data.len() as u64),
+        )
+        .await
+        .expect("put");
         assert!(read_all(&a, &repo, &digest).await == data);
         // Pushed again elsewhere: linked, not stored twice, still verified.
         let other: RepoName = "team/other".parse().expect("name");
@@ -1063,7 +1097,10 @@ mod tests {
         let first = a.start_upload(&repo, "bob").await.expect("first");
         let _second = b.start_upload(&repo, "bob").await.expect("second");
         let third = a.start_upload(&repo, "bob").await;
-        assert!(matches!(third, Err(StorageError::TooManyUploads { limit: 2 })), "{third:?}");
+        assert!(
+            matches!(third, Err(StorageError::TooManyUploads { limit: 2 })),
+            "{third:?}"
+        );
         a.start_upload(&repo, "carol").await.expect("another owner");
         b.cancel_upload(&repo, first).await.expect("cancel");
         let id = a.start_upload(&repo, "bob").await.expect("slot freed");
@@ -1096,23 +1133,49 @@ mod tests {
             bytes: Bytes::from_static(body),
         };
         let (one, two) = (manifest(b"{\"one\":1}"), manifest(b"{\"two\":2}"));
-        a.put_manifest(&repo, one.clone(), Some(&tag), None).await.expect("put");
-        let seen = b.get_manifest(&repo, &by_tag).await.expect("get").expect("found");
+        a.put_manifest(&repo, one.clone(), Some(&tag), None)
+            .await
+            .expect("put");
+        let seen = b
+            .get_manifest(&repo, &by_tag)
+            .await
+            .expect("get")
+            .expect("found");
         assert_eq!(seen.digest, one.digest);
-        a.put_manifest(&repo, two.clone(), Some(&tag), None).await.expect("move");
+        a.put_manifest(&repo, two.clone(), Some(&tag), None)
+            .await
+            .expect("move");
         assert_eq!(
-            a.get_manifest(&repo, &by_tag).await.expect("get").expect("found").digest,
+            a.get_manifest(&repo, &by_tag)
+                .await
+                .expect("get")
+                .expect("found")
+                .digest,
             two.digest,
             "the writing replica reads its own write"
         );
         tokio::time::sleep(CACHE_TTL + Duration::from_millis(50)).await;
-        let seen = b.get_manifest(&repo, &by_tag).await.expect("get").expect("found");
+        let seen = b
+            .get_manifest(&repo, &by_tag)
+            .await
+            .expect("get")
+            .expect("found");
         assert_eq!(seen.digest, two.digest);
         let by_digest = Reference::Digest(two.digest.clone());
-        assert!(b.get_manifest(&repo, &by_digest).await.expect("get").is_some());
+        assert!(
+            b.get_manifest(&repo, &by_digest)
+                .await
+                .expect("get")
+                .is_some()
+        );
         a.delete_manifest(&repo, &two.digest).await.expect("delete");
         tokio::time::sleep(CACHE_TTL + Duration::from_millis(50)).await;
-        assert!(b.get_manifest(&repo, &by_digest).await.expect("get").is_none());
+        assert!(
+            b.get_manifest(&repo, &by_digest)
+                .await
+                .expect("get")
+                .is_none()
+        );
         assert!(b.get_manifest(&repo, &by_tag).await.expect("get").is_none());
         assert_eq!(b.tags(&repo).await.expect("tags"), Some(vec![]));
         assert_eq!(b.repositories().await.expect("catalog"), vec![repo.clone()]);

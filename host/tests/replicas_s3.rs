@@ -1,0 +1,405 @@
+//! Stateless replicas: two `gantry serve` processes on one bucket of a real
+//! S3 API (moto), no sticky routing, behaving as one registry (issue 11):
+//! an upload moves between replicas, a tag moved (or a manifest deleted) on
+//! one is served by the other within the cache bound, two replicas moving
+//! one tag at once end with one winner that both serve, tokens minted by
+//! one are accepted by the other, a replica killed mid-upload loses only
+//! the unacknowledged chunk, and `/readyz` follows the bucket's reachability.
+
+mod support;
+
+use std::io::Write;
+use std::time::Duration;
+
+use base64::Engine as _;
+use serde_json::{Value, json};
+use support::{Gantry, Launch, Moto, Noise, connect, sha256};
+
+/// The bound on how stale another replica's view of a tag can be
+/// (`storage::s3::CACHE_TTL`), plus a margin for the request itself.
+const VISIBLE_WITHIN: Duration = Duration::from_millis(1000 + 250);
+
+/// Two replicas (own local roots) on one fresh bucket of the shared moto,
+/// with `sections` appended to both configs.
+fn two_replicas(
+    work: &std::path::Path,
+    sections: Option<&dyn Fn(u16) -> String>,
+) -> (Gantry, Gantry) {
+    let moto = Moto::shared();
+    let bucket = format!("replicas-{}", uuid_like());
+    moto.create_bucket(&bucket);
+    let start = |name: &str| {
+        Gantry::launch(
+            &work.join(name),
+            Launch {
+                sections,
+                bucket: Some((&moto.endpoint, &bucket)),
+                ..Launch::default()
+            },
+        )
+    };
+    (start("a"), start("b"))
+}
+
+fn uuid_like() -> String {
+    let n = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{:x}-{}", n, std::process::id())
+}
+
+fn open_session(g: &Gantry, repo: &str) -> String {
+    let r = g
+        .client()
+        .post(g.url(&format!("/v2/{repo}/blobs/uploads/")))
+        .send()
+        .expect("POST");
+    assert_eq!(r.status(), 202);
+    r.headers()["location"]
+        .to_str()
+        .expect("location")
+        .to_string()
+}
+
+fn patch(g: &Gantry, location: &str, start: usize, bytes: &[u8]) -> reqwest::blocking::Response {
+    g.client()
+        .patch(g.url(location))
+        .header("content-type", "application/octet-stream")
+        .header(
+            "content-range",
+            format!("{start}-{}", start + bytes.len() - 1),
+        )
+        .body(bytes.to_vec())
+        .send()
+        .expect("PATCH")
+}
+
+fn upload_range(g: &Gantry, location: &str) -> String {
+    let r = g.client().get(g.url(location)).send().expect("GET upload");
+    assert_eq!(r.status(), 204, "upload status");
+    r.headers()["range"].to_str().expect("range").to_string()
+}
+
+fn finish(g: &Gantry, location: &str, digest: &str) {
+    let sep = if location.contains('?') { '&' } else { '?' };
+    let r = g
+        .client()
+        .put(g.url(&format!("{location}{sep}digest={digest}")))
+        .send()
+        .expect("PUT");
+    assert_eq!(r.status(), 201, "{}", r.text().unwrap_or_default());
+}
+
+fn blob(g: &Gantry, repo: &str, digest: &str) -> Vec<u8> {
+    let r = g
+        .client()
+        .get(g.url(&format!("/v2/{repo}/blobs/{digest}")))
+        .send()
+        .expect("GET blob");
+    assert_eq!(r.status(), 200);
+    r.bytes().expect("body").to_vec()
+}
+
+/// Pushes a manifest (with its config blob) as `repo:tag` through `g`;
+/// `seed` makes it distinct. Returns its digest.
+fn push_manifest(g: &Gantry, repo: &str, tag: &str, seed: &str) -> String {
+    let config = json!({"seed": seed}).to_string().into_bytes();
+    let config_digest = sha256(&config);
+    let r = g
+        .client()
+        .post(g.url(&format!("/v2/{repo}/blobs/uploads/?digest={config_digest}")))
+        .body(config.clone())
+        .send()
+        .expect("config");
+    assert_eq!(r.status(), 201);
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": support::OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
+        "layers": [],
+    }))
+    .expect("json");
+    let r = g
+        .client()
+        .put(g.url(&format!("/v2/{repo}/manifests/{tag}")))
+        .header("content-type", support::OCI_MANIFEST)
+        .body(manifest.clone())
+        .send()
+        .expect("PUT manifest");
+    assert_eq!(r.status(), 201, "{}", r.text().unwrap_or_default());
+    sha256(&manifest)
+}
+
+/// The digest `g` serves for `repo:reference`, or `None` on 404.
+fn served(g: &Gantry, repo: &str, reference: &str) -> Option<String> {
+    let r = g
+        .client()
+        .get(g.url(&format!("/v2/{repo}/manifests/{reference}")))
+        .header("accept", support::OCI_MANIFEST)
+        .send()
+        .expect("GET manifest");
+    match r.status().as_u16() {
+        200 => Some(
+            r.headers()["docker-content-digest"]
+                .to_str()
+                .expect("digest")
+                .to_string(),
+        ),
+        404 => None,
+        other => panic!("GET manifest: {other}"),
+    }
+}
+
+#[test]
+fn an_upload_started_on_one_replica_continues_and_completes_on_the_other() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let (a, b) = two_replicas(work.path(), None);
+    // Chunks on both sides of S3's 5 MiB part minimum, alternating replicas.
+    let data = Noise::new(11).bytes(21 * 1024 * 1024 + 333);
+    let cuts = [1_000, 9 * 1024 * 1024, 9 * 1024 * 1024 + 1, data.len()];
+    let loc = open_session(&a, "team/app");
+    let mut at = 0;
+    for (i, &end) in cuts.iter().enumerate() {
+        let g = if i % 2 == 0 { &b } else { &a };
+        let r = patch(g, &loc, at, &data[at..end]);
+        assert_eq!(r.status(), 202, "chunk {i}");
+        assert_eq!(
+            upload_range(if i % 2 == 0 { &a } else { &b }, &loc),
+            format!("0-{}", end - 1)
+        );
+        at = end;
+    }
+    let digest = sha256(&data);
+    finish(&b, &loc, &digest);
+    assert!(
+        blob(&a, "team/app", &digest) == data,
+        "A serves other bytes"
+    );
+    assert!(
+        blob(&b, "team/app", &digest) == data,
+        "B serves other bytes"
+    );
+}
+
+#[test]
+fn tags_moved_and_manifests_deleted_on_one_replica_reach_the_other_within_the_bound() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let (a, b) = two_replicas(work.path(), None);
+    let first = push_manifest(&a, "team/app", "v1", "one");
+    assert_eq!(
+        served(&b, "team/app", "v1").as_deref(),
+        Some(first.as_str())
+    );
+    // B has v1 cached now; A moves it.
+    let second = push_manifest(&a, "team/app", "v1", "two");
+    assert_eq!(
+        served(&a, "team/app", "v1").as_deref(),
+        Some(second.as_str())
+    );
+    std::thread::sleep(VISIBLE_WITHIN);
+    assert_eq!(
+        served(&b, "team/app", "v1").as_deref(),
+        Some(second.as_str()),
+        "B still serves the old tag past the bound"
+    );
+    // A deletes the manifest B has cached (by digest and by tag).
+    assert!(served(&b, "team/app", &second).is_some());
+    let r = a
+        .client()
+        .delete(a.url(&format!("/v2/team/app/manifests/{second}")))
+        .send()
+        .expect("DELETE");
+    assert_eq!(r.status(), 202);
+    std::thread::sleep(VISIBLE_WITHIN);
+    assert_eq!(
+        served(&b, "team/app", &second),
+        None,
+        "deleted, yet served by B"
+    );
+    assert_eq!(served(&b, "team/app", "v1"), None, "its tag went with it");
+}
+
+#[test]
+fn two_replicas_moving_one_tag_at_once_end_with_one_winner_both_serve() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let (a, b) = two_replicas(work.path(), None);
+    for round in 0..5 {
+        let (da, db) = std::thread::scope(|s| {
+            let ta = s.spawn(|| push_manifest(&a, "race/app", "latest", &format!("a{round}")));
+            let tb = s.spawn(|| push_manifest(&b, "race/app", "latest", &format!("b{round}")));
+            (ta.join().expect("a"), tb.join().expect("b"))
+        });
+        std::thread::sleep(VISIBLE_WITHIN);
+        let (sa, sb) = (
+            served(&a, "race/app", "latest"),
+            served(&b, "race/app", "latest"),
+        );
+        assert_eq!(sa, sb, "round {round}: the replicas disagree");
+        let winner = sa.expect("the tag exists");
+        assert!(
+            winner == da || winner == db,
+            "round {round}: {winner} is neither push"
+        );
+        // The loser's manifest is still there by digest.
+        let loser = if winner == da { &db } else { &da };
+        assert!(served(&a, "race/app", loser).is_some());
+    }
+}
+
+/// Gantry's own tokens: minted by A, accepted by B (one key in the bucket).
+#[test]
+fn tokens_minted_by_one_replica_are_accepted_by_the_other() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let htpasswd = work.path().join("htpasswd");
+    std::fs::write(
+        &htpasswd,
+        format!("ci:{}\n", bcrypt::hash("ci-pass", 4).expect("bcrypt")),
+    )
+    .expect("htpasswd");
+    let sections = move |_: u16| {
+        format!(
+            r#"
+[auth]
+htpasswd_file = {htpasswd:?}
+# Behind one load balancer: one public URL, so one token issuer.
+public_url = "https://registry.example.com"
+[access_control.repositories."team/**"]
+[[access_control.repositories."team/**".policies]]
+users = ["ci"]
+actions = ["read", "create", "update", "delete"]
+"#
+        )
+    };
+    let (a, b) = two_replicas(work.path(), Some(&sections));
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("ci:ci-pass")
+    );
+    let r = a
+        .client()
+        .get(a.url("/auth/token?service=gantry&scope=repository:team/app:pull,push"))
+        .header("authorization", &basic)
+        .send()
+        .expect("token");
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().expect("json");
+    let token = body["token"].as_str().expect("token").to_string();
+    for g in [&a, &b] {
+        let r = g
+            .client()
+            .get(g.url("/v2/team/app/tags/list"))
+            .bearer_auth(&token)
+            .send()
+            .expect("tags");
+        assert_ne!(r.status(), 401, "a token from A refused on {}", g.host());
+        let r = g
+            .client()
+            .get(g.url("/v2/team/app/tags/list"))
+            .bearer_auth(format!("{token}x"))
+            .send()
+            .expect("tags");
+        assert_eq!(r.status(), 401, "a damaged token accepted");
+    }
+}
+
+/// kill -9 of A in the middle of a chunk: B sees the durable offset (the
+/// acknowledged chunks only), continues and completes; the blob is exactly
+/// what was acknowledged plus what B received.
+#[test]
+fn a_replica_killed_mid_upload_loses_only_the_unacknowledged_chunk() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let (mut a, b) = two_replicas(work.path(), None);
+    let first = Noise::new(12).bytes(3 * 1024 * 1024 + 7);
+    let loc = open_session(&a, "crash/app");
+    assert_eq!(patch(&a, &loc, 0, &first).status(), 202);
+
+    // A chunk past one part, cut off by the crash: A has sent a part to the
+    // store by the time it dies, and none of it may count.
+    let doomed = Noise::new(13).bytes(12 * 1024 * 1024);
+    let mut s = connect(a.addr);
+    write!(
+        s,
+        "PATCH {loc} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/octet-stream\r\nContent-Range: {}-{}\r\nContent-Length: {}\r\n\r\n",
+        a.host(),
+        first.len(),
+        first.len() + doomed.len() - 1,
+        doomed.len()
+    )
+    .expect("head");
+    s.write_all(&doomed[..10 * 1024 * 1024])
+        .expect("most of the chunk");
+    s.flush().expect("flush");
+    std::thread::sleep(Duration::from_millis(500));
+    a.kill9();
+    drop(s);
+
+    assert_eq!(upload_range(&b, &loc), format!("0-{}", first.len() - 1));
+    let rest = Noise::new(14).bytes(9 * 1024 * 1024 + 5);
+    assert_eq!(patch(&b, &loc, first.len(), &rest).status(), 202);
+    let mut data = first.clone();
+    data.extend_from_slice(&rest);
+    let digest = sha256(&data);
+    finish(&b, &loc, &digest);
+    assert!(
+        blob(&b, "crash/app", &digest) == data,
+        "the blob holds other bytes"
+    );
+}
+
+/// `/readyz` answers 503 while the bucket cannot be reached, and the
+/// replica serves again once the store is back.
+#[test]
+fn readyz_follows_the_bucket_and_the_replica_survives_an_outage() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let mut moto = Moto::own(None);
+    moto.moto.create_bucket("outage");
+    let port = moto.moto.port;
+    let endpoint = moto.moto.endpoint.clone();
+    let g = Gantry::launch(
+        &work.path().join("root"),
+        Launch {
+            bucket: Some((&endpoint, "outage")),
+            ..Launch::default()
+        },
+    );
+    let ready = |g: &Gantry| {
+        g.client()
+            .get(g.url("/readyz"))
+            .send()
+            .expect("readyz")
+            .status()
+    };
+    assert_eq!(ready(&g), 200);
+    push_manifest(&g, "team/app", "v1", "before");
+    moto.kill();
+    assert_eq!(ready(&g), 503, "ready while the bucket is unreachable");
+    assert_eq!(
+        g.client()
+            .get(g.url("/healthz"))
+            .send()
+            .expect("healthz")
+            .status(),
+        200
+    );
+    let r = g
+        .client()
+        .get(g.url("/v2/team/app/tags/list"))
+        .send()
+        .expect("tags during the outage");
+    assert!(r.status().is_server_error(), "{}", r.status());
+
+    // The store comes back (moto keeps nothing: a fresh bucket).
+    let back = Moto::own(Some(port));
+    back.moto.create_bucket("outage");
+    let deadline = std::time::Instant::now() + support::LIVENESS;
+    while ready(&g) != 200 {
+        assert!(std::time::Instant::now() < deadline, "never ready again");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let digest = push_manifest(&g, "team/app", "v2", "after");
+    assert_eq!(
+        served(&g, "team/app", "v2").as_deref(),
+        Some(digest.as_str())
+    );
+}
