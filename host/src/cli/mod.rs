@@ -9,6 +9,7 @@
 
 pub mod check;
 pub mod dev;
+pub mod gc;
 pub mod import;
 pub mod policy;
 pub mod serve;
@@ -54,6 +55,21 @@ enum Command {
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
+    },
+    /// Collect garbage once: blobs no manifest references, links of
+    /// removed content, expired upload sessions (and untagged manifests
+    /// with --untagged). Safe while servers run on the same storage.
+    Gc {
+        /// Configuration file (its [storage]); without it the embedded default.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Print what would be removed; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Also remove manifests no tag reaches (nor an index or subject of
+        /// one that a tag reaches), once older than the grace.
+        #[arg(long)]
+        untagged: bool,
     },
     /// Claim-policy tools.
     Policy {
@@ -148,6 +164,11 @@ pub fn main() -> ExitCode {
                     from: ImportFrom::Kubernetes { file },
                 },
         } => import::run_kubernetes(&file),
+        Command::Gc {
+            config,
+            dry_run,
+            untagged,
+        } => gc::run(config, dry_run, untagged),
         Command::Policy { command } => policy::run(command),
     }
 }

@@ -93,6 +93,14 @@ pub fn serve_dev(listen: Option<std::net::SocketAddr>) -> ExitCode {
 /// and kept in `<root>/auth/`, where the token service reads it, replacing
 /// whatever an earlier start left there.
 async fn open_storage(config: &Config) -> anyhow::Result<Arc<dyn crate::storage::Storage>> {
+    open_backend(config, true).await
+}
+
+/// Opens the configured backend; `serving`: also fetch the shared token key.
+pub(super) async fn open_backend(
+    config: &Config,
+    serving: bool,
+) -> anyhow::Result<Arc<dyn crate::storage::Storage>> {
     use crate::config::Backend;
     match &config.storage.backend {
         Backend::Fs => {
@@ -114,13 +122,16 @@ async fn open_storage(config: &Config) -> anyhow::Result<Arc<dyn crate::storage:
                 .with_context(|| {
                     format!("creating storage root {}", config.storage.root.display())
                 })?;
-            let needs_key = config
-                .auth
-                .as_ref()
-                .is_some_and(|a| a.token.key_file.is_none());
+            let needs_key = serving
+                && config
+                    .auth
+                    .as_ref()
+                    .is_some_and(|a| a.token.key_file.is_none());
             if needs_key {
                 let key = storage
-                    .shared_signing_key()
+                    .shared_secret("auth/token-signing-key.p8", || {
+                        crate::auth::token::SigningKey::generate().map(|k| k.pkcs8)
+                    })
                     .await
                     .context("getting the token signing key from the bucket")?;
                 let path = config
@@ -143,6 +154,10 @@ async fn run(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
         None => tracing::info!("using the embedded default configuration"),
     }
     let storage = open_storage(&config).await?;
+    if let Some(every) = config.storage.gc.interval {
+        crate::storage::gc::spawn_schedule(storage.clone(), every, config.storage.gc.grace);
+        tracing::info!(every = ?every, grace = ?config.storage.gc.grace, "garbage collection scheduled");
+    }
     crate::storage::spawn_upload_sweep(storage.clone(), config.storage.uploads);
 
     // One engine for the life of the process, so a reload reuses compiled
@@ -429,6 +444,7 @@ impl Reloader {
         if new.storage.root != old.storage.root
             || new.storage.uploads != old.storage.uploads
             || new.storage.backend != old.storage.backend
+            || new.storage.gc != old.storage.gc
         {
             pending.push("storage.*");
         }

@@ -99,6 +99,22 @@ pub struct StorageConfig {
     pub backend: Backend,
     /// `max_uploads_per_identity` and `[storage.gc] upload_ttl`.
     pub uploads: crate::storage::UploadLimits,
+    /// `[storage.gc] interval` and `grace`.
+    pub gc: GcConfig,
+}
+
+/// `[storage.gc]`: the online collection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GcConfig {
+    /// How often the server collects; `None` ("0"): only `gantry gc`.
+    pub interval: Option<Duration>,
+    /// Content younger than this is never collected.
+    pub grace: Duration,
+}
+
+impl GcConfig {
+    pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+    pub const DEFAULT_GRACE: Duration = Duration::from_secs(3600);
 }
 
 /// `[storage] backend`.
@@ -390,12 +406,34 @@ fn read_storage(mut s: Section<'_>, base: &Path) -> StorageConfig {
     };
     let mut gc = s.section("gc");
     let ttl = gc.duration("upload_ttl", UploadLimits::DEFAULT_TTL);
+    let interval = match gc.get::<Option<String>>("interval", || None) {
+        None => Some(GcConfig::DEFAULT_INTERVAL),
+        Some(text) => match parse_duration(&text) {
+            Ok(d) if d.is_zero() => None,
+            Ok(d) => Some(d),
+            Err(e) => {
+                gc.problem("interval", format!("{e} (\"0\" turns the schedule off)"));
+                Some(GcConfig::DEFAULT_INTERVAL)
+            }
+        },
+    };
+    let grace = match gc.get::<Option<String>>("grace", || None) {
+        None => GcConfig::DEFAULT_GRACE,
+        Some(text) => match parse_duration(&text) {
+            Ok(d) => d,
+            Err(e) => {
+                gc.problem("grace", e.to_string());
+                GcConfig::DEFAULT_GRACE
+            }
+        },
+    };
     gc.finish();
     s.finish();
     StorageConfig {
         root: base.join(root),
         backend,
         uploads: UploadLimits { ttl, max_per_owner },
+        gc: GcConfig { interval, grace },
     }
 }
 

@@ -64,6 +64,15 @@ fn too_big() -> ApiError {
     )
 }
 
+fn unknown_in(repo: &RepoName, d: &Digest) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        ErrorCode::ManifestBlobUnknown,
+        format!("blob {d} is not in repository {repo}"),
+    )
+    .with_detail(serde_json::json!({ "digest": d.to_string() }))
+}
+
 pub async fn put(
     s: &dyn Storage,
     access: &super::Access,
@@ -113,13 +122,11 @@ pub async fn put(
         Reference::Digest(_) => None,
     };
     // Moving an existing tag is `update`; anything else a push does is `create`.
-    let moves_tag = match tag {
-        Some(t) => s
-            .tag_target(repo, t)
-            .await?
-            .is_some_and(|old| old != digest),
-        None => false,
+    let previous_target = match tag {
+        Some(t) => s.tag_target(repo, t).await?,
+        None => None,
     };
+    let moves_tag = previous_target.as_ref().is_some_and(|old| old != &digest);
     access.require(
         if moves_tag {
             Action::Update
@@ -130,10 +137,45 @@ pub async fn put(
     )?;
     let manifest = StoredManifest {
         digest: digest.clone(),
-        media_type: parsed.media_type,
+        media_type: parsed.media_type.clone(),
         bytes: Bytes::clone(&bytes),
     };
+    let existed = s
+        .get_manifest(repo, &Reference::Digest(digest.clone()))
+        .await?
+        .is_some();
     s.put_manifest(repo, manifest, tag, referrer).await?;
+    // A garbage collection may have taken a referenced blob between the
+    // check above and the write: look again now that the manifest is
+    // visible (the collector gives back what visible manifests reference),
+    // and undo the push if one is gone.
+    let readable = s
+        .get_manifest(repo, &Reference::Digest(digest.clone()))
+        .await?
+        .is_some();
+    let still = if readable {
+        match parsed.check_blobs(s, repo).await {
+            Ok(()) => parsed.check_content(s, repo).await,
+            Err(e) => Err(e),
+        }
+    } else {
+        Err(ApiError::new(
+            StatusCode::CONFLICT,
+            ErrorCode::ManifestInvalid,
+            "the manifest was collected while it was being stored: push it again",
+        ))
+    };
+    if let Err(e) = still {
+        if !existed {
+            let _ = s.delete_manifest(repo, &digest).await;
+            if let (Some(t), Some(old)) = (tag, previous_target)
+                && let Ok(Some(m)) = s.get_manifest(repo, &Reference::Digest(old)).await
+            {
+                let _ = s.put_manifest(repo, (*m).clone(), Some(t), None).await;
+            }
+        }
+        return Err(e);
+    }
     let mut resp = (
         StatusCode::CREATED,
         [
@@ -309,14 +351,33 @@ impl Parsed {
     }
 
     async fn check_references(&self, s: &dyn Storage, repo: &RepoName) -> Result<(), ApiError> {
-        let unknown = |d: &Digest| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                ErrorCode::ManifestBlobUnknown,
-                format!("blob {d} is not in repository {repo}"),
-            )
-            .with_detail(serde_json::json!({ "digest": d.to_string() }))
-        };
+        self.check_blobs(s, repo).await?;
+        for d in &self.children {
+            if s.get_manifest(repo, &Reference::Digest(d.clone()))
+                .await?
+                .is_none()
+            {
+                return Err(unknown_in(repo, d));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every blob the manifest references has its content stored (a link
+    /// can outlive content a collection is removing).
+    async fn check_content(&self, s: &dyn Storage, repo: &RepoName) -> Result<(), ApiError> {
+        for (d, _) in &self.blobs {
+            if !s.blob_content_exists(d).await? {
+                return Err(unknown_in(repo, d));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every blob the manifest references is linked into `repo`, with the
+    /// size its descriptor declares.
+    async fn check_blobs(&self, s: &dyn Storage, repo: &RepoName) -> Result<(), ApiError> {
+        let unknown = |d: &Digest| unknown_in(repo, d);
         for (d, declared) in &self.blobs {
             match s.blob_size(repo, d).await? {
                 None => return Err(unknown(d)),
@@ -327,14 +388,6 @@ impl Parsed {
                     )));
                 }
                 Some(_) => {}
-            }
-        }
-        for d in &self.children {
-            if s.get_manifest(repo, &Reference::Digest(d.clone()))
-                .await?
-                .is_none()
-            {
-                return Err(unknown(d));
             }
         }
         Ok(())

@@ -12,6 +12,7 @@
 
 mod cache;
 pub mod fs;
+pub mod gc;
 pub mod s3;
 
 use std::io;
@@ -142,6 +143,15 @@ pub struct Referrer {
     pub descriptor: serde_json::Value,
 }
 
+/// An object the collector looks at: what it is, its size, when it was
+/// last written.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub digest: Digest,
+    pub size: u64,
+    pub modified: std::time::SystemTime,
+}
+
 /// The storage contract. Every method is safe to call concurrently.
 #[async_trait::async_trait]
 pub trait Storage: Send + Sync + 'static {
@@ -269,6 +279,45 @@ pub trait Storage: Send + Sync + 'static {
         repo: &RepoName,
         subject: &Digest,
     ) -> Result<Vec<serde_json::Value>, StorageError>;
+
+    // ------------------------------------------------ for the collector (gc)
+
+    /// Every repository holding anything (manifests or only blob links), sorted.
+    async fn all_repositories(&self) -> Result<Vec<RepoName>, StorageError>;
+
+    /// Every blob whose content is stored (manifests' bytes included).
+    async fn list_blob_content(&self) -> Result<Vec<Stored>, StorageError>;
+
+    /// Every manifest revision of `repo` (size: of the revision record).
+    async fn list_revisions(&self, repo: &RepoName) -> Result<Vec<Stored>, StorageError>;
+
+    /// Every blob link of `repo` (size: 0).
+    async fn list_links(&self, repo: &RepoName) -> Result<Vec<Stored>, StorageError>;
+
+    /// Whether the blob's content is stored (whatever links it has): what
+    /// a manifest `PUT` checks once more after writing, against a racing
+    /// collection.
+    async fn blob_content_exists(&self, digest: &Digest) -> Result<bool, StorageError>;
+
+    /// Links a blob whose content is stored into `repo` (the collector
+    /// restoring a link a racing push relied on).
+    async fn link_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<(), StorageError>;
+
+    /// Moves a blob's content out of sight (reads and pushes see it gone);
+    /// `false` when it was not there.
+    async fn quarantine_blob(&self, digest: &Digest) -> Result<bool, StorageError>;
+
+    /// Puts quarantined content back (unless the blob was stored again
+    /// meanwhile, which wins).
+    async fn restore_blob(&self, digest: &Digest) -> Result<(), StorageError>;
+
+    /// Removes quarantined content for good.
+    async fn purge_quarantined(&self, digest: &Digest) -> Result<(), StorageError>;
 }
 
 /// Runs the upload-session sweep every [`UploadLimits::sweep_interval`]

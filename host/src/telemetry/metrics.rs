@@ -202,6 +202,9 @@ pub struct Metrics {
     pub storage_bytes_read: Counter,
     pub storage_objects_written: Counter,
     pub storage_objects_read: Counter,
+    pub gc_runs: Family<ResultLabel, Counter>,
+    pub gc_bytes_freed: Counter,
+    pub gc_duration: Histogram,
 }
 
 impl Metrics {
@@ -229,6 +232,10 @@ impl Metrics {
             storage_bytes_read: Counter::default(),
             storage_objects_written: Counter::default(),
             storage_objects_read: Counter::default(),
+            gc_runs: Family::default(),
+            gc_bytes_freed: Counter::default(),
+            // 10 ms .. ~1.5 h
+            gc_duration: Histogram::new(exponential_buckets(0.01, 4.0, 11)),
             registry: Registry::default(),
             http: HttpHandles {
                 requests: slots(ROUTES.len() * METHODS.len() * STATUSES.len()),
@@ -343,6 +350,21 @@ impl Metrics {
             "Blobs and manifests read",
             m.storage_objects_read.clone(),
         );
+        r.register(
+            "gantry_gc_runs",
+            "Garbage-collection runs by result (ok, failed)",
+            m.gc_runs.clone(),
+        );
+        r.register(
+            "gantry_gc_bytes_freed",
+            "Bytes of blob content garbage collection removed",
+            m.gc_bytes_freed.clone(),
+        );
+        r.register(
+            "gantry_gc_duration_seconds",
+            "How long garbage-collection runs took",
+            m.gc_duration.clone(),
+        );
         Metrics { registry: r, ..m }
     }
 
@@ -439,6 +461,17 @@ impl Metrics {
     pub fn read(&self, bytes: u64) {
         self.storage_bytes_read.inc_by(bytes);
         self.storage_objects_read.inc();
+    }
+
+    /// One garbage-collection run.
+    pub fn gc_run(&self, ok: bool, seconds: f64, bytes_freed: u64) {
+        self.gc_runs
+            .get_or_create(&ResultLabel {
+                result: if ok { "ok" } else { "failed" },
+            })
+            .inc();
+        self.gc_duration.observe(seconds);
+        self.gc_bytes_freed.inc_by(bytes_freed);
     }
 
     /// The configuration in force, by a hash of its text.

@@ -11,6 +11,7 @@
 //! repositories/<name…>/_referrers/<alg>/<subject hex>/<alg>-<hex>  referrer descriptor
 //! uploads/<id>/{info.json,data,offset}                  upload session
 //! tmp/                                                  temporary files, emptied at start
+//! gc/<alg>-<hex>                                        content the collector is about to remove
 //! ```
 //!
 //! Name components cannot start with `_`, so `_layers` and friends never
@@ -67,7 +68,7 @@ impl FsStorage {
         let root = root.to_path_buf();
         let r = root.clone();
         let sessions = run_blocking("opening the storage root", move || {
-            for dir in ["blobs", "repositories", "uploads", "tmp"] {
+            for dir in ["blobs", "repositories", "uploads", "tmp", "gc"] {
                 std::fs::create_dir_all(r.join(dir))?;
             }
             for entry in std::fs::read_dir(r.join("tmp"))? {
@@ -243,6 +244,54 @@ impl Drop for TempFile {
             let _ = std::fs::remove_file(p);
         }
     }
+}
+
+/// The entries of `dir/<alg>/` named by a digest's hex, as [`Stored`]
+/// (`nested`: content under a two-character fan-out directory).
+fn stored_in(dir: &Path, nested: bool) -> io::Result<Vec<super::Stored>> {
+    let mut out = Vec::new();
+    for alg in ["sha256", "sha512"] {
+        let base = dir.join(alg);
+        let mut dirs = vec![base.clone()];
+        if nested {
+            dirs.clear();
+            match std::fs::read_dir(&base) {
+                Ok(entries) => {
+                    for e in entries {
+                        dirs.push(e?.path());
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        for d in dirs {
+            let entries = match std::fs::read_dir(&d) {
+                Ok(e) => e,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            for e in entries {
+                let e = e?;
+                let Some(name) = e.file_name().to_str().map(str::to_string) else {
+                    continue;
+                };
+                let Ok(digest) = format!("{alg}:{name}").parse::<Digest>() else {
+                    continue;
+                };
+                let meta = e.metadata()?;
+                if !meta.is_file() {
+                    continue;
+                }
+                out.push(super::Stored {
+                    digest,
+                    size: meta.len(),
+                    modified: meta.modified()?,
+                });
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Runs blocking filesystem work on the blocking pool.
@@ -665,39 +714,86 @@ impl Storage for FsStorage {
     }
 
     async fn repositories(&self) -> Result<Vec<RepoName>, StorageError> {
-        let base = self.root.join("repositories");
-        run_blocking("listing repositories", move || {
-            let mut found = Vec::new();
-            let mut stack = vec![(base.clone(), String::new())];
-            while let Some((dir, name)) = stack.pop() {
-                let entries = match std::fs::read_dir(&dir) {
-                    Ok(e) => e,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(e),
-                };
-                let mut is_repo = false;
-                for entry in entries {
-                    let entry = entry?;
-                    let Ok(file_name) = entry.file_name().into_string() else {
-                        continue;
-                    };
-                    if file_name == "_manifests" {
-                        is_repo = true;
-                    } else if !file_name.starts_with('_') && entry.file_type()?.is_dir() {
-                        let child = if name.is_empty() {
-                            file_name.clone()
-                        } else {
-                            format!("{name}/{file_name}")
-                        };
-                        stack.push((entry.path(), child));
-                    }
-                }
-                if is_repo && let Ok(repo) = name.parse::<RepoName>() {
-                    found.push(repo);
-                }
+        self.walk_repositories(false).await
+    }
+
+    async fn all_repositories(&self) -> Result<Vec<RepoName>, StorageError> {
+        self.walk_repositories(true).await
+    }
+
+    async fn list_blob_content(&self) -> Result<Vec<super::Stored>, StorageError> {
+        let dir = self.root.join("blobs");
+        run_blocking("listing blobs", move || stored_in(&dir, true)).await
+    }
+
+    async fn list_revisions(&self, repo: &RepoName) -> Result<Vec<super::Stored>, StorageError> {
+        let dir = self.repo_dir(repo).join("_manifests/revisions");
+        run_blocking("listing manifests", move || stored_in(&dir, false)).await
+    }
+
+    async fn list_links(&self, repo: &RepoName) -> Result<Vec<super::Stored>, StorageError> {
+        let dir = self.repo_dir(repo).join("_layers");
+        run_blocking("listing blob links", move || stored_in(&dir, false)).await
+    }
+
+    async fn blob_content_exists(&self, digest: &Digest) -> Result<bool, StorageError> {
+        let path = self.blob_path(digest);
+        run_blocking("looking up a blob", move || {
+            file_len(&path).map(|l| l.is_some())
+        })
+        .await
+    }
+
+    async fn link_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        _size: u64,
+    ) -> Result<(), StorageError> {
+        let link = self.layer_link(repo, digest);
+        let tmp_dir = self.tmp_dir();
+        run_blocking("linking a blob", move || {
+            atomic::write_file(&tmp_dir, &link, b"")
+        })
+        .await
+    }
+
+    async fn quarantine_blob(&self, digest: &Digest) -> Result<bool, StorageError> {
+        let from = self.blob_path(digest);
+        let to = self.quarantine_path(digest);
+        run_blocking("setting a blob aside", move || {
+            match std::fs::rename(&from, &to) {
+                Ok(()) => Ok(true),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+                Err(e) => Err(e),
             }
-            found.sort();
-            Ok(found)
+        })
+        .await
+    }
+
+    async fn restore_blob(&self, digest: &Digest) -> Result<(), StorageError> {
+        let from = self.quarantine_path(digest);
+        let to = self.blob_path(digest);
+        run_blocking("restoring a blob", move || {
+            if to.exists() {
+                // Stored again meanwhile: that copy is as good.
+                return match std::fs::remove_file(&from) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+                    _ => Ok(()),
+                };
+            }
+            match std::fs::rename(&from, &to) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            }
+        })
+        .await
+    }
+
+    async fn purge_quarantined(&self, digest: &Digest) -> Result<(), StorageError> {
+        let path = self.quarantine_path(digest);
+        run_blocking("removing a blob", move || {
+            atomic::remove_file(&path).map(|_| ())
         })
         .await
     }
@@ -727,6 +823,54 @@ impl Storage for FsStorage {
                 }
             }
             Ok(out)
+        })
+        .await
+    }
+}
+
+impl FsStorage {
+    fn quarantine_path(&self, d: &Digest) -> PathBuf {
+        self.root
+            .join("gc")
+            .join(format!("{}-{}", d.algorithm().as_str(), d.hex()))
+    }
+
+    /// Repositories under `repositories/`: those with manifests, or (`all`)
+    /// also those holding only blob links.
+    async fn walk_repositories(&self, all: bool) -> Result<Vec<RepoName>, StorageError> {
+        let base = self.root.join("repositories");
+        run_blocking("listing repositories", move || {
+            let mut found = Vec::new();
+            let mut stack = vec![(base.clone(), String::new())];
+            while let Some((dir, name)) = stack.pop() {
+                let entries = match std::fs::read_dir(&dir) {
+                    Ok(e) => e,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e),
+                };
+                let mut is_repo = false;
+                for entry in entries {
+                    let entry = entry?;
+                    let Ok(file_name) = entry.file_name().into_string() else {
+                        continue;
+                    };
+                    if file_name == "_manifests" || (all && file_name == "_layers") {
+                        is_repo = true;
+                    } else if !file_name.starts_with('_') && entry.file_type()?.is_dir() {
+                        let child = if name.is_empty() {
+                            file_name.clone()
+                        } else {
+                            format!("{name}/{file_name}")
+                        };
+                        stack.push((entry.path(), child));
+                    }
+                }
+                if is_repo && let Ok(repo) = name.parse::<RepoName>() {
+                    found.push(repo);
+                }
+            }
+            found.sort();
+            Ok(found)
         })
         .await
     }

@@ -421,16 +421,21 @@ impl S3Storage {
         Ok(n)
     }
 
-    /// The shared token signing key (PKCS#8 DER): read from the bucket, or
-    /// created there exactly once (a conditional create: when two replicas
-    /// race on first start, one key wins and both use it).
-    pub async fn shared_signing_key(&self) -> Result<Vec<u8>, StorageError> {
-        let key = self.key("auth/token-signing-key.p8");
-        if let Some(bytes) = self.get_optional(&key, "the token signing key").await? {
+    /// A secret every replica must share (Gantry's token signing key):
+    /// read from `rel` in the bucket, or created there from `fresh` exactly
+    /// once (a conditional create: when replicas race on first start, one
+    /// value wins and all of them use it).
+    pub async fn shared_secret(
+        &self,
+        rel: &str,
+        fresh: impl FnOnce() -> Result<Vec<u8>, String>,
+    ) -> Result<Vec<u8>, StorageError> {
+        let key = self.key(rel);
+        if let Some(bytes) = self.get_optional(&key, rel).await? {
             return Ok(bytes.to_vec());
         }
-        let fresh = crate::auth::token::SigningKey::generate().map_err(|e| StorageError::Io {
-            context: "generating the token signing key".into(),
+        let value = fresh().map_err(|e| StorageError::Io {
+            context: format!("creating {rel}"),
             source: io::Error::other(e),
         })?;
         let opts = PutOptions {
@@ -439,23 +444,23 @@ impl S3Storage {
         };
         match self
             .store
-            .put_opts(&key, PutPayload::from(fresh.pkcs8.clone()), opts)
+            .put_opts(&key, PutPayload::from(value.clone()), opts)
             .await
         {
             Ok(_) => {
-                tracing::info!(key = %key, "token signing key created in the bucket");
-                Ok(fresh.pkcs8)
+                tracing::info!(key = %key, "shared secret created in the bucket");
+                Ok(value)
             }
             Err(object_store::Error::AlreadyExists { .. })
             | Err(object_store::Error::Precondition { .. }) => self
-                .get_optional(&key, "the token signing key")
+                .get_optional(&key, rel)
                 .await?
                 .map(|b| b.to_vec())
                 .ok_or_else(|| StorageError::Io {
-                    context: "reading the token signing key".into(),
+                    context: format!("reading {rel}"),
                     source: io::Error::other("it was created and is gone again"),
                 }),
-            Err(e) => Err(store_err("creating the token signing key")(e)),
+            Err(e) => Err(store_err(format!("creating {rel}"))(e)),
         }
     }
 
@@ -560,7 +565,7 @@ impl Storage for S3Storage {
             return Ok(None);
         };
         signer
-            .signed_url(http::Method::GET, &self.blob_key(digest), *ttl)
+            .signed_url(reqwest::Method::GET, &self.blob_key(digest), *ttl)
             .await
             .map(Some)
             .map_err(store_err("signing a blob URL"))
@@ -785,34 +790,67 @@ impl Storage for S3Storage {
     }
 
     async fn repositories(&self) -> Result<Vec<RepoName>, StorageError> {
-        let mut found = Vec::new();
-        let mut stack = vec![(self.key("repositories"), String::new())];
-        while let Some((dir, name)) = stack.pop() {
-            let listing = self
-                .store
-                .list_with_delimiter(Some(&dir))
-                .await
-                .map_err(store_err("listing repositories"))?;
-            let mut is_repo = false;
-            for p in listing.common_prefixes {
-                let Some(part) = p.filename() else { continue };
-                if part == "_manifests" {
-                    is_repo = true;
-                } else if !part.starts_with('_') {
-                    let child = if name.is_empty() {
-                        part.to_string()
-                    } else {
-                        format!("{name}/{part}")
-                    };
-                    stack.push((p.clone(), child));
-                }
-            }
-            if is_repo && let Ok(repo) = name.parse::<RepoName>() {
-                found.push(repo);
+        self.walk_repositories(false).await
+    }
+
+    async fn all_repositories(&self) -> Result<Vec<RepoName>, StorageError> {
+        self.walk_repositories(true).await
+    }
+
+    async fn list_blob_content(&self) -> Result<Vec<super::Stored>, StorageError> {
+        self.stored_under(&self.key("blobs"), 1).await
+    }
+
+    async fn list_revisions(&self, repo: &RepoName) -> Result<Vec<super::Stored>, StorageError> {
+        let dir = self.key(&format!("{}/_manifests/revisions", Self::repo_rel(repo)));
+        self.stored_under(&dir, 1).await
+    }
+
+    async fn list_links(&self, repo: &RepoName) -> Result<Vec<super::Stored>, StorageError> {
+        let dir = self.key(&format!("{}/_layers", Self::repo_rel(repo)));
+        self.stored_under(&dir, 1).await
+    }
+
+    async fn blob_content_exists(&self, digest: &Digest) -> Result<bool, StorageError> {
+        self.exists(&self.blob_key(digest), "a blob").await
+    }
+
+    async fn link_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<(), StorageError> {
+        self.link(repo, digest, size).await
+    }
+
+    async fn quarantine_blob(&self, digest: &Digest) -> Result<bool, StorageError> {
+        let (from, to) = (self.blob_key(digest), self.quarantine_key(digest));
+        match self.store.copy(&from, &to).await {
+            Ok(()) => {}
+            Err(e) if is_not_found(&e) => return Ok(false),
+            Err(e) => return Err(store_err("setting a blob aside")(e)),
+        }
+        self.delete_quietly(&from, "a blob").await?;
+        Ok(true)
+    }
+
+    async fn restore_blob(&self, digest: &Digest) -> Result<(), StorageError> {
+        let (from, to) = (self.quarantine_key(digest), self.blob_key(digest));
+        // Stored again meanwhile: that copy is as good.
+        if !self.exists(&to, "a blob").await? {
+            match self.store.copy(&from, &to).await {
+                Ok(()) => {}
+                Err(e) if is_not_found(&e) => return Ok(()),
+                Err(e) => return Err(store_err("restoring a blob")(e)),
             }
         }
-        found.sort();
-        Ok(found)
+        self.delete_quietly(&from, "a set-aside blob").await
+    }
+
+    async fn purge_quarantined(&self, digest: &Digest) -> Result<(), StorageError> {
+        self.delete_quietly(&self.quarantine_key(digest), "a blob")
+            .await
     }
 
     async fn referrers(
@@ -834,6 +872,82 @@ impl Storage for S3Storage {
             .flatten()
             .filter_map(|b| serde_json::from_slice(&b).ok())
             .collect())
+    }
+}
+
+impl S3Storage {
+    fn quarantine_key(&self, d: &Digest) -> Path {
+        self.key(&format!(
+            "gc-quarantine/{}/{}",
+            d.algorithm().as_str(),
+            d.hex()
+        ))
+    }
+
+    /// Objects `<dir>/<alg>/<hex>` (`depth` levels of algorithm directory
+    /// below `dir`) as [`Stored`](super::Stored).
+    async fn stored_under(
+        &self,
+        dir: &Path,
+        depth: usize,
+    ) -> Result<Vec<super::Stored>, StorageError> {
+        let skip = dir.parts().count();
+        let mut out = Vec::new();
+        for meta in self.list_all(dir, "stored objects").await? {
+            let parts: Vec<String> = meta
+                .location
+                .parts()
+                .skip(skip)
+                .map(|p| p.as_ref().to_string())
+                .collect();
+            if parts.len() != depth + 1 {
+                continue;
+            }
+            let Ok(digest) = format!("{}:{}", parts[0], parts[depth]).parse::<Digest>() else {
+                continue;
+            };
+            let modified = std::time::UNIX_EPOCH
+                + Duration::from_millis(meta.last_modified.timestamp_millis().max(0) as u64);
+            out.push(super::Stored {
+                digest,
+                size: meta.size,
+                modified,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Repositories: those with manifests, or (`all`) also those holding
+    /// only blob links.
+    async fn walk_repositories(&self, all: bool) -> Result<Vec<RepoName>, StorageError> {
+        let mut found = Vec::new();
+        let mut stack = vec![(self.key("repositories"), String::new())];
+        while let Some((dir, name)) = stack.pop() {
+            let listing = self
+                .store
+                .list_with_delimiter(Some(&dir))
+                .await
+                .map_err(store_err("listing repositories"))?;
+            let mut is_repo = false;
+            for p in listing.common_prefixes {
+                let Some(part) = p.filename() else { continue };
+                if part == "_manifests" || (all && part == "_layers") {
+                    is_repo = true;
+                } else if !part.starts_with('_') {
+                    let child = if name.is_empty() {
+                        part.to_string()
+                    } else {
+                        format!("{name}/{part}")
+                    };
+                    stack.push((p.clone(), child));
+                }
+            }
+            if is_repo && let Ok(repo) = name.parse::<RepoName>() {
+                found.push(repo);
+            }
+        }
+        found.sort();
+        Ok(found)
     }
 }
 
@@ -1181,13 +1295,18 @@ mod tests {
         assert_eq!(b.repositories().await.expect("catalog"), vec![repo.clone()]);
     }
 
-    /// Two replicas starting at once create one signing key between them.
+    /// Two replicas starting at once create one shared secret between them.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn replicas_share_one_signing_key() {
+    async fn replicas_share_one_secret() {
         let (_store, a, b) = replicas(UploadLimits::default());
-        let (ka, kb) = tokio::join!(a.shared_signing_key(), b.shared_signing_key());
+        let rel = "auth/token-signing-key.p8";
+        let (ka, kb) = tokio::join!(
+            a.shared_secret(rel, || Ok(b"from a".to_vec())),
+            b.shared_secret(rel, || Ok(b"from b".to_vec()))
+        );
         let (ka, kb) = (ka.expect("key a"), kb.expect("key b"));
         assert_eq!(ka, kb);
-        assert_eq!(a.shared_signing_key().await.expect("again"), ka);
+        let again = a.shared_secret(rel, || Ok(b"from a again".to_vec()));
+        assert_eq!(again.await.expect("again"), ka);
     }
 }
