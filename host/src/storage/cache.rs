@@ -5,11 +5,11 @@
 //! generation and drops that repository's entries *after* the disk write.
 //! A reader notes the generation before reading the disk and only inserts
 //! if it is unchanged, so a slow reader can never put back a stale entry.
-//! That is all one process needs when it owns its storage. Replicas sharing
-//! a bucket learn nothing of each other's writes, so there the cache is
-//! built with a time to live: an entry is served for at most that long
-//! after it was read from the store, which bounds how stale a tag (or a
-//! deleted manifest) can be on another replica.
+//! That is all one process needs for its own writes. Other writers (replicas
+//! sharing a bucket, a `gantry gc` run beside the server) are not seen, so
+//! the cache is built with a time to live: an entry is served for at most
+//! that long after it was read from the store, which bounds how stale a tag
+//! (or a deleted manifest) can be.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

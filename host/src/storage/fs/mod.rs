@@ -80,7 +80,9 @@ impl FsStorage {
         .await?;
         Ok(FsStorage {
             root,
-            cache: ManifestCache::default(),
+            // Another process may change the root (`gantry gc`): entries
+            // are re-read after the same bound as on object storage.
+            cache: ManifestCache::with_ttl(super::s3::CACHE_TTL),
             uploads: Mutex::new(sessions),
             upload_limits: limits,
         })
