@@ -96,7 +96,9 @@ async fn open_storage(config: &Config) -> anyhow::Result<Arc<dyn crate::storage:
     open_backend(config, true).await
 }
 
-/// Opens the configured backend; `serving`: also fetch the shared token key.
+/// Opens the configured backend. `serving`: this process owns the root
+/// (fs: clears its temporary files) and needs the shared token key (s3);
+/// otherwise (`gantry gc`) a server may be running on the same storage.
 pub(super) async fn open_backend(
     config: &Config,
     serving: bool,
@@ -104,11 +106,12 @@ pub(super) async fn open_backend(
     use crate::config::Backend;
     match &config.storage.backend {
         Backend::Fs => {
-            let storage = crate::storage::fs::FsStorage::open_with(
-                &config.storage.root,
-                config.storage.uploads,
-            )
-            .await
+            let (root, limits) = (&config.storage.root, config.storage.uploads);
+            let storage = if serving {
+                crate::storage::fs::FsStorage::open_with(root, limits).await
+            } else {
+                crate::storage::fs::FsStorage::open_beside_server(root, limits).await
+            }
             .with_context(|| format!("opening storage root {}", config.storage.root.display()))?;
             tracing::info!(backend = "fs", root = %config.storage.root.display(), "storage ready");
             Ok(Arc::new(storage))

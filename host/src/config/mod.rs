@@ -124,24 +124,8 @@ pub enum Backend {
     S3(S3Config),
 }
 
-/// `[storage.s3]`: one bucket (and key prefix) on an S3-compatible store.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct S3Config {
-    pub bucket: String,
-    /// Key prefix inside the bucket, without a trailing `/` ("" for none).
-    pub prefix: String,
-    pub region: String,
-    /// `None`: AWS.
-    pub endpoint: Option<String>,
-    pub allow_http: bool,
-    /// Static credentials; both or neither. Neither: the standard `AWS_*`
-    /// environment variables (and the rest of the AWS credential chain).
-    pub access_key_id: Option<String>,
-    pub secret_access_key_file: Option<PathBuf>,
-    /// Blob `GET`/`HEAD` answer 307 to a presigned URL.
-    pub redirect_blobs: bool,
-    pub redirect_seconds: u64,
-}
+/// `[storage.s3]` (defined beside the backend that reads it).
+pub use crate::storage::s3::S3Config;
 
 /// `[log]`: verbosity and output format.
 #[derive(Debug, Clone)]

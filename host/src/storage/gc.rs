@@ -54,6 +54,9 @@ pub struct GcReport {
     pub bytes_freed: u64,
     /// Set aside, then given back to a push that raced the run.
     pub restored: Vec<String>,
+    /// Links written again: for a push that raced this run, or one a run
+    /// that stopped part-way had taken.
+    pub relinked: Vec<(String, String)>,
     /// Unreferenced, but younger than the grace.
     pub kept_young: usize,
 }
@@ -121,12 +124,19 @@ pub async fn collect(s: &dyn Storage, opts: GcOptions) -> Result<GcReport, Stora
     };
     if !opts.dry_run {
         report.uploads = s.sweep_uploads().await?;
+        // A run that stopped part-way (killed, store gone) left content set
+        // aside that a racing push may rely on: put it back, and decide
+        // about it afresh below.
+        for d in s.list_quarantined().await? {
+            s.restore_blob(&d).await?;
+        }
     }
 
     // Mark.
     let repos = s.all_repositories().await?;
     let mut referenced: HashMap<RepoName, BTreeSet<Digest>> = HashMap::new();
     let mut everywhere: BTreeSet<Digest> = BTreeSet::new();
+    let mut manifests_of: HashMap<RepoName, BTreeSet<Digest>> = HashMap::new();
     for repo in &repos {
         let revisions = s.list_revisions(repo).await?;
         let mut refs: BTreeMap<Digest, (Refs, SystemTime)> = BTreeMap::new();
@@ -151,6 +161,10 @@ pub async fn collect(s: &dyn Storage, opts: GcOptions) -> Result<GcReport, Stora
                 refs.remove(&d);
             }
         }
+        manifests_of
+            .entry(repo.clone())
+            .or_default()
+            .extend(refs.keys().cloned());
         let kept = referenced.entry(repo.clone()).or_default();
         for (d, (r, _)) in &refs {
             kept.insert(d.clone());
@@ -163,9 +177,33 @@ pub async fn collect(s: &dyn Storage, opts: GcOptions) -> Result<GcReport, Stora
     // Unlink, per repository; note the youngest link of every blob.
     let mut young_link: BTreeSet<Digest> = BTreeSet::new();
     let mut unlinked: BTreeSet<(RepoName, Digest)> = BTreeSet::new();
+    let stored: BTreeMap<Digest, u64> = s
+        .list_blob_content()
+        .await?
+        .into_iter()
+        .map(|b| (b.digest, b.size))
+        .collect();
     for repo in &repos {
         let kept = referenced.get(repo);
-        for link in s.list_links(repo).await? {
+        let links = s.list_links(repo).await?;
+        // A link a manifest needs and lacks (a run that stopped part-way
+        // took it): written again where the content is there.
+        if !opts.dry_run
+            && let Some(kept) = kept
+        {
+            let linked: BTreeSet<&Digest> = links.iter().map(|l| &l.digest).collect();
+            for d in kept {
+                let is_manifest = manifests_of.get(repo).is_some_and(|m| m.contains(d));
+                if !linked.contains(d)
+                    && !is_manifest
+                    && let Some(size) = stored.get(d)
+                {
+                    s.link_blob(repo, d, *size).await?;
+                    report.relinked.push((repo.to_string(), d.to_string()));
+                }
+            }
+        }
+        for link in links {
             if kept.is_some_and(|k| k.contains(&link.digest)) {
                 continue;
             }
@@ -187,9 +225,11 @@ pub async fn collect(s: &dyn Storage, opts: GcOptions) -> Result<GcReport, Stora
         }
     }
 
-    // Set content aside.
+    // Set content aside (the listing taken before unlinking: content
+    // stored since is younger than the grace anyway).
     let mut aside: BTreeMap<Digest, u64> = BTreeMap::new();
-    for blob in s.list_blob_content().await? {
+    let listed: Vec<super::Stored> = s.list_blob_content().await?;
+    for blob in listed {
         if everywhere.contains(&blob.digest) || young_link.contains(&blob.digest) {
             continue;
         }
@@ -230,23 +270,18 @@ pub async fn collect(s: &dyn Storage, opts: GcOptions) -> Result<GcReport, Stora
                         s.restore_blob(&d).await?;
                         report.restored.push(d.to_string());
                         s.link_blob(&repo, &d, size).await?;
-                    } else if unlinked.contains(&(repo.clone(), d.clone())) {
-                        let size = s
-                            .list_blob_content()
-                            .await?
-                            .into_iter()
-                            .find(|b| b.digest == d)
-                            .map(|b| b.size);
-                        if let Some(size) = size {
-                            s.link_blob(&repo, &d, size).await?;
-                            report.restored.push(d.to_string());
-                        }
+                    } else if unlinked.remove(&(repo.clone(), d.clone()))
+                        && let Some(size) = stored.get(&d)
+                    {
+                        s.link_blob(&repo, &d, *size).await?;
+                        report.relinked.push((repo.to_string(), d.to_string()));
                     }
                 }
             }
         }
     }
 
+    report.links.retain(|l| !report.relinked.contains(l));
     // Remove for good.
     for (d, size) in aside {
         if !opts.dry_run {
@@ -576,6 +611,51 @@ mod store_tests {
             assert!(r.blobs.is_empty() && r.links.is_empty(), "{name}: {r:?}");
             assert!(r.kept_young >= 1, "{name}");
             assert_eq!(s.blob_size(&a, &young).await.expect("size"), Some(5));
+        }
+    }
+
+    /// A run that stopped part-way (content set aside, a link taken) is
+    /// repaired by the next: what a manifest references comes back.
+    #[tokio::test]
+    async fn the_next_run_repairs_a_run_that_stopped_part_way() {
+        for (name, s, _dir) in backends().await {
+            let s = s.as_ref();
+            let repo: RepoName = "stopped/app".parse().expect("name");
+            let config = blob(s, &repo, b"config").await;
+            let layer = blob(s, &repo, b"layer").await;
+            let m = manifest(&config, &[&layer]);
+            let tag = "v1".parse().expect("tag");
+            s.put_manifest(&repo, m, Some(&tag), None)
+                .await
+                .expect("manifest");
+            // What a killed run may leave: the layer unlinked, the config set aside.
+            s.delete_blob(&repo, &layer).await.expect("unlink");
+            assert!(s.quarantine_blob(&config).await.expect("aside"), "{name}");
+            assert!(
+                !s.blob_content_exists(&config).await.expect("exists"),
+                "{name}"
+            );
+            let r = collect(s, now_grace()).await.expect("gc");
+            assert!(r.blobs.is_empty(), "{name}: {r:?}");
+            assert_eq!(
+                r.relinked,
+                vec![(repo.to_string(), layer.to_string())],
+                "{name}"
+            );
+            assert_eq!(
+                s.blob_size(&repo, &layer).await.expect("size"),
+                Some(5),
+                "{name}"
+            );
+            assert_eq!(
+                s.blob_size(&repo, &config).await.expect("size"),
+                Some(6),
+                "{name}"
+            );
+            assert!(
+                s.list_quarantined().await.expect("aside").is_empty(),
+                "{name}"
+            );
         }
     }
 

@@ -316,6 +316,9 @@ pub trait Storage: Send + Sync + 'static {
     /// meanwhile, which wins).
     async fn restore_blob(&self, digest: &Digest) -> Result<(), StorageError>;
 
+    /// What is quarantined now (a run that stopped part-way leaves some).
+    async fn list_quarantined(&self) -> Result<Vec<Digest>, StorageError>;
+
     /// Removes quarantined content for good.
     async fn purge_quarantined(&self, digest: &Digest) -> Result<(), StorageError>;
 }

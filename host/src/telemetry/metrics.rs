@@ -234,7 +234,7 @@ impl Metrics {
             storage_objects_read: Counter::default(),
             gc_runs: Family::default(),
             gc_bytes_freed: Counter::default(),
-            // 10 ms .. ~1.5 h
+            // 10 ms .. ~2.9 h
             gc_duration: Histogram::new(exponential_buckets(0.01, 4.0, 11)),
             registry: Registry::default(),
             http: HttpHandles {

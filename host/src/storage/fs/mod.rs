@@ -65,15 +65,34 @@ impl FsStorage {
     /// previous crash may have left, and counts the upload sessions already
     /// open against their owners.
     pub async fn open_with(root: &Path, limits: UploadLimits) -> Result<FsStorage, StorageError> {
+        FsStorage::open_as(root, limits, true).await
+    }
+
+    /// Opens a root a server may be running on (`gantry gc`): its
+    /// temporary files are that server's writes in progress, left alone.
+    pub async fn open_beside_server(
+        root: &Path,
+        limits: UploadLimits,
+    ) -> Result<FsStorage, StorageError> {
+        FsStorage::open_as(root, limits, false).await
+    }
+
+    async fn open_as(
+        root: &Path,
+        limits: UploadLimits,
+        owner: bool,
+    ) -> Result<FsStorage, StorageError> {
         let root = root.to_path_buf();
         let r = root.clone();
         let sessions = run_blocking("opening the storage root", move || {
             for dir in ["blobs", "repositories", "uploads", "tmp", "gc"] {
                 std::fs::create_dir_all(r.join(dir))?;
             }
-            for entry in std::fs::read_dir(r.join("tmp"))? {
-                let entry = entry?;
-                let _ = std::fs::remove_file(entry.path());
+            if owner {
+                for entry in std::fs::read_dir(r.join("tmp"))? {
+                    let entry = entry?;
+                    let _ = std::fs::remove_file(entry.path());
+                }
             }
             upload::count_existing(&r)
         })
@@ -788,6 +807,28 @@ impl Storage for FsStorage {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
                 _ => Ok(()),
             }
+        })
+        .await
+    }
+
+    async fn list_quarantined(&self) -> Result<Vec<Digest>, StorageError> {
+        let dir = self.root.join("gc");
+        run_blocking("listing set-aside blobs", move || {
+            let mut out = Vec::new();
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+                Err(e) => return Err(e),
+            };
+            for e in entries {
+                if let Some(name) = e?.file_name().to_str()
+                    && let Some((alg, hex)) = name.split_once('-')
+                    && let Ok(d) = format!("{alg}:{hex}").parse::<Digest>()
+                {
+                    out.push(d);
+                }
+            }
+            Ok(out)
         })
         .await
     }

@@ -74,6 +74,25 @@ const PARTS_IN_FLIGHT: usize = 3;
 pub trait Store: ObjectStore + MultipartStore {}
 impl<T: ObjectStore + MultipartStore> Store for T {}
 
+/// `[storage.s3]`: one bucket (and key prefix) on an S3-compatible store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Config {
+    pub bucket: String,
+    /// Key prefix inside the bucket, without a trailing `/` ("" for none).
+    pub prefix: String,
+    pub region: String,
+    /// `None`: AWS.
+    pub endpoint: Option<String>,
+    pub allow_http: bool,
+    /// Static credentials; both or neither. Neither: the standard `AWS_*`
+    /// environment variables (and the rest of the AWS credential chain).
+    pub access_key_id: Option<String>,
+    pub secret_access_key_file: Option<std::path::PathBuf>,
+    /// Blob `GET`/`HEAD` answer 307 to a presigned URL.
+    pub redirect_blobs: bool,
+    pub redirect_seconds: u64,
+}
+
 /// Object-store-backed storage.
 pub struct S3Storage {
     store: Arc<dyn Store>,
@@ -121,10 +140,7 @@ impl S3Storage {
     /// Opens the bucket described by `config`: credentials from the config
     /// or the standard `AWS_*` environment, and a first request to make
     /// sure the bucket answers.
-    pub async fn open(
-        config: &crate::config::S3Config,
-        limits: UploadLimits,
-    ) -> Result<S3Storage, StorageError> {
+    pub async fn open(config: &S3Config, limits: UploadLimits) -> Result<S3Storage, StorageError> {
         let secret = match &config.secret_access_key_file {
             Some(path) => Some(
                 tokio::fs::read_to_string(path)
@@ -846,6 +862,15 @@ impl Storage for S3Storage {
             }
         }
         self.delete_quietly(&from, "a set-aside blob").await
+    }
+
+    async fn list_quarantined(&self) -> Result<Vec<Digest>, StorageError> {
+        Ok(self
+            .stored_under(&self.key("gc-quarantine"), 1)
+            .await?
+            .into_iter()
+            .map(|s| s.digest)
+            .collect())
     }
 
     async fn purge_quarantined(&self, digest: &Digest) -> Result<(), StorageError> {
