@@ -400,12 +400,14 @@ impl Moto {
              while kill -0 {parent} 2>/dev/null && kill -0 $m 2>/dev/null; do sleep 1; done; kill $m 2>/dev/null",
             parent = std::process::id()
         );
-        Command::new("sh")
+        let mut watchdog = Command::new("sh")
             .arg("-c")
             .arg(script)
             .stdin(Stdio::null())
             .spawn()
             .expect("sh for moto_server");
+        // Reaped when it ends (with the test process, or moto).
+        std::thread::spawn(move || watchdog.wait());
         let endpoint = format!("http://127.0.0.1:{port}");
         let client = reqwest::blocking::Client::builder()
             .no_proxy()

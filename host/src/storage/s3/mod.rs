@@ -410,10 +410,10 @@ impl S3Storage {
                 }
             });
         if let Err(e) = verdict {
-            if let Some(w) = upload {
-                if let Err(abort) = w.abort().await {
-                    tracing::warn!(error = %abort, %digest, "aborting a refused blob upload failed; the store's lifecycle rule for incomplete multipart uploads removes it");
-                }
+            if let Some(w) = upload
+                && let Err(abort) = w.abort().await
+            {
+                tracing::warn!(error = %abort, %digest, "aborting a refused blob upload failed; the store's lifecycle rule for incomplete multipart uploads removes it");
             }
             return Err(e);
         }
