@@ -67,7 +67,7 @@ const PART_SIZE: usize = 8 * 1024 * 1024;
 /// Parts of one upload in flight at once: enough to keep the store busy
 /// while the next part arrives, and a bound on memory (about this many
 /// parts, plus the one being filled, per upload).
-const PARTS_IN_FLIGHT: usize = 3;
+const PARTS_IN_FLIGHT: usize = 6;
 
 /// What an object store must offer: objects, and multipart uploads that can
 /// be continued by another process (S3's `UploadPart` by upload id).

@@ -19,7 +19,9 @@
 //! state records every part's ETag, a part overwritten by the loser makes
 //! the final `CompleteMultipartUpload` fail rather than assemble wrong bytes.
 //!
-//! Completing verifies the digest before anything is visible: sha256 from
+//! Completing verifies the digest before anything is visible (a session
+//! whose whole body comes with the final `PUT` streams straight to its blob
+//! key, like a monolithic upload): sha256 from
 //! the saved state (no re-read), sha512 by reading the assembled data back.
 //! Small blobs (no full part ever) are written with one `PUT`; the rest are
 //! assembled by completing the multipart upload and copied (server-side)
@@ -391,6 +393,17 @@ pub async fn complete(
 ) -> Result<u64, StorageError> {
     let _lock = lock(s, id).await;
     let Loaded { state, .. } = session(s, repo, id).await?;
+    // The whole blob in this request (POST, then PUT with the body): the
+    // digest is known, so it streams straight to its key, verified before
+    // it is completed there, with no assembly and no copy.
+    if state.offset == 0
+        && let Some(body) = body
+    {
+        let size = s.store_verified(digest, body, expected_len).await?;
+        s.link(repo, digest, size).await?;
+        remove(s, id, &state).await;
+        return Ok(size);
+    }
     let fed = feed(s, id, &state, body, expected_len).await?;
     let size = state.offset + fed.n;
     let sha256 = Digest::from_sha256_bytes(fed.hasher.finish());
