@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 
 use support::{
     DOCKER_MANIFEST, Gantry, LIVENESS, Layout, Noise, OCI_INDEX, OCI_MANIFEST, ON_S3,
-    assert_same_blobs, connect, gantry_bin, make_certs, make_other_key, raw_request, read_response,
-    repo_root, sha256, skopeo, skopeo_raw, stored_under,
+    assert_same_blobs, blob, connect, finish, gantry_bin, make_certs, make_other_key, open_session,
+    patch, raw_request, read_response, repo_root, sha256, skopeo, skopeo_raw, stored_under,
+    upload_range,
 };
 
 /// Layers of a few hundred KiB: enough for several reads and writes per
@@ -243,57 +244,6 @@ fn skopeo_pushes_and_pulls_a_two_platform_index() {
 }
 
 // ---------------------------------------------------------------- bad inputs on the wire
-
-fn open_session(g: &Gantry, repo: &str) -> String {
-    let r = g
-        .client()
-        .post(g.url(&format!("/v2/{repo}/blobs/uploads/")))
-        .send()
-        .expect("POST");
-    assert_eq!(r.status(), 202);
-    r.headers()["location"]
-        .to_str()
-        .expect("location")
-        .to_string()
-}
-
-fn patch(g: &Gantry, location: &str, start: usize, bytes: &[u8]) -> reqwest::blocking::Response {
-    g.client()
-        .patch(g.url(location))
-        .header("content-type", "application/octet-stream")
-        .header(
-            "content-range",
-            format!("{start}-{}", start + bytes.len() - 1),
-        )
-        .body(bytes.to_vec())
-        .send()
-        .expect("PATCH")
-}
-
-fn upload_range(g: &Gantry, location: &str) -> String {
-    let r = g.client().get(g.url(location)).send().expect("GET status");
-    assert_eq!(r.status(), 204);
-    r.headers()["range"].to_str().expect("range").to_string()
-}
-
-fn finish(g: &Gantry, location: &str, digest: &str) {
-    let r = g
-        .client()
-        .put(g.url(&format!("{location}?digest={digest}")))
-        .send()
-        .expect("PUT");
-    assert_eq!(r.status(), 201, "{}", r.text().unwrap_or_default());
-}
-
-fn blob(g: &Gantry, repo: &str, digest: &str) -> Vec<u8> {
-    let r = g
-        .client()
-        .get(g.url(&format!("/v2/{repo}/blobs/{digest}")))
-        .send()
-        .expect("GET blob");
-    assert_eq!(r.status(), 200);
-    r.bytes().expect("body").to_vec()
-}
 
 #[test]
 fn a_truncated_chunk_does_not_move_the_upload_offset() {

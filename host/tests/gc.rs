@@ -9,42 +9,15 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::{Gantry, LIVENESS, Launch, Moto, Noise, gantry_bin, sha256};
-
-fn push_blob(g: &Gantry, repo: &str, data: &[u8]) -> String {
-    let d = sha256(data);
-    let r = g
-        .client()
-        .post(g.url(&format!("/v2/{repo}/blobs/uploads/?digest={d}")))
-        .body(data.to_vec())
-        .send()
-        .expect("POST blob");
-    assert_eq!(r.status(), 201);
-    d
-}
+use support::{Gantry, LIVENESS, Launch, Moto, Noise, gantry_bin, push_blob, put_image, sha256};
 
 /// An image of one layer as `repo:tag`; returns (manifest, config, layer).
 fn push_image(g: &Gantry, repo: &str, tag: &str, seed: u64) -> (String, String, String) {
     let layer_bytes = Noise::new(seed).bytes(50_000);
     let layer = push_blob(g, repo, &layer_bytes);
-    let config_bytes = json!({"seed": seed}).to_string().into_bytes();
-    let config = push_blob(g, repo, &config_bytes);
-    let manifest = serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "mediaType": support::OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": config_bytes.len()},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer, "size": layer_bytes.len()}],
-    }))
-    .expect("json");
-    let r = g
-        .client()
-        .put(g.url(&format!("/v2/{repo}/manifests/{tag}")))
-        .header("content-type", support::OCI_MANIFEST)
-        .body(manifest.clone())
-        .send()
-        .expect("PUT manifest");
-    assert_eq!(r.status(), 201, "{}", r.text().unwrap_or_default());
-    (sha256(&manifest), config, layer)
+    let config = json!({"seed": seed}).to_string().into_bytes();
+    let manifest = put_image(g, repo, tag, &config, &[(&layer, layer_bytes.len())]);
+    (manifest, sha256(&config), layer)
 }
 
 fn status(g: &Gantry, path: &str) -> u16 {

@@ -12,8 +12,11 @@ use std::io::Write;
 use std::time::Duration;
 
 use base64::Engine as _;
-use serde_json::{Value, json};
-use support::{Gantry, Launch, Moto, Noise, connect, sha256};
+use serde_json::Value;
+use support::{
+    Gantry, Launch, Moto, Noise, blob, connect, finish, open_session, patch, push_manifest, sha256,
+    upload_range,
+};
 
 /// The bound on how stale another replica's view of a tag can be
 /// (`storage::s3::CACHE_TTL`), plus a margin for the request itself.
@@ -47,88 +50,6 @@ fn uuid_like() -> String {
         .map(|d| d.as_nanos())
         .unwrap_or(0);
     format!("{:x}-{}", n, std::process::id())
-}
-
-fn open_session(g: &Gantry, repo: &str) -> String {
-    let r = g
-        .client()
-        .post(g.url(&format!("/v2/{repo}/blobs/uploads/")))
-        .send()
-        .expect("POST");
-    assert_eq!(r.status(), 202);
-    r.headers()["location"]
-        .to_str()
-        .expect("location")
-        .to_string()
-}
-
-fn patch(g: &Gantry, location: &str, start: usize, bytes: &[u8]) -> reqwest::blocking::Response {
-    g.client()
-        .patch(g.url(location))
-        .header("content-type", "application/octet-stream")
-        .header(
-            "content-range",
-            format!("{start}-{}", start + bytes.len() - 1),
-        )
-        .body(bytes.to_vec())
-        .send()
-        .expect("PATCH")
-}
-
-fn upload_range(g: &Gantry, location: &str) -> String {
-    let r = g.client().get(g.url(location)).send().expect("GET upload");
-    assert_eq!(r.status(), 204, "upload status");
-    r.headers()["range"].to_str().expect("range").to_string()
-}
-
-fn finish(g: &Gantry, location: &str, digest: &str) {
-    let sep = if location.contains('?') { '&' } else { '?' };
-    let r = g
-        .client()
-        .put(g.url(&format!("{location}{sep}digest={digest}")))
-        .send()
-        .expect("PUT");
-    assert_eq!(r.status(), 201, "{}", r.text().unwrap_or_default());
-}
-
-fn blob(g: &Gantry, repo: &str, digest: &str) -> Vec<u8> {
-    let r = g
-        .client()
-        .get(g.url(&format!("/v2/{repo}/blobs/{digest}")))
-        .send()
-        .expect("GET blob");
-    assert_eq!(r.status(), 200);
-    r.bytes().expect("body").to_vec()
-}
-
-/// Pushes a manifest (with its config blob) as `repo:tag` through `g`;
-/// `seed` makes it distinct. Returns its digest.
-fn push_manifest(g: &Gantry, repo: &str, tag: &str, seed: &str) -> String {
-    let config = json!({"seed": seed}).to_string().into_bytes();
-    let config_digest = sha256(&config);
-    let r = g
-        .client()
-        .post(g.url(&format!("/v2/{repo}/blobs/uploads/?digest={config_digest}")))
-        .body(config.clone())
-        .send()
-        .expect("config");
-    assert_eq!(r.status(), 201);
-    let manifest = serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "mediaType": support::OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
-        "layers": [],
-    }))
-    .expect("json");
-    let r = g
-        .client()
-        .put(g.url(&format!("/v2/{repo}/manifests/{tag}")))
-        .header("content-type", support::OCI_MANIFEST)
-        .body(manifest.clone())
-        .send()
-        .expect("PUT manifest");
-    assert_eq!(r.status(), 201, "{}", r.text().unwrap_or_default());
-    sha256(&manifest)
 }
 
 /// The digest `g` serves for `repo:reference`, or `None` on 404.

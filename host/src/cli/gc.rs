@@ -6,27 +6,11 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::config::Config;
 use crate::storage::gc::{GcOptions, GcReport, run_logged};
 
 pub fn run(config: Option<PathBuf>, dry_run: bool, untagged: bool) -> ExitCode {
-    let loaded = match &config {
-        Some(p) => Config::load(p),
-        None => Config::embedded_default(),
-    };
-    let config = match loaded {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    crate::telemetry::init(
-        config.log.level.as_str(),
-        config.log.format == crate::config::LogFormat::Json,
-    );
-    let runtime = match super::runtime() {
-        Ok(r) => r,
+    let (config, runtime) = match super::load_and_start(config.as_deref()) {
+        Ok(started) => started,
         Err(code) => return code,
     };
     let result = runtime.block_on(async {

@@ -173,6 +173,27 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// The configuration at `path` (or the embedded default) with telemetry
+/// set up from it, and a runtime to run on; or the exit code after saying
+/// why not.
+fn load_and_start(
+    path: Option<&std::path::Path>,
+) -> Result<(crate::config::Config, tokio::runtime::Runtime), ExitCode> {
+    let config = match path {
+        Some(p) => crate::config::Config::load(p),
+        None => crate::config::Config::embedded_default(),
+    };
+    let config = config.map_err(|e| {
+        eprint!("{e}");
+        ExitCode::FAILURE
+    })?;
+    crate::telemetry::init(
+        config.log.level.as_str(),
+        config.log.format == crate::config::LogFormat::Json,
+    );
+    Ok((config, runtime()?))
+}
+
 /// A multi-threaded tokio runtime, or the reason there is none.
 fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
     tokio::runtime::Builder::new_multi_thread()

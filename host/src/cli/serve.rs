@@ -28,23 +28,8 @@ use crate::policy::{EngineOptions, PolicyEngine};
 use crate::server::LiveTls;
 
 pub fn serve(path: Option<PathBuf>) -> ExitCode {
-    let config = match &path {
-        Some(p) => Config::load(p),
-        None => Config::embedded_default(),
-    };
-    let config = match config {
-        Ok(c) => c,
-        Err(e) => {
-            eprint!("{e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    crate::telemetry::init(
-        config.log.level.as_str(),
-        config.log.format == crate::config::LogFormat::Json,
-    );
-    let runtime = match super::runtime() {
-        Ok(r) => r,
+    let (config, runtime) = match super::load_and_start(path.as_deref()) {
+        Ok(started) => started,
         Err(code) => return code,
     };
     match runtime.block_on(run(config, path)) {

@@ -409,23 +409,25 @@ impl Moto {
         // Reaped when it ends (with the test process, or moto).
         std::thread::spawn(move || watchdog.wait());
         let endpoint = format!("http://127.0.0.1:{port}");
+        Moto::wait_until_up(&endpoint);
+        Moto { endpoint, port }
+    }
+
+    /// Polls until the server at `endpoint` answers.
+    fn wait_until_up(endpoint: &str) {
         let client = reqwest::blocking::Client::builder()
             .no_proxy()
             .timeout(Duration::from_secs(5))
             .build()
             .expect("client");
         let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if client.get(format!("{endpoint}/")).send().is_ok() {
-                break;
-            }
+        while client.get(format!("{endpoint}/")).send().is_err() {
             assert!(
                 Instant::now() < deadline,
-                "moto_server did not start on port {port}: install it with `pip install 'moto[server]'` (.ci/run does)"
+                "moto_server did not start at {endpoint}: install it with `pip install 'moto[server]'` (.ci/run does)"
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-        Moto { endpoint, port }
     }
 
     /// moto accepts any credentials; the server still signs its requests.
@@ -487,19 +489,7 @@ impl Moto {
             endpoint: format!("http://127.0.0.1:{port}"),
             port,
         };
-        let client = reqwest::blocking::Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_secs(5))
-            .build()
-            .expect("client");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while client.get(format!("{}/", moto.endpoint)).send().is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "moto_server did not start on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        Moto::wait_until_up(&moto.endpoint);
         OwnMoto {
             moto,
             child: Some(child),
@@ -1061,4 +1051,120 @@ pub fn make_other_key(dir: &Path) -> PathBuf {
         ],
     );
     dir.join("other.key")
+}
+
+// ---------------------------------------------------------------- the upload API, by hand
+
+/// `POST /v2/<repo>/blobs/uploads/`: a new session's location.
+pub fn open_session(g: &Gantry, repo: &str) -> String {
+    let r = g
+        .client()
+        .post(g.url(&format!("/v2/{repo}/blobs/uploads/")))
+        .send()
+        .expect("POST");
+    assert_eq!(r.status(), 202);
+    r.headers()["location"]
+        .to_str()
+        .expect("location")
+        .to_string()
+}
+
+/// One chunk at `start`.
+pub fn patch(
+    g: &Gantry,
+    location: &str,
+    start: usize,
+    bytes: &[u8],
+) -> reqwest::blocking::Response {
+    g.client()
+        .patch(g.url(location))
+        .header("content-type", "application/octet-stream")
+        .header(
+            "content-range",
+            format!("{start}-{}", start + bytes.len() - 1),
+        )
+        .body(bytes.to_vec())
+        .send()
+        .expect("PATCH")
+}
+
+/// The session's `Range` (204 expected).
+pub fn upload_range(g: &Gantry, location: &str) -> String {
+    let r = g.client().get(g.url(location)).send().expect("GET status");
+    assert_eq!(r.status(), 204);
+    r.headers()["range"].to_str().expect("range").to_string()
+}
+
+/// Completes the session with `digest` (201 expected).
+pub fn finish(g: &Gantry, location: &str, digest: &str) {
+    let sep = if location.contains('?') { '&' } else { '?' };
+    let r = g
+        .client()
+        .put(g.url(&format!("{location}{sep}digest={digest}")))
+        .send()
+        .expect("PUT");
+    assert_eq!(r.status(), 201, "{}", r.text().unwrap_or_default());
+}
+
+/// A blob's bytes (200 expected).
+pub fn blob(g: &Gantry, repo: &str, digest: &str) -> Vec<u8> {
+    let r = g
+        .client()
+        .get(g.url(&format!("/v2/{repo}/blobs/{digest}")))
+        .send()
+        .expect("GET blob");
+    assert_eq!(r.status(), 200);
+    r.bytes().expect("body").to_vec()
+}
+
+/// A monolithic `POST ?digest=` of `data` (201 expected); its digest.
+pub fn push_blob(g: &Gantry, repo: &str, data: &[u8]) -> String {
+    let d = sha256(data);
+    let r = g
+        .client()
+        .post(g.url(&format!("/v2/{repo}/blobs/uploads/?digest={d}")))
+        .body(data.to_vec())
+        .send()
+        .expect("POST blob");
+    assert_eq!(r.status(), 201, "{}", r.text().unwrap_or_default());
+    d
+}
+
+/// Pushes `config` as a blob, then an image manifest of it and `layers`
+/// (digest, size: blobs already pushed) as `repo:tag` (201 expected).
+/// Returns the manifest's digest.
+pub fn put_image(
+    g: &Gantry,
+    repo: &str,
+    tag: &str,
+    config: &[u8],
+    layers: &[(&str, usize)],
+) -> String {
+    let config_digest = push_blob(g, repo, config);
+    let layers: Vec<serde_json::Value> = layers
+        .iter()
+        .map(|(d, n)| serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": n}))
+        .collect();
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
+        "layers": layers,
+    }))
+    .expect("json");
+    let r = g
+        .client()
+        .put(g.url(&format!("/v2/{repo}/manifests/{tag}")))
+        .header("content-type", OCI_MANIFEST)
+        .body(manifest.clone())
+        .send()
+        .expect("PUT manifest");
+    assert_eq!(r.status(), 201, "{}", r.text().unwrap_or_default());
+    sha256(&manifest)
+}
+
+/// A manifest with no layers, made distinct by `seed`, as `repo:tag`.
+pub fn push_manifest(g: &Gantry, repo: &str, tag: &str, seed: &str) -> String {
+    let config = serde_json::json!({"seed": seed}).to_string().into_bytes();
+    put_image(g, repo, tag, &config, &[])
 }
