@@ -324,3 +324,77 @@ fn readyz_follows_the_bucket_and_the_replica_survives_an_outage() {
         Some(digest.as_str())
     );
 }
+
+/// `redirect_blobs`: a blob `GET` answers 307 to a presigned URL of the
+/// bucket, which real clients follow (skopeo, curl); `HEAD` is answered
+/// by Gantry itself. (moto does not check signatures, so whether the store
+/// refuses a tampered URL is not something this test can see.)
+#[test]
+fn redirected_blob_reads_are_followed_by_real_clients() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let g = Gantry::launch(
+        &work.path().join("root"),
+        Launch {
+            s3_keys: "redirect_blobs = true\nredirect_seconds = 60\n",
+            ..Launch::default()
+        },
+    );
+    let data = Noise::new(21).bytes(3 * 1024 * 1024 + 11);
+    let digest = support::push_blob(&g, "team/app", &data);
+    let no_follow = reqwest::blocking::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let r = no_follow
+        .get(g.url(&format!("/v2/team/app/blobs/{digest}")))
+        .send()
+        .expect("GET");
+    assert_eq!(r.status(), 307);
+    let location = r.headers()["location"]
+        .to_str()
+        .expect("location")
+        .to_string();
+    assert!(location.starts_with(&Moto::shared().endpoint), "{location}");
+    assert!(location.contains("X-Amz-Signature="), "{location}");
+    let head = no_follow
+        .head(g.url(&format!("/v2/team/app/blobs/{digest}")))
+        .send()
+        .expect("HEAD");
+    assert_eq!(head.status(), 200);
+    assert_eq!(
+        head.headers()["content-length"],
+        data.len().to_string().as_str()
+    );
+    // curl follows the redirect, ranges included.
+    let out = std::process::Command::new("curl")
+        .args(["-fsSL", "-r", "5-9"])
+        .arg(g.url(&format!("/v2/team/app/blobs/{digest}")))
+        .output()
+        .expect("curl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, data[5..10]);
+    // skopeo pulls a whole image through redirects.
+    let layout = support::Layout::create(&work.path().join("src"));
+    let image = layout.add_image(&mut Noise::new(22), "amd64", 2, 256 * 1024);
+    layout.tag(&image.manifest, "v1");
+    let dest = format!("docker://{}/team/img:v1", g.host());
+    support::skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:v1", layout.dir.display()),
+        &dest,
+    ]);
+    let out_dir = work.path().join("out");
+    support::skopeo(&[
+        "copy",
+        "--src-tls-verify=false",
+        &dest,
+        &format!("oci:{}:v1", out_dir.display()),
+    ]);
+    support::assert_same_blobs(&layout, &support::Layout { dir: out_dir });
+}

@@ -89,6 +89,8 @@ pub struct Launch<'a> {
     /// On s3: this bucket at this endpoint instead of the storage root's
     /// own bucket on the shared moto (replicas share one).
     pub bucket: Option<(&'a str, &'a str)>,
+    /// On s3: more `[storage.s3]` keys, as TOML lines.
+    pub s3_keys: &'a str,
 }
 
 /// A running `gantry serve`; killed (SIGKILL) on drop if still running.
@@ -141,6 +143,7 @@ impl Gantry {
             storage_keys,
             fd_limit,
             bucket,
+            s3_keys,
         } = options;
         // A port found free can be taken before gantry binds it: retry.
         let mut last_log = String::new();
@@ -157,9 +160,9 @@ impl Gantry {
                 None => String::new(),
             };
             let s3_lines = if let Some((endpoint, bucket)) = bucket {
-                Moto::storage_lines_at(endpoint, bucket)
+                Moto::storage_lines_at(endpoint, bucket) + s3_keys
             } else if ON_S3 {
-                Moto::shared().storage_lines(&Moto::bucket_for(root))
+                Moto::shared().storage_lines(&Moto::bucket_for(root)) + s3_keys
             } else {
                 String::new()
             };
