@@ -147,6 +147,9 @@ impl From<StorageError> for ApiError {
                 e.internal = Some(err.to_string());
                 e
             }
+            e @ StorageError::TagMoved { .. } => {
+                ApiError::new(StatusCode::CONFLICT, ErrorCode::ManifestInvalid, e.to_string())
+            }
             e @ StorageError::Io { .. } => ApiError::internal(e),
         }
     }

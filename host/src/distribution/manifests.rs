@@ -64,6 +64,44 @@ fn too_big() -> ApiError {
     )
 }
 
+/// Points `tag` at `digest` if it still points where the authorization
+/// decision saw it (`seen`). When another push moved it meanwhile, the
+/// decision is made again against the tag as it is now (moving an existing
+/// tag needs `update`), a few times, before answering 409.
+async fn move_tag(
+    s: &dyn Storage,
+    access: &super::Access,
+    repo: &RepoName,
+    tag: &crate::oci::Tag,
+    mut seen: Option<Digest>,
+    digest: &Digest,
+) -> Result<(), ApiError> {
+    let mut last = None;
+    for _ in 0..3 {
+        match s.move_tag(repo, tag, seen.as_ref(), digest).await {
+            Ok(()) => return Ok(()),
+            Err(e @ crate::storage::StorageError::TagMoved { .. }) => {
+                let now = s.tag_target(repo, tag).await?;
+                let moves = now.as_ref().is_some_and(|old| old != digest);
+                access.require(
+                    if moves {
+                        Action::Update
+                    } else {
+                        Action::Create
+                    },
+                    repo,
+                )?;
+                seen = now;
+                last = Some(e);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(last
+        .map(ApiError::from)
+        .unwrap_or_else(|| ApiError::internal("tag move")))
+}
+
 fn unknown_in(repo: &RepoName, d: &Digest) -> ApiError {
     ApiError::new(
         StatusCode::BAD_REQUEST,
@@ -144,7 +182,10 @@ pub async fn put(
         .get_manifest(repo, &Reference::Digest(digest.clone()))
         .await?
         .is_some();
-    s.put_manifest(repo, manifest, tag, referrer).await?;
+    s.put_manifest(repo, manifest, None, referrer).await?;
+    if let Some(t) = tag {
+        move_tag(s, access, repo, t, previous_target.clone(), &digest).await?;
+    }
     // A garbage collection may have taken a referenced blob between the
     // check above and the write: look again now that the manifest is
     // visible (the collector gives back what visible manifests reference),
@@ -168,10 +209,9 @@ pub async fn put(
     if let Err(e) = still {
         if !existed {
             let _ = s.delete_manifest(repo, &digest).await;
-            if let (Some(t), Some(old)) = (tag, previous_target)
-                && let Ok(Some(m)) = s.get_manifest(repo, &Reference::Digest(old)).await
-            {
-                let _ = s.put_manifest(repo, (*m).clone(), Some(t), None).await;
+            if let (Some(t), Some(old)) = (tag, previous_target) {
+                // Back to where it was, unless another push moved it since.
+                let _ = s.move_tag(repo, t, None, &old).await;
             }
         }
         return Err(e);

@@ -614,6 +614,50 @@ mod store_tests {
         }
     }
 
+    /// A tag moves only from where the caller saw it; of two racing moves
+    /// from the same place, exactly one wins (both backends).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tags_move_only_from_where_they_were_seen() {
+        for (name, s, _dir) in backends().await {
+            let s = s.as_ref();
+            let repo: RepoName = "cas/app".parse().expect("name");
+            let config = blob(s, &repo, b"config").await;
+            let ms: Vec<StoredManifest> = (0..4u8)
+                .map(|i| manifest(&config, &[&Digest::sha256_of(&[i])]))
+                .collect();
+            for m in &ms {
+                s.put_manifest(&repo, m.clone(), None, None)
+                    .await
+                    .expect("manifest");
+            }
+            let (m0, m1, m2, m3) = (&ms[0].digest, &ms[1].digest, &ms[2].digest, &ms[3].digest);
+            let tag: crate::oci::Tag = "latest".parse().expect("tag");
+            let moved =
+                |r: Result<(), StorageError>| matches!(r, Err(StorageError::TagMoved { .. }));
+            s.move_tag(&repo, &tag, None, m0).await.expect("create");
+            assert!(
+                moved(s.move_tag(&repo, &tag, None, m1).await),
+                "{name}: created twice"
+            );
+            assert!(
+                moved(s.move_tag(&repo, &tag, Some(m1), m1).await),
+                "{name}: from a stale view"
+            );
+            s.move_tag(&repo, &tag, Some(m0), m1).await.expect("move");
+            let (a, b) = futures_util::join!(
+                s.move_tag(&repo, &tag, Some(m1), m2),
+                s.move_tag(&repo, &tag, Some(m1), m3)
+            );
+            assert!(
+                a.is_ok() != b.is_ok(),
+                "{name}: not one winner: {a:?} {b:?}"
+            );
+            let now = s.tag_target(&repo, &tag).await.expect("target");
+            let winner = if a.is_ok() { m2 } else { m3 };
+            assert_eq!(now.as_ref(), Some(winner), "{name}");
+        }
+    }
+
     /// A run that stopped part-way (content set aside, a link taken) is
     /// repaired by the next: what a manifest references comes back.
     #[tokio::test]

@@ -48,6 +48,8 @@ pub enum StorageError {
     DigestMismatch { expected: Digest, actual: Digest },
     #[error("body has {actual} bytes, but {expected} were declared")]
     SizeMismatch { expected: u64, actual: u64 },
+    #[error("tag {tag} was moved by another request meanwhile")]
+    TagMoved { tag: String },
     #[error("the request body could not be read: {0}")]
     Body(io::Error),
     #[error("storage failure while {context}: {source}")]
@@ -259,6 +261,19 @@ pub trait Storage: Send + Sync + 'static {
         manifest: StoredManifest,
         tag: Option<&Tag>,
         referrer: Option<Referrer>,
+    ) -> Result<(), StorageError>;
+
+    /// Points `tag` at `to` (a manifest already stored), but only if it
+    /// still points at `expected` (`None`: no such tag yet), checked and
+    /// written as one step (a conditional write on s3); `TagMoved`
+    /// otherwise. The caller authorized `create` or `update` against
+    /// `expected`, so a racing move can never slip past that decision.
+    async fn move_tag(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        expected: Option<&Digest>,
+        to: &Digest,
     ) -> Result<(), StorageError>;
 
     /// Deletes a manifest and every tag pointing at it.

@@ -44,6 +44,8 @@ pub struct FsStorage {
     cache: ManifestCache,
     uploads: Mutex<upload::Sessions>,
     upload_limits: UploadLimits,
+    /// Tag moves, one at a time (the check and the write are one step).
+    tag_moves: tokio::sync::Mutex<()>,
 }
 
 /// What a revision file records about a manifest in a repository.
@@ -104,6 +106,7 @@ impl FsStorage {
             cache: ManifestCache::with_ttl(super::s3::CACHE_TTL),
             uploads: Mutex::new(sessions),
             upload_limits: limits,
+            tag_moves: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -648,6 +651,29 @@ impl Storage for FsStorage {
                 atomic::write_file(&tmp_dir, &path, digest_text.as_bytes())?;
             }
             Ok(())
+        })
+        .await?;
+        self.cache.invalidate(repo);
+        Ok(())
+    }
+
+    async fn move_tag(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        expected: Option<&Digest>,
+        to: &Digest,
+    ) -> Result<(), StorageError> {
+        let _one_at_a_time = self.tag_moves.lock().await;
+        if self.tag_target(repo, tag).await?.as_ref() != expected {
+            return Err(StorageError::TagMoved {
+                tag: tag.to_string(),
+            });
+        }
+        let path = self.tags_dir(repo).join(tag.as_str());
+        let (tmp_dir, text) = (self.tmp_dir(), to.to_string());
+        run_blocking("writing a tag", move || {
+            atomic::write_file(&tmp_dir, &path, text.as_bytes())
         })
         .await?;
         self.cache.invalidate(repo);

@@ -736,6 +736,56 @@ impl Storage for S3Storage {
         Ok(())
     }
 
+    async fn move_tag(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        expected: Option<&Digest>,
+        to: &Digest,
+    ) -> Result<(), StorageError> {
+        let key = self.tag_key(repo, tag);
+        let moved = || StorageError::TagMoved {
+            tag: tag.to_string(),
+        };
+        let mode = match self.store.get(&key).await {
+            Ok(got) => {
+                let version = object_store::UpdateVersion {
+                    e_tag: got.meta.e_tag.clone(),
+                    version: got.meta.version.clone(),
+                };
+                let bytes = got.bytes().await.map_err(store_err("reading a tag"))?;
+                let now: Option<Digest> = String::from_utf8_lossy(&bytes).trim().parse().ok();
+                if now.as_ref() != expected {
+                    return Err(moved());
+                }
+                PutMode::Update(version)
+            }
+            Err(e) if is_not_found(&e) => {
+                if expected.is_some() {
+                    return Err(moved());
+                }
+                PutMode::Create
+            }
+            Err(e) => return Err(store_err("reading a tag")(e)),
+        };
+        let opts = PutOptions {
+            mode,
+            ..Default::default()
+        };
+        match self
+            .store
+            .put_opts(&key, PutPayload::from(to.to_string()), opts)
+            .await
+        {
+            Ok(_) => {}
+            Err(object_store::Error::Precondition { .. })
+            | Err(object_store::Error::AlreadyExists { .. }) => return Err(moved()),
+            Err(e) => return Err(store_err("writing a tag")(e)),
+        }
+        self.cache.invalidate(repo);
+        Ok(())
+    }
+
     async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<(), StorageError> {
         let revision = self.revision_key(repo, digest);
         let Some(rev) = self.get_optional(&revision, "a manifest revision").await? else {
