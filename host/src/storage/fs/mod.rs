@@ -303,7 +303,13 @@ fn stored_in(dir: &Path, nested: bool) -> io::Result<Vec<super::Stored>> {
                 let Ok(digest) = format!("{alg}:{name}").parse::<Digest>() else {
                     continue;
                 };
-                let meta = e.metadata()?;
+                // Gone since the listing (a push withdrawn, a blob set
+                // aside): not there, which is what the listing means.
+                let meta = match e.metadata() {
+                    Ok(m) => m,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e),
+                };
                 if !meta.is_file() {
                     continue;
                 }
