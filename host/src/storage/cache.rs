@@ -95,6 +95,35 @@ impl ManifestCache {
         }
     }
 
+    /// The hot read path of both backends: a cached entry, or what `load`
+    /// reads from the store (cached unless a write raced the read). Every
+    /// manifest served counts as a storage read.
+    pub async fn read_through<F>(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        load: F,
+    ) -> Result<Option<Arc<StoredManifest>>, crate::storage::StorageError>
+    where
+        F: std::future::Future<
+                Output = Result<Option<StoredManifest>, crate::storage::StorageError>,
+            >,
+    {
+        use crate::telemetry::metrics::metrics;
+        if let Some(m) = self.get(repo, reference) {
+            metrics().read(m.bytes.len() as u64);
+            return Ok(Some(m));
+        }
+        let generation = self.generation();
+        let Some(m) = load.await? else {
+            return Ok(None);
+        };
+        let m = Arc::new(m);
+        metrics().read(m.bytes.len() as u64);
+        self.insert(generation, repo, reference.clone(), m.clone());
+        Ok(Some(m))
+    }
+
     pub fn invalidate(&self, repo: &RepoName) {
         let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
         self.generation.fetch_add(1, Ordering::AcqRel);

@@ -177,12 +177,10 @@ pub async fn collect(s: &dyn Storage, opts: GcOptions) -> Result<GcReport, Stora
     // Unlink, per repository; note the youngest link of every blob.
     let mut young_link: BTreeSet<Digest> = BTreeSet::new();
     let mut unlinked: BTreeSet<(RepoName, Digest)> = BTreeSet::new();
-    let stored: BTreeMap<Digest, u64> = s
-        .list_blob_content()
-        .await?
-        .into_iter()
-        .map(|b| (b.digest, b.size))
-        .collect();
+    // One listing of the content for the whole run: content stored after
+    // it is younger than the grace anyway.
+    let listed: Vec<super::Stored> = s.list_blob_content().await?;
+    let stored: BTreeMap<Digest, u64> = listed.iter().map(|b| (b.digest.clone(), b.size)).collect();
     for repo in &repos {
         let kept = referenced.get(repo);
         let links = s.list_links(repo).await?;
@@ -225,10 +223,8 @@ pub async fn collect(s: &dyn Storage, opts: GcOptions) -> Result<GcReport, Stora
         }
     }
 
-    // Set content aside (the listing taken before unlinking: content
-    // stored since is younger than the grace anyway).
+    // Set content aside.
     let mut aside: BTreeMap<Digest, u64> = BTreeMap::new();
-    let listed: Vec<super::Stored> = s.list_blob_content().await?;
     for blob in listed {
         if everywhere.contains(&blob.digest) || young_link.contains(&blob.digest) {
             continue;

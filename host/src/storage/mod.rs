@@ -63,6 +63,17 @@ impl StorageError {
     }
 }
 
+/// The digest a tag object holds (its text, trimmed).
+pub(crate) fn tag_text(tag: &Tag, bytes: &[u8]) -> Result<Digest, StorageError> {
+    String::from_utf8_lossy(bytes)
+        .trim()
+        .parse()
+        .map_err(|e| StorageError::Io {
+            context: format!("reading tag {tag}"),
+            source: io::Error::new(io::ErrorKind::InvalidData, e),
+        })
+}
+
 /// Checks a body's length against the one declared, if any.
 pub(crate) fn check_len(expected: Option<u64>, actual: u64) -> Result<(), StorageError> {
     match expected {

@@ -579,19 +579,9 @@ impl Storage for FsStorage {
         repo: &RepoName,
         reference: &Reference,
     ) -> Result<Option<Arc<StoredManifest>>, StorageError> {
-        if let Some(m) = self.cache.get(repo, reference) {
-            metrics().read(m.bytes.len() as u64);
-            return Ok(Some(m));
-        }
-        let generation = self.cache.generation();
-        let Some(m) = self.manifest_from_disk(repo, reference).await? else {
-            return Ok(None);
-        };
-        let m = Arc::new(m);
-        metrics().read(m.bytes.len() as u64);
         self.cache
-            .insert(generation, repo, reference.clone(), m.clone());
-        Ok(Some(m))
+            .read_through(repo, reference, self.manifest_from_disk(repo, reference))
+            .await
     }
 
     async fn tag_target(&self, repo: &RepoName, tag: &Tag) -> Result<Option<Digest>, StorageError> {
@@ -601,11 +591,7 @@ impl Storage for FsStorage {
         else {
             return Ok(None);
         };
-        let text = String::from_utf8_lossy(&bytes);
-        text.trim().parse().map(Some).map_err(|e| StorageError::Io {
-            context: format!("reading tag {tag}"),
-            source: io::Error::new(io::ErrorKind::InvalidData, e),
-        })
+        super::tag_text(tag, &bytes).map(Some)
     }
 
     async fn put_manifest(

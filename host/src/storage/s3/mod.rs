@@ -118,11 +118,8 @@ struct Revision {
 }
 
 fn store_err(context: impl Into<String>) -> impl FnOnce(object_store::Error) -> StorageError {
-    let context = context.into();
-    move |e| StorageError::Io {
-        context,
-        source: io::Error::other(e),
-    }
+    let wrap = StorageError::io(context);
+    move |e| wrap(io::Error::other(e))
 }
 
 fn is_not_found(e: &object_store::Error) -> bool {
@@ -130,10 +127,8 @@ fn is_not_found(e: &object_store::Error) -> bool {
 }
 
 fn encode_err(context: &'static str) -> impl FnOnce(serde_json::Error) -> StorageError {
-    move |e| StorageError::Io {
-        context: context.into(),
-        source: io::Error::other(e),
-    }
+    let wrap = StorageError::io(context);
+    move |e| wrap(io::Error::other(e))
 }
 
 impl S3Storage {
@@ -666,30 +661,16 @@ impl Storage for S3Storage {
         repo: &RepoName,
         reference: &Reference,
     ) -> Result<Option<Arc<StoredManifest>>, StorageError> {
-        if let Some(m) = self.cache.get(repo, reference) {
-            metrics().read(m.bytes.len() as u64);
-            return Ok(Some(m));
-        }
-        let generation = self.cache.generation();
-        let Some(m) = self.manifest_from_store(repo, reference).await? else {
-            return Ok(None);
-        };
-        let m = Arc::new(m);
-        metrics().read(m.bytes.len() as u64);
         self.cache
-            .insert(generation, repo, reference.clone(), m.clone());
-        Ok(Some(m))
+            .read_through(repo, reference, self.manifest_from_store(repo, reference))
+            .await
     }
 
     async fn tag_target(&self, repo: &RepoName, tag: &Tag) -> Result<Option<Digest>, StorageError> {
         let Some(bytes) = self.get_optional(&self.tag_key(repo, tag), "a tag").await? else {
             return Ok(None);
         };
-        let text = String::from_utf8_lossy(&bytes);
-        text.trim().parse().map(Some).map_err(|e| StorageError::Io {
-            context: format!("reading tag {tag}"),
-            source: io::Error::new(io::ErrorKind::InvalidData, e),
-        })
+        super::tag_text(tag, &bytes).map(Some)
     }
 
     async fn put_manifest(
@@ -754,7 +735,7 @@ impl Storage for S3Storage {
                     version: got.meta.version.clone(),
                 };
                 let bytes = got.bytes().await.map_err(store_err("reading a tag"))?;
-                let now: Option<Digest> = String::from_utf8_lossy(&bytes).trim().parse().ok();
+                let now = Some(super::tag_text(tag, &bytes)?);
                 if now.as_ref() != expected {
                     return Err(moved());
                 }
