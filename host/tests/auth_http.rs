@@ -79,6 +79,7 @@ async fn registry(issuers: &str, rest: &str) -> Registry {
     let auth = Auth::build(
         auth_cfg,
         config.access_control.clone(),
+        &config.tenants,
         &config.storage.root,
         &engine(),
         fetch_options(),
@@ -822,6 +823,7 @@ async fn a_flood_of_distinct_valid_tokens_stays_bounded() {
         Auth::build(
             config.auth.as_ref().expect("auth"),
             None,
+            &[],
             dir.path(),
             &engine(),
             fetch_options(),

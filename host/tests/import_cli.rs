@@ -174,11 +174,14 @@ async fn a_kubernetes_authentication_config_imports_and_decides_alike() {
     let decide = |i: usize, claims: serde_json::Value| {
         let entry = &auth.oidc[i];
         let engine = &engine;
+        let gantry::config::auth::PolicySource::Module(module) = &entry.policy.source else {
+            panic!("an imported policy is a module");
+        };
         async move {
             let policy = engine
                 .load(
                     &entry.verifier.issuer,
-                    &entry.policy.module,
+                    module,
                     &entry.policy.settings,
                     Limits::default(),
                 )

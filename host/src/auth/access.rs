@@ -57,6 +57,24 @@ impl AccessControl {
         })
     }
 
+    /// Whether the rule that decides for `repo` was written for `prefix`
+    /// or below it (its pattern starts with `prefix/`, or is `prefix`),
+    /// rather than for something wider such as `**`.
+    pub fn decided_within(&self, repo: &RepoName, prefix: &str) -> bool {
+        self.repositories
+            .iter()
+            .find(|r| r.pattern.is_match(repo))
+            .is_some_and(|r| {
+                let p = r.pattern.as_str();
+                p == prefix || p.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('/'))
+            })
+    }
+
+    /// Whether `id` is named by `admin_policy`.
+    pub fn is_admin(&self, id: &Identity) -> bool {
+        self.admin.as_ref().is_some_and(|a| names(a, id))
+    }
+
     /// What `who` (None: anonymous) may do to `repo`.
     pub fn allowed(&self, who: Option<&Identity>, repo: &RepoName) -> ActionSet {
         let mut set = ActionSet::NONE;

@@ -75,6 +75,14 @@ impl DecisionCache {
         g.young.insert(key, entry);
     }
 
+    /// Drops every decision `issuer`'s policy made (its policy changed).
+    pub fn drop_issuer(&self, issuer: &str) {
+        let mut g = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        let keep = |(caller, _): &mut (Caller, u64)| caller.issuer.as_deref() != Some(issuer);
+        g.young.retain(|_, v| keep(v));
+        g.old.retain(|_, v| keep(v));
+    }
+
     /// Decisions held now.
     #[allow(clippy::len_without_is_empty)]
     pub fn len(&self) -> usize {
@@ -104,6 +112,22 @@ mod tests {
             c.get(&[2; 32], 0).is_none(),
             "already expired when inserted"
         );
+    }
+
+    #[test]
+    fn dropping_an_issuer_keeps_the_others() {
+        let c = DecisionCache::default();
+        let of = |issuer: &str| Caller {
+            issuer: Some(issuer.into()),
+            ..Caller::anonymous()
+        };
+        c.insert([1; 32], of("https://a.example"), 100, 1);
+        c.insert([2; 32], of("https://b.example"), 100, 1);
+        c.insert([3; 32], Caller::anonymous(), 100, 1);
+        c.drop_issuer("https://a.example");
+        assert!(c.get(&[1; 32], 2).is_none());
+        assert!(c.get(&[2; 32], 2).is_some());
+        assert!(c.get(&[3; 32], 2).is_some());
     }
 
     #[test]

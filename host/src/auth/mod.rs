@@ -16,9 +16,11 @@
 pub mod access;
 pub mod htpasswd;
 pub mod oidc;
+pub mod tenant;
 pub mod token;
 
 mod cache;
+mod slot;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -30,11 +32,15 @@ use sha2::{Digest as _, Sha256};
 use self::access::{AccessControl, ActionSet};
 use self::cache::DecisionCache;
 use self::htpasswd::Htpasswd;
+use self::slot::{Counts, Slot};
+use self::tenant::{RefusedPush, Tenant};
 use self::token::{GantryToken, TokenService};
 use crate::config::access::AccessControlConfig;
-use crate::config::auth::AuthConfig;
-use crate::oci::RepoName;
-use crate::policy::{Decision, Identity, LoadedPolicy, PolicyEngine};
+use crate::config::auth::{AuthConfig, PolicySource};
+use crate::config::tenant::TenantConfig;
+use crate::oci::{Digest, OciSource, RepoName};
+use crate::policy::artifact::{ArtifactError, PolicyArtifact};
+use crate::policy::{Decision, Identity, Limits, PolicyEngine};
 
 /// Who is making a request, once authenticated.
 #[derive(Debug, Clone)]
@@ -44,6 +50,12 @@ pub struct Caller {
     pub identity: Option<Arc<Identity>>,
     /// Set when the caller presented a Gantry token: its scope is a ceiling.
     pub token: Option<Arc<GantryToken>>,
+    /// Set when a tenant's issuer named the caller: confined to the
+    /// tenant's namespace, whatever access control grants.
+    pub tenant: Option<Arc<Tenant>>,
+    /// The OIDC issuer whose policy named the caller: its cached decisions
+    /// are dropped when that policy changes.
+    pub issuer: Option<Arc<str>>,
 }
 
 impl Caller {
@@ -51,6 +63,15 @@ impl Caller {
         Caller {
             identity: None,
             token: None,
+            tenant: None,
+            issuer: None,
+        }
+    }
+
+    fn named(identity: Identity) -> Caller {
+        Caller {
+            identity: Some(Arc::new(identity)),
+            ..Caller::anonymous()
         }
     }
 
@@ -95,6 +116,9 @@ pub enum AuthFailure {
     PolicyDenied { issuer: String, reason: String },
     #[error("claim policy of {issuer} failed: {reason}")]
     PolicyFailed { issuer: String, reason: String },
+    /// The issuer follows an artifact that is not published (or not valid).
+    #[error("issuer {issuer} has no policy: {reason}")]
+    NoPolicy { issuer: String, reason: String },
 }
 
 impl AuthFailure {
@@ -110,6 +134,7 @@ impl AuthFailure {
             AuthFailure::IssuerUnavailable(_) => "token issuer unavailable, try again",
             AuthFailure::PolicyDenied { .. } => "token refused by the issuer's claim policy",
             AuthFailure::PolicyFailed { .. } => "claim policy failed, try again",
+            AuthFailure::NoPolicy { .. } => "the issuer's claim policy is not published",
         }
     }
 
@@ -125,6 +150,7 @@ impl AuthFailure {
             AuthFailure::IssuerUnavailable(_) => "issuer_unavailable",
             AuthFailure::PolicyDenied { .. } => "policy_denied",
             AuthFailure::PolicyFailed { .. } => "policy_failed",
+            AuthFailure::NoPolicy { .. } => "no_policy",
         }
     }
 }
@@ -136,10 +162,49 @@ type Outcome = Result<(Caller, u64, Option<String>), (AuthFailure, Option<String
 /// What auth attaches to each OIDC issuer of the verifier (which holds its
 /// rules and keys): one value per issuer, found by one lookup.
 struct IssuerRuntime {
-    policy: LoadedPolicy,
+    issuer: Arc<str>,
+    /// The policy in force, swapped when a followed tag moves.
+    active: Slot,
+    /// A candidate evaluated beside it (`shadow`), never deciding.
+    shadow: Option<Slot>,
     username_prefix: String,
     groups_prefix: String,
+    tenant: Option<Arc<Tenant>>,
+    /// The most an artifact of this issuer may use (its tenant's ceilings
+    /// under the issuer's configured limits).
+    ceilings: Limits,
 }
+
+/// Which of an issuer's policies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SlotKind {
+    Active,
+    Shadow,
+}
+
+/// An `oci://` source a configuration follows, and what is loaded from it.
+#[derive(Debug, Clone)]
+pub struct Followed {
+    pub issuer: String,
+    pub kind: SlotKind,
+    pub source: OciSource,
+    /// The digest loaded (or refused) last; `None` before the first look.
+    pub current: Option<Digest>,
+}
+
+/// Why a tenant's status is not shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TenantStatusRefused {
+    /// No credentials: log in.
+    Anonymous,
+    /// Neither the tenant's admin nor an `admin_policy` identity.
+    Forbidden,
+}
+
+/// Shadow evaluations running at once, over all issuers; beyond it a
+/// candidate evaluation is dropped (and counted), never queued.
+const SHADOW_IN_FLIGHT: usize = 4;
 
 /// Everything authentication and authorization need, built once at start.
 pub struct Auth {
@@ -151,6 +216,12 @@ pub struct Auth {
     oidc: oidc::OidcVerifier<IssuerRuntime>,
     access: AccessControl,
     cache: DecisionCache,
+    tenants: Vec<Arc<Tenant>>,
+    /// Loads the artifacts that followed tags move to.
+    engine: PolicyEngine,
+    shadow_permits: Arc<tokio::sync::Semaphore>,
+    /// Woken when a push may have moved a followed tag.
+    pub policy_pushed: tokio::sync::Notify,
 }
 
 /// The identity the registry uses for a policy's decision: the policy's
@@ -205,6 +276,7 @@ impl Auth {
     pub async fn build(
         cfg: &AuthConfig,
         access: Option<AccessControlConfig>,
+        tenants: &[TenantConfig],
         storage_root: &Path,
         engine: &PolicyEngine,
         fetch: oidc::FetchOptions,
@@ -262,28 +334,53 @@ impl Auth {
                 None
             }
         };
+        let tenants: Vec<Arc<Tenant>> = tenants.iter().map(|t| Arc::new(Tenant::new(t))).collect();
         let mut runtimes = Vec::with_capacity(cfg.oidc.len());
         for entry in &cfg.oidc {
             let owner = &entry.verifier.issuer;
-            match engine
-                .load(
-                    owner,
-                    &entry.policy.module,
-                    &entry.policy.settings,
-                    entry.policy.limits.clone(),
-                )
-                .await
-            {
-                Ok(policy) => runtimes.push(IssuerRuntime {
-                    policy,
-                    username_prefix: entry.username_prefix.clone(),
-                    groups_prefix: entry.groups_prefix.clone(),
-                }),
-                Err(e) => problems.push(Problem {
-                    path: format!("auth.oidc[{}].policy", entry.index),
-                    reason: e.to_string(),
-                }),
+            let tenant = entry
+                .tenant
+                .as_ref()
+                .and_then(|name| tenants.iter().find(|t| &t.name == name))
+                .cloned();
+            let mut ceilings = entry.policy.limits.clone();
+            if let Some(t) = &tenant {
+                ceilings.timeout = ceilings.timeout.min(t.ceilings.timeout);
+                ceilings.memory_limit_bytes =
+                    ceilings.memory_limit_bytes.min(t.ceilings.memory_limit_bytes);
             }
+            // An artifact is looked up by the follower before the first
+            // request (and whenever its tag moves); a module loads now.
+            let active = match &entry.policy.source {
+                PolicySource::Oci(source) => Slot::unpublished(source.clone()),
+                PolicySource::Module(module) => match engine
+                    .load(
+                        owner,
+                        module,
+                        &entry.policy.settings,
+                        entry.policy.limits.clone(),
+                    )
+                    .await
+                {
+                    Ok(policy) => Slot::fixed(policy),
+                    Err(e) => {
+                        problems.push(Problem {
+                            path: format!("auth.oidc[{}].policy", entry.index),
+                            reason: e.to_string(),
+                        });
+                        continue;
+                    }
+                },
+            };
+            runtimes.push(IssuerRuntime {
+                issuer: Arc::from(owner.as_str()),
+                active,
+                shadow: entry.policy.shadow.clone().map(Slot::unpublished),
+                username_prefix: entry.username_prefix.clone(),
+                groups_prefix: entry.groups_prefix.clone(),
+                tenant,
+                ceilings,
+            });
         }
         let (Some(tokens), Some(valid), true) = (tokens, valid, problems.is_empty()) else {
             return Err(problems);
@@ -304,6 +401,10 @@ impl Auth {
             oidc,
             access: access.map_or_else(AccessControl::authenticated_only, AccessControl::new),
             cache: DecisionCache::default(),
+            tenants,
+            engine: engine.clone(),
+            shadow_permits: Arc::new(tokio::sync::Semaphore::new(SHADOW_IN_FLIGHT)),
+            policy_pushed: tokio::sync::Notify::new(),
         })
     }
 
@@ -333,11 +434,13 @@ impl Auth {
             }
         }
         for (issuer, rt) in self.oidc.attachments() {
-            m.policy_pool_size
-                .get_or_create(&IssuerLabel {
-                    issuer: issuer.to_owned(),
-                })
-                .set(rt.policy.pool_size() as i64);
+            if let Some(policy) = &rt.active.load().policy {
+                m.policy_pool_size
+                    .get_or_create(&IssuerLabel {
+                        issuer: issuer.to_owned(),
+                    })
+                    .set(policy.pool_size() as i64);
+            }
         }
     }
 
@@ -365,7 +468,28 @@ impl Auth {
     /// the scope of the token it came with: a request that a token's scope
     /// alone refuses can succeed with a token for a wider scope.
     pub fn granted(&self, caller: &Caller, repo: &RepoName) -> ActionSet {
-        self.access.allowed(caller.identity(), repo)
+        let id = caller.identity();
+        let mut set = self.access.allowed(id, repo);
+        if let Some(t) = &caller.tenant {
+            // Confinement, whatever access control says: nothing outside
+            // the namespace; in its policy repositories, writing only
+            // through a rule written for them.
+            if !t.contains(repo) {
+                return ActionSet::NONE;
+            }
+            if t.holds_policies(repo) && !self.access.decided_within(repo, t.policies_prefix()) {
+                set = tenant::workload_policy_actions(set);
+            }
+        }
+        if let Some(id) = id {
+            for t in &self.tenants {
+                let own = caller.tenant.as_ref().is_none_or(|c| Arc::ptr_eq(c, t));
+                if own && t.holds_policies(repo) && t.is_admin(id) {
+                    set = set.union(tenant::ADMIN_ACTIONS);
+                }
+            }
+        }
+        set
     }
 
     /// Authenticates a request's credentials: the caller and, for a token,
@@ -418,13 +542,7 @@ impl Auth {
                     username: user.to_string(),
                     groups: Vec::new(),
                 };
-                Ok((
-                    Caller {
-                        identity: Some(Arc::new(identity)),
-                        token: None,
-                    },
-                    None,
-                ))
+                Ok((Caller::named(identity), None))
             } else {
                 Err(AuthFailure::BadPassword)
             };
@@ -474,7 +592,7 @@ impl Auth {
         let outcome = if gantry {
             self.gantry_token(token)
         } else {
-            self.oidc_token(parsed).await
+            self.oidc_token(parsed, &fingerprint).await
         };
         let (caller, exp, subject, reason, class) = match outcome {
             Ok((caller, exp, subject)) => (Ok(caller), exp, subject, String::new(), "none"),
@@ -505,17 +623,35 @@ impl Auth {
             .map_err(|e| (AuthFailure::InvalidToken(e.to_string()), None))?;
         let exp = t.expires_at;
         let subject = t.identity.as_ref().map(|i| i.username.clone());
+        // A token minted for a tenant's identity stays confined; a tenant
+        // that a reload removed takes its tokens with it.
+        let tenant = match &t.tenant {
+            None => None,
+            Some(name) => match self.tenants.iter().find(|x| &x.name == name) {
+                Some(x) => Some(x.clone()),
+                None => {
+                    return Err((
+                        AuthFailure::InvalidToken(format!(
+                            "token of tenant `{name}`, which is not configured"
+                        )),
+                        subject,
+                    ));
+                }
+            },
+        };
         Ok((
             Caller {
                 identity: t.identity.clone().map(Arc::new),
                 token: Some(Arc::new(t)),
+                tenant,
+                issuer: None,
             },
             exp,
             subject,
         ))
     }
 
-    async fn oidc_token(&self, token: oidc::UnverifiedToken<'_>) -> Outcome {
+    async fn oidc_token(&self, token: oidc::UnverifiedToken<'_>, fingerprint: &str) -> Outcome {
         let (verified, rt) = self.oidc.verify_parsed(token).await.map_err(|e| {
             let failure = match e {
                 oidc::VerifyError::UnknownIssuer(_) => AuthFailure::UnknownIssuer(e.to_string()),
@@ -527,13 +663,36 @@ impl Auth {
             (failure, None)
         })?;
         let subject = verified.subject.clone();
-        match rt.policy.evaluate_json(&verified.claims_json).await {
+        let state = rt.active.load();
+        let Some(policy) = &state.policy else {
+            Counts::add(&state.counts.failures);
+            let reason = state.missing.clone().unwrap_or_default();
+            return Err((
+                AuthFailure::NoPolicy {
+                    issuer: verified.issuer,
+                    reason,
+                },
+                subject,
+            ));
+        };
+        let decision = policy.evaluate_json(&verified.claims_json).await;
+        Counts::add(match &decision {
+            Ok(Decision::Allow(_)) => &state.counts.allows,
+            Ok(Decision::Deny(_)) => &state.counts.denies,
+            Err(_) => &state.counts.failures,
+        });
+        if let Some(shadow) = &rt.shadow {
+            self.shadow_evaluate(rt, shadow, &state, &verified.claims_json, &decision, fingerprint);
+        }
+        match decision {
             Ok(Decision::Allow(id)) => {
                 let identity = apply_prefixes(&rt.username_prefix, &rt.groups_prefix, &id);
                 Ok((
                     Caller {
                         identity: Some(Arc::new(identity)),
                         token: None,
+                        tenant: rt.tenant.clone(),
+                        issuer: Some(rt.issuer.clone()),
                     },
                     verified.expires_at,
                     subject,
@@ -556,15 +715,334 @@ impl Auth {
         }
     }
 
-    /// Mints a Gantry token (token endpoint).
+    /// Evaluates the shadow candidate on the same claims, off the response
+    /// path: a spawned task, at most [`SHADOW_IN_FLIGHT`] at once over all
+    /// issuers (beyond that it is dropped, never queued). A disagreement
+    /// with the active decision is one `gantry::shadow` event and counted.
+    fn shadow_evaluate(
+        &self,
+        rt: &IssuerRuntime,
+        shadow: &Slot,
+        active: &Arc<slot::SlotState>,
+        claims: &str,
+        decision: &Result<Decision, crate::policy::PolicyError>,
+        fingerprint: &str,
+    ) {
+        let candidate = shadow.load();
+        let Some(policy) = candidate.policy.clone() else {
+            return;
+        };
+        let metrics = crate::telemetry::metrics::metrics();
+        let Ok(permit) = self.shadow_permits.clone().try_acquire_owned() else {
+            metrics.shadow_dropped(&rt.issuer);
+            return;
+        };
+        let active_text = describe_decision(decision);
+        let (claims, issuer, active, fingerprint) = (
+            claims.to_owned(),
+            rt.issuer.clone(),
+            active.clone(),
+            fingerprint.to_owned(),
+        );
+        let candidate_digest = candidate.digest.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let theirs = policy.evaluate_json(&claims).await;
+            let candidate_text = describe_decision(&theirs);
+            if candidate_text == active_text {
+                return;
+            }
+            Counts::add(&active.counts.disagreements);
+            Counts::add(&candidate.counts.disagreements);
+            metrics.shadow_disagreement(&issuer);
+            tracing::info!(
+                target: "gantry::shadow",
+                issuer = %issuer,
+                token_sha256 = %fingerprint,
+                active_digest = %active.digest.as_ref().map(ToString::to_string).unwrap_or_default(),
+                candidate_digest = %candidate_digest.as_ref().map(ToString::to_string).unwrap_or_default(),
+                active = %active_text,
+                candidate = %candidate_text,
+                "shadow policy disagrees"
+            );
+        });
+    }
+
+    /// Every `oci://` source this configuration follows or pins, with the
+    /// digest loaded from it last.
+    pub fn followed(&self) -> Vec<Followed> {
+        let mut out = Vec::new();
+        for (issuer, rt) in self.oidc.attachments() {
+            let slots = [(SlotKind::Active, Some(&rt.active)), (SlotKind::Shadow, rt.shadow.as_ref())];
+            for (kind, slot) in slots {
+                if let Some(slot) = slot
+                    && let Some(source) = &slot.source
+                {
+                    out.push(Followed {
+                        issuer: issuer.to_owned(),
+                        kind,
+                        source: source.clone(),
+                        current: slot.load().digest.clone(),
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    fn runtime(&self, issuer: &str) -> Option<&IssuerRuntime> {
+        self.oidc
+            .attachments()
+            .find(|(name, _)| *name == issuer)
+            .map(|(_, rt)| rt)
+    }
+
+    fn slot<'a>(rt: &'a IssuerRuntime, kind: SlotKind) -> Option<&'a Slot> {
+        match kind {
+            SlotKind::Active => Some(&rt.active),
+            SlotKind::Shadow => rt.shadow.as_ref(),
+        }
+    }
+
+    /// Puts `artifact` in force as `issuer`'s active or shadow policy:
+    /// loaded for this issuer alone under its ceilings, fixtures checked.
+    /// Requests in flight finish on the old policy; the issuer's cached
+    /// decisions are dropped. On failure the issuer refuses its tokens with
+    /// the reason (an artifact that is stored but not valid: pushed before
+    /// this configuration followed it, or pinned).
+    pub async fn activate(
+        &self,
+        issuer: &str,
+        kind: SlotKind,
+        artifact: &PolicyArtifact,
+    ) -> Result<(), ArtifactError> {
+        let Some(rt) = self.runtime(issuer) else {
+            return Ok(());
+        };
+        let Some(slot) = Self::slot(rt, kind) else {
+            return Ok(());
+        };
+        let source = slot.source.as_ref().map(ToString::to_string).unwrap_or_default();
+        let name = format!(
+            "oci://{}@{}",
+            slot.source
+                .as_ref()
+                .map(|s| s.repository.as_str())
+                .unwrap_or_default(),
+            artifact.digest
+        );
+        let owner = match kind {
+            SlotKind::Active => issuer.to_owned(),
+            SlotKind::Shadow => format!("{issuer} [shadow]"),
+        };
+        let loaded = self
+            .engine
+            .load_artifact(&owner, &name, artifact, &rt.ceilings)
+            .await;
+        match loaded {
+            Ok(policy) => {
+                slot.set(Some(policy), Some(artifact.digest.clone()), None);
+                tracing::info!(issuer, slot = ?kind, %source, digest = %artifact.digest, "policy activated");
+                if kind == SlotKind::Active {
+                    self.cache.drop_issuer(issuer);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.refuse_artifact(issuer, kind, &artifact.digest, &e);
+                Err(e)
+            }
+        }
+    }
+
+    /// Puts "not valid" in force for `issuer`'s slot: the artifact at
+    /// `digest` cannot run, and the issuer refuses its tokens saying why.
+    pub fn refuse_artifact(
+        &self,
+        issuer: &str,
+        kind: SlotKind,
+        digest: &Digest,
+        error: &ArtifactError,
+    ) {
+        let Some(slot) = self.runtime(issuer).and_then(|rt| Self::slot(rt, kind)) else {
+            return;
+        };
+        let source = slot.source.as_ref().map(ToString::to_string).unwrap_or_default();
+        tracing::warn!(issuer, slot = ?kind, %source, %digest, %error, "policy artifact refused");
+        slot.set(
+            None,
+            Some(digest.clone()),
+            Some(format!("the policy at {source} ({digest}) is not valid: {error}")),
+        );
+        if kind == SlotKind::Active {
+            self.cache.drop_issuer(issuer);
+        }
+    }
+
+    /// Marks `issuer`'s slot as having nothing published (its tag does not
+    /// exist, or was deleted): the issuer refuses its tokens until it is.
+    pub fn unpublish(&self, issuer: &str, kind: SlotKind) {
+        let Some(rt) = self.runtime(issuer) else {
+            return;
+        };
+        let Some(slot) = Self::slot(rt, kind) else {
+            return;
+        };
+        let state = slot.load();
+        if state.policy.is_none() && state.digest.is_none() {
+            return;
+        }
+        let source = slot.source.as_ref().map(ToString::to_string).unwrap_or_default();
+        tracing::warn!(issuer, slot = ?kind, %source, "followed policy tag is gone");
+        slot.set(None, None, Some(format!("no policy published at {source}")));
+        if kind == SlotKind::Active {
+            self.cache.drop_issuer(issuer);
+        }
+    }
+
+    /// Whether a configured `oci://` source names `repo`: a policy artifact
+    /// pushed there is validated before it is stored.
+    pub fn follows_repository(&self, repo: &RepoName) -> bool {
+        self.oidc.attachments().any(|(_, rt)| {
+            [Some(&rt.active), rt.shadow.as_ref()]
+                .into_iter()
+                .flatten()
+                .any(|slot| slot.source.as_ref().is_some_and(|s| &s.repository == repo))
+        })
+    }
+
+    /// Validates an artifact pushed into `repo` as every issuer that
+    /// follows `repo` would load it (its own ceilings), without putting it
+    /// in force. A refusal is recorded for the status of the tenant whose
+    /// namespace holds `repo`.
+    pub async fn validate_artifact(
+        &self,
+        repo: &RepoName,
+        artifact: &PolicyArtifact,
+    ) -> Result<(), ArtifactError> {
+        let result = self.validate_for_followers(repo, artifact).await;
+        if let Err(e) = &result {
+            self.refused(repo, &artifact.digest, &e.to_string());
+        }
+        result
+    }
+
+    async fn validate_for_followers(
+        &self,
+        repo: &RepoName,
+        artifact: &PolicyArtifact,
+    ) -> Result<(), ArtifactError> {
+        let name = format!("oci://{repo}@{}", artifact.digest);
+        for (issuer, rt) in self.oidc.attachments() {
+            let follows = [Some(&rt.active), rt.shadow.as_ref()]
+                .into_iter()
+                .flatten()
+                .any(|slot| slot.source.as_ref().is_some_and(|s| &s.repository == repo));
+            if follows {
+                let owner = format!("{issuer} [validation]");
+                self.engine
+                    .load_artifact(&owner, &name, artifact, &rt.ceilings)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Records a refused policy push (validation, or a manifest that could
+    /// not even be read as an artifact) for its tenant's status.
+    pub fn refused(&self, repo: &RepoName, digest: &Digest, reason: &str) {
+        if let Some(t) = self.tenants.iter().find(|t| t.contains(repo)) {
+            t.record_refused(RefusedPush {
+                repository: repo.to_string(),
+                digest: digest.to_string(),
+                at: now(),
+                reason: reason.to_owned(),
+            });
+        }
+    }
+
+    /// The status of tenant `name` for `caller`: `Ok(None)` when there is
+    /// no such tenant, `Err(())` when the caller may not see it (only the
+    /// tenant's admins and `admin_policy` identities may).
+    pub fn tenant_status(
+        &self,
+        caller: &Caller,
+        name: &str,
+    ) -> Result<Option<serde_json::Value>, TenantStatusRefused> {
+        let Some(tenant) = self.tenants.iter().find(|t| t.name == name) else {
+            return match caller.identity() {
+                Some(_) => Ok(None),
+                None => Err(TenantStatusRefused::Anonymous),
+            };
+        };
+        let Some(id) = caller.identity() else {
+            return Err(TenantStatusRefused::Anonymous);
+        };
+        let own = caller.tenant.as_ref().is_none_or(|c| Arc::ptr_eq(c, tenant));
+        if !(own && tenant.is_admin(id)) && !self.access.is_admin(id) {
+            return Err(TenantStatusRefused::Forbidden);
+        }
+        let slot_json = |slot: &Slot| {
+            let st = slot.load();
+            serde_json::json!({
+                "source": slot.source.as_ref().map(ToString::to_string),
+                "digest": tenant::digest_text(st.digest.as_ref()),
+                "loaded": st.policy.is_some(),
+                "problem": st.missing,
+                "since": st.since,
+                "allows": Counts::get(&st.counts.allows),
+                "denies": Counts::get(&st.counts.denies),
+                "failures": Counts::get(&st.counts.failures),
+                "shadow_disagreements": Counts::get(&st.counts.disagreements),
+            })
+        };
+        let issuers: Vec<serde_json::Value> = self
+            .oidc
+            .attachments()
+            .filter(|(_, rt)| rt.tenant.as_ref().is_some_and(|t| Arc::ptr_eq(t, tenant)))
+            .map(|(issuer, rt)| {
+                serde_json::json!({
+                    "issuer": issuer,
+                    "active": slot_json(&rt.active),
+                    "shadow": rt.shadow.as_ref().map(slot_json),
+                })
+            })
+            .collect();
+        Ok(Some(serde_json::json!({
+            "tenant": tenant.name,
+            "namespace": tenant.namespace.as_str(),
+            "issuers": issuers,
+            "last_refused_push": tenant.last_refused(),
+        })))
+    }
+
+    /// Mints a Gantry token for `caller` (token endpoint); a tenant's
+    /// identity keeps its tenant in the token.
     pub fn mint(
         &self,
-        identity: Option<&Identity>,
+        caller: &Caller,
         access: Vec<token::AccessEntry>,
         not_after: Option<u64>,
     ) -> Result<(String, u64, u64), token::TokenError> {
-        self.tokens
-            .mint(identity, access, self.ttl_seconds, not_after)
+        let tenant = caller.tenant.as_ref().map(|t| t.name.as_str());
+        self.tokens.mint(
+            caller.identity(),
+            tenant,
+            access,
+            self.ttl_seconds,
+            not_after,
+        )
+    }
+}
+
+/// A decision as one comparable line: `allow as NAME [GROUPS]`, `deny:
+/// REASON`, or `error`.
+fn describe_decision(d: &Result<Decision, crate::policy::PolicyError>) -> String {
+    match d {
+        Ok(Decision::Allow(id)) => format!("allow as {:?} {:?}", id.username, id.groups),
+        Ok(Decision::Deny(reason)) => format!("deny: {reason}"),
+        // Both failing is agreement, whatever each one's message says.
+        Err(_) => "error".to_owned(),
     }
 }
 

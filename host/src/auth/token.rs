@@ -37,6 +37,9 @@ struct Claims {
     sub: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     groups: Vec<String>,
+    /// The tenant whose issuer named `sub`: the token stays confined.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tenant: Option<String>,
     #[serde(default)]
     access: Vec<AccessEntry>,
     iat: u64,
@@ -49,6 +52,8 @@ struct Claims {
 #[derive(Debug, Clone)]
 pub struct GantryToken {
     pub identity: Option<Identity>,
+    /// The tenant of the identity, when a tenant's issuer named it.
+    pub tenant: Option<String>,
     pub access: Vec<AccessEntry>,
     pub expires_at: u64,
 }
@@ -220,6 +225,7 @@ impl TokenService {
     pub fn mint(
         &self,
         identity: Option<&Identity>,
+        tenant: Option<&str>,
         access: Vec<AccessEntry>,
         ttl_seconds: u64,
         not_after: Option<u64>,
@@ -234,6 +240,7 @@ impl TokenService {
             aud: self.audience.clone(),
             sub: identity.map(|i| i.username.clone()),
             groups: identity.map(|i| i.groups.clone()).unwrap_or_default(),
+            tenant: tenant.map(str::to_owned),
             access,
             iat,
             nbf: iat,
@@ -265,6 +272,7 @@ impl TokenService {
         });
         Ok(GantryToken {
             identity,
+            tenant: c.tenant,
             access: c.access,
             expires_at: c.exp,
         })
@@ -328,7 +336,7 @@ mod tests {
             actions: vec!["pull".into()],
         }];
         let (tok, iat, exp) = s
-            .mint(Some(&who), access, 300, Some(now() + 60))
+            .mint(Some(&who), None, access, 300, Some(now() + 60))
             .expect("mint");
         assert!(exp <= iat + 60, "capped by the OIDC token's expiry");
         // A second service over the same key file verifies it (restart).
@@ -345,7 +353,7 @@ mod tests {
         let a = tempfile::tempdir().expect("tmp");
         let b = tempfile::tempdir().expect("tmp");
         let (tok, _, _) = service(a.path())
-            .mint(None, vec![], 300, None)
+            .mint(None, None, vec![], 300, None)
             .expect("mint");
         assert!(service(b.path()).verify(&tok).is_err(), "another key");
         let mut parts: Vec<String> = tok.split('.').map(str::to_string).collect();

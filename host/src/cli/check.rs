@@ -46,6 +46,7 @@ pub async fn build(
         Some(auth) => match Auth::build(
             auth,
             config.access_control.clone(),
+            &config.tenants,
             storage_root,
             engine,
             FetchOptions::default(),

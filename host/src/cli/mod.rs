@@ -2,17 +2,20 @@
 //! configuration live; `--dev` for a self-contained trial with its own
 //! OIDC issuer), `config check` (validate a file exactly as a start or a
 //! reload would), `policy test` (try a claim policy on claims) and `dev
-//! token` (mint a token from a running `serve --dev`).
+//! token` (mint a token from a running `serve --dev`), `policy push` and
+//! `tenant status` (a tenant's side, against a running registry).
 //!
 //! Everything here is argument handling, wiring and printing; the runtime
 //! parts (storage, auth, policy, server) know nothing of the command line.
 
 pub mod check;
+pub mod client;
 pub mod dev;
 pub mod gc;
 pub mod import;
 pub mod policy;
 pub mod serve;
+pub mod tenant;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -76,6 +79,19 @@ enum Command {
         #[command(subcommand)]
         command: policy::PolicyCommand,
     },
+    /// Tenant tools.
+    Tenant {
+        #[command(subcommand)]
+        command: TenantCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TenantCommand {
+    /// Print a tenant's policies (active and shadow digests, since when,
+    /// decisions since then) and its last refused push, from a running
+    /// registry; for the tenant's admins and registry admins.
+    Status(tenant::StatusArgs),
 }
 
 #[derive(Subcommand)]
@@ -170,6 +186,9 @@ pub fn main() -> ExitCode {
             untagged,
         } => gc::run(config, dry_run, untagged),
         Command::Policy { command } => policy::run(command),
+        Command::Tenant {
+            command: TenantCommand::Status(args),
+        } => tenant::status(&args),
     }
 }
 

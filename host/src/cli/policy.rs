@@ -16,14 +16,14 @@
 //! expectations), `explain` (rendering the CEL explanation).
 
 mod explain;
-pub mod fixtures;
+mod push;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use self::fixtures::{Case, Expectation, Mismatch};
+use crate::policy::fixtures::{self, Case, Expectation, Mismatch};
 use crate::policy::{
     Decision, EngineOptions, Identity, Limits, LoadedPolicy, ModuleSource, PolicyEngine,
 };
@@ -60,6 +60,16 @@ pub enum PolicyCommand {
     /// load or evaluation error.
     #[command(verbatim_doc_comment)]
     Test(Box<TestArgs>),
+    /// Push a policy artifact to a registry (like any client: --token, or
+    /// --username/--password) and print its digest. The registry validates
+    /// it (compile, init with the settings, every fixture) before the tag
+    /// moves, and says why not.
+    ///
+    ///   gantry policy push --registry http://127.0.0.1:5000
+    ///     --repository team-a/policies/k8s --tag next --cel
+    ///     --settings k8s.toml --fixtures cases.toml --username admin --password ...
+    #[command(verbatim_doc_comment)]
+    Push(Box<push::PushArgs>),
 }
 
 /// Arguments of `gantry policy test`.
@@ -69,10 +79,17 @@ pub struct TestArgs {
     #[arg(
         long,
         value_name = "builtin:cel|PATH.wasm",
-        required_unless_present = "config",
-        conflicts_with = "config"
+        required_unless_present_any = ["config", "artifact"],
+        conflicts_with_all = ["config", "artifact"]
     )]
     pub module: Option<String>,
+    /// A policy artifact on disk, evaluated exactly as the server loads it
+    /// (module or builtin:cel, settings and limits from its config; its
+    /// bundled fixtures unless --claims or --fixtures is given): an OCI
+    /// layout directory, or a directory with config.json and policy.wasm
+    /// and/or fixtures.toml.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["config", "settings"])]
+    pub artifact: Option<PathBuf>,
     /// The module's settings, as TOML or JSON (by file extension). Omitted: `{}`.
     #[arg(
         long,
@@ -92,7 +109,7 @@ pub struct TestArgs {
     #[arg(
         long,
         value_name = "CLAIMS.json",
-        required_unless_present = "fixtures",
+        required_unless_present_any = ["fixtures", "artifact"],
         conflicts_with = "fixtures"
     )]
     pub claims: Option<PathBuf>,
@@ -129,14 +146,22 @@ pub struct TestArgs {
     pub verbose: bool,
 }
 
-/// The decision `--expect` (or a case's `expect`) asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
+/// The decision `--expect` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Expect {
     /// The policy allows.
     Allow,
     /// The policy denies.
     Deny,
+}
+
+impl From<Expect> for fixtures::Expect {
+    fn from(e: Expect) -> fixtures::Expect {
+        match e {
+            Expect::Allow => fixtures::Expect::Allow,
+            Expect::Deny => fixtures::Expect::Deny,
+        }
+    }
 }
 
 /// Runs a `gantry policy` subcommand; returns the process exit code.
@@ -153,6 +178,22 @@ pub fn run(cmd: PolicyCommand) -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        PolicyCommand::Push(args) => {
+            let runtime = match super::runtime() {
+                Ok(r) => r,
+                Err(code) => return code,
+            };
+            match runtime.block_on(push::push(&args)) {
+                Ok(digest) => {
+                    println!("{digest}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
 }
 
@@ -168,6 +209,10 @@ struct TestReport {
 /// The policy under test, wherever it was configured.
 struct Target {
     source: ModuleSource,
+    /// An artifact's module layer, when `--artifact` names one.
+    module_bytes: Option<Vec<u8>>,
+    /// An artifact's bundled fixtures.
+    fixtures: Vec<Case>,
     settings: serde_json::Value,
     limits: Limits,
     /// The policy's owner, for the runtime's messages.
@@ -200,17 +245,23 @@ struct Evaluated {
 fn test(args: &TestArgs) -> Result<TestReport, String> {
     let target = target(args)?;
     let cases = match (&args.claims, &args.fixtures) {
-        (_, Some(path)) => fixtures::read(path)?,
+        (_, Some(path)) => fixtures::read(path).map_err(|e| e.to_string())?,
         (Some(path), None) => vec![Case {
             name: path.display().to_string(),
             claims: read_claims(path)?,
             expect: Expectation {
-                decision: args.expect,
+                decision: args.expect.map(Into::into),
                 username: args.username.clone(),
                 groups: args.groups.clone(),
                 reason_contains: args.reason_contains.clone(),
             },
         }],
+        (None, None) if !target.fixtures.is_empty() => target.fixtures.clone(),
+        (None, None) if args.artifact.is_some() => {
+            return Err(
+                "the artifact bundles no fixtures: give --claims FILE or --fixtures FILE".to_owned(),
+            );
+        }
         (None, None) => return Err("give --claims FILE or --fixtures FILE".to_owned()),
     };
 
@@ -224,14 +275,23 @@ fn test(args: &TestArgs) -> Result<TestReport, String> {
         ..EngineOptions::default()
     })
     .map_err(|e| e.to_string())?;
-    let policy: LoadedPolicy = runtime
-        .block_on(engine.load(
+    let loaded = match &target.module_bytes {
+        // An artifact's module, loaded from its bytes as the server does.
+        Some(bytes) => runtime.block_on(engine.load_bytes(
+            &target.owner,
+            &target.source,
+            std::borrow::Cow::Owned(bytes.clone()),
+            &target.settings,
+            target.limits.clone(),
+        )),
+        None => runtime.block_on(engine.load(
             &target.owner,
             &target.source,
             &target.settings,
             target.limits.clone(),
-        ))
-        .map_err(|e| e.to_string())?;
+        )),
+    };
+    let policy: LoadedPolicy = loaded.map_err(|e| e.to_string())?;
     if args.explain && !policy.can_explain() {
         return Err(format!(
             "--explain needs a module that exports gantry:cel/explain, as builtin:cel does (it \
@@ -298,8 +358,14 @@ fn test(args: &TestArgs) -> Result<TestReport, String> {
 fn target(args: &TestArgs) -> Result<Target, String> {
     let mut target = match (&args.config, &args.issuer, &args.module) {
         (Some(config), Some(issuer), _) => issuer_target(config, issuer)?,
+        (None, None, None) if args.artifact.is_some() => {
+            let dir = args.artifact.as_deref().unwrap_or(Path::new("."));
+            artifact_target(dir)?
+        }
         (None, None, Some(module)) => Target {
             source: module.parse().map_err(|e| format!("--module: {e}"))?,
+            module_bytes: None,
+            fixtures: Vec::new(),
             settings: match &args.settings {
                 Some(path) => read_settings(path)?,
                 None => serde_json::Value::Object(serde_json::Map::new()),
@@ -308,12 +374,97 @@ fn target(args: &TestArgs) -> Result<Target, String> {
             owner: "gantry-policy-test".to_owned(),
             issuer: None,
         },
-        _ => return Err("give --module (and --settings), or --config with --issuer".to_owned()),
+        _ => {
+            return Err(
+                "give --module (and --settings), --artifact DIR, or --config with --issuer"
+                    .to_owned(),
+            );
+        }
     };
     if let Some(ms) = args.timeout_ms {
         target.limits.timeout = Duration::from_millis(ms);
     }
     Ok(target)
+}
+
+/// The policy of an artifact on disk: an OCI layout (`index.json` and
+/// `blobs/`, as `oras copy --to-oci-layout` writes it), or a directory of
+/// its files (`config.json`, the config blob; `policy.wasm` and
+/// `fixtures.toml`, as `oras pull` names the layers). Loaded exactly as the
+/// server loads it, under the default ceilings.
+fn artifact_target(dir: &Path) -> Result<Target, String> {
+    use crate::policy::artifact::{self, PolicyArtifact};
+    let at = |what: &str, e: &dyn std::fmt::Display| format!("--artifact {}: {what}: {e}", dir.display());
+    let optional = |name: &str| -> Result<Option<Vec<u8>>, String> {
+        let p = dir.join(name);
+        match std::fs::read(&p) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(at(name, &e)),
+        }
+    };
+    let artifact = if let Some(index) = optional("index.json")? {
+        let blob = |digest: &crate::oci::Digest| {
+            let p = dir.join("blobs").join(digest.algorithm().as_str()).join(digest.hex());
+            std::fs::read(&p).map_err(|e| at(&format!("blob {digest}"), &e))
+        };
+        let index: serde_json::Value =
+            serde_json::from_slice(&index).map_err(|e| at("index.json", &e))?;
+        let descriptors = index
+            .get("manifests")
+            .and_then(|m| m.as_array())
+            .cloned()
+            .unwrap_or_default();
+        let mut found = None;
+        for d in &descriptors {
+            let Some(digest) = d.get("digest").and_then(|v| v.as_str()) else {
+                continue;
+            };
+            let digest: crate::oci::Digest = digest.parse().map_err(|e| at("index.json", &e))?;
+            let bytes = blob(&digest)?;
+            let json: serde_json::Value =
+                serde_json::from_slice(&bytes).map_err(|e| at(&format!("manifest {digest}"), &e))?;
+            if artifact::is_policy(&json) {
+                if found.is_some() {
+                    return Err(at("index.json", &"holds more than one policy artifact"));
+                }
+                found = Some((digest, json));
+            }
+        }
+        let Some((digest, json)) = found else {
+            return Err(at("index.json", &"holds no policy artifact"));
+        };
+        let m = artifact::parse_manifest(&json).map_err(|e| at("manifest", &e))?;
+        let config = blob(&m.config.digest)?;
+        let module = m.module.as_ref().map(|b| blob(&b.digest)).transpose()?;
+        let fixtures = m.fixtures.as_ref().map(|b| blob(&b.digest)).transpose()?;
+        PolicyArtifact::assemble(digest, &config, module, fixtures.as_deref())
+    } else {
+        let config = optional("config.json")?.ok_or_else(|| {
+            at(
+                "config.json",
+                &"missing: give an OCI layout or a directory with config.json (oras manifest fetch-config)",
+            )
+        })?;
+        let module = optional("policy.wasm")?;
+        let fixtures = optional("fixtures.toml")?;
+        let digest = crate::oci::Digest::sha256_of(&config);
+        PolicyArtifact::assemble(digest, &config, module, fixtures.as_deref())
+    }
+    .map_err(|e| at("artifact", &e))?;
+    let source = match artifact.config.builtin {
+        Some(b) => ModuleSource::Builtin(b),
+        None => ModuleSource::Artifact(format!("{} ({})", dir.display(), artifact.digest)),
+    };
+    Ok(Target {
+        source,
+        limits: artifact.limits(&Limits::default()),
+        settings: artifact.config.settings.clone(),
+        module_bytes: artifact.module.clone(),
+        fixtures: artifact.fixtures.clone(),
+        owner: "gantry-policy-test".to_owned(),
+        issuer: None,
+    })
 }
 
 fn issuer_target(path: &Path, issuer: &str) -> Result<Target, String> {
@@ -332,8 +483,19 @@ fn issuer_target(path: &Path, issuer: &str) -> Result<Target, String> {
             path.display()
         ));
     };
+    let source = match &entry.policy.source {
+        crate::config::auth::PolicySource::Module(m) => m.clone(),
+        crate::config::auth::PolicySource::Oci(o) => {
+            return Err(format!(
+                "--issuer {issuer}: its policy is the artifact {o}, published in the registry: \
+                 pull it (oras pull, or an OCI layout) and test it with --artifact"
+            ));
+        }
+    };
     Ok(Target {
-        source: entry.policy.module.clone(),
+        source,
+        module_bytes: None,
+        fixtures: Vec::new(),
         settings: entry.policy.settings.clone(),
         limits: entry.policy.limits.clone(),
         owner: entry.verifier.issuer.clone(),
@@ -529,8 +691,8 @@ fn fixture_report(
             Err(_) => "error",
         };
         let expect = match case.expect.decision {
-            Some(Expect::Allow) => "allow",
-            Some(Expect::Deny) => "deny",
+            Some(fixtures::Expect::Allow) => "allow",
+            Some(fixtures::Expect::Deny) => "deny",
             None => "-",
         };
         let ok = mismatches.is_empty() && e.disagreement.is_none();

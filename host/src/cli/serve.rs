@@ -176,7 +176,12 @@ async fn run(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     let tls: Option<LiveTls> = built
         .tls
         .map(|t| Arc::new(arc_swap::ArcSwap::from_pointee(t)));
+    if let Some(auth) = &auth {
+        // Published policies are in force before the first request.
+        crate::server::follow::follow_once(&*storage, auth).await;
+    }
     let state = AppState::new(storage, auth);
+    crate::server::follow::spawn(state.clone());
     let listener = std::net::TcpListener::bind(config.server.listen)
         .with_context(|| format!("binding {}", config.server.listen))?;
     listener.set_nonblocking(true)?;
@@ -359,6 +364,7 @@ impl Reloader {
                 let auth = built.auth.map(Arc::new);
                 if let Some(a) = &auth {
                     a.start();
+                    crate::server::follow::follow_once(&*self.state.storage, a).await;
                 }
                 if let (Some(live), Some(new)) = (&self.tls, built.tls) {
                     live.store(Arc::new(new));
@@ -376,6 +382,7 @@ impl Reloader {
                     log: kept.log,
                     auth: config.auth,
                     access_control: config.access_control,
+                    tenants: config.tenants,
                 };
                 tracing::info!(
                     trigger,

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use super::Section;
 use super::issuer::{self, IssuerConfig};
+use crate::oci::OciSource;
 use crate::policy::{Limits, ModuleSource};
 
 /// The whole `[auth]` section.
@@ -39,6 +40,9 @@ pub struct IssuerEntry {
     /// Index in the `[[auth.oidc]]` array, for key paths in errors.
     pub index: usize,
     pub verifier: IssuerConfig,
+    /// `tenant`: the `[[tenants]]` entry this issuer belongs to; its
+    /// identities are confined to the tenant's namespace.
+    pub tenant: Option<String>,
     pub username_prefix: String,
     pub groups_prefix: String,
     pub policy: PolicyEntry,
@@ -56,9 +60,30 @@ pub struct AllowedLint {
 /// `[auth.oidc.policy]`.
 #[derive(Debug, Clone)]
 pub struct PolicyEntry {
-    pub module: ModuleSource,
+    pub source: PolicySource,
+    /// `shadow`: a candidate evaluated beside the active policy.
+    pub shadow: Option<OciSource>,
+    /// The settings of a `module`; an `oci://` artifact carries its own.
     pub settings: serde_json::Value,
+    /// For a module, its limits; for an `oci://` artifact, the ceilings on
+    /// what the artifact may ask (lowered further by its tenant's).
     pub limits: Limits,
+}
+
+/// `module`: built in, a file, or an artifact in this registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolicySource {
+    Module(ModuleSource),
+    Oci(OciSource),
+}
+
+impl std::fmt::Display for PolicySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PolicySource::Module(m) => write!(f, "{m}"),
+            PolicySource::Oci(s) => write!(f, "{s}"),
+        }
+    }
 }
 
 impl AuthConfig {
@@ -74,14 +99,33 @@ fn default_prefix(issuer: &str) -> String {
 
 fn read_policy(mut s: Section<'_>, base: &Path) -> PolicyEntry {
     let module_text: String = s.get("module", || "builtin:cel".to_string());
-    let module = match module_text.parse::<ModuleSource>() {
-        Ok(ModuleSource::Path(p)) => ModuleSource::Path(base.join(p)),
-        Ok(m) => m,
-        Err(e) => {
-            s.problem("module", e.to_string());
-            ModuleSource::Builtin(crate::policy::BuiltinModule::Cel)
+    let fallback = PolicySource::Module(ModuleSource::Builtin(crate::policy::BuiltinModule::Cel));
+    let source = if module_text.starts_with("oci://") {
+        match module_text.parse::<OciSource>() {
+            Ok(o) => PolicySource::Oci(o),
+            Err(e) => {
+                s.problem("module", e.to_string());
+                fallback
+            }
+        }
+    } else {
+        match module_text.parse::<ModuleSource>() {
+            Ok(ModuleSource::Path(p)) => PolicySource::Module(ModuleSource::Path(base.join(p))),
+            Ok(m) => PolicySource::Module(m),
+            Err(e) => {
+                s.problem("module", e.to_string());
+                fallback
+            }
         }
     };
+    let shadow_text: Option<String> = s.get("shadow", || None);
+    let shadow = shadow_text.and_then(|t| match t.parse::<OciSource>() {
+        Ok(o) => Some(o),
+        Err(e) => {
+            s.problem("shadow", format!("{e} (a shadow is an oci:// artifact)"));
+            None
+        }
+    });
     let mut limits = Limits::default();
     let timeout_ms: u64 = s.get("timeout_ms", || limits.timeout.as_millis() as u64);
     let memory_mib: u64 = s.get("memory_limit_mib", || {
@@ -98,6 +142,14 @@ fn read_policy(mut s: Section<'_>, base: &Path) -> PolicyEntry {
     }
     let settings = match s.take_raw("settings") {
         None => serde_json::Value::Object(Default::default()),
+        Some(_) if matches!(source, PolicySource::Oci(_)) => {
+            s.problem(
+                "settings",
+                "an oci:// artifact carries its own settings (its config blob): remove them here"
+                    .into(),
+            );
+            serde_json::Value::Null
+        }
         Some(v @ toml::Value::Table(_)) => super::toml_to_json(v),
         Some(other) => {
             s.problem(
@@ -109,7 +161,8 @@ fn read_policy(mut s: Section<'_>, base: &Path) -> PolicyEntry {
     };
     s.finish();
     PolicyEntry {
-        module,
+        source,
+        shadow,
         settings,
         limits,
     }
@@ -142,8 +195,15 @@ fn read_issuer(mut s: Section<'_>, index: usize, base: &Path) -> Option<IssuerEn
     let leeway: u64 = s.get("leeway_seconds", || 60);
     let max_lifetime: Option<u64> = s.get("max_token_lifetime_seconds", || None);
     let allow_private_network: bool = s.get("allow_private_network", || false);
-    let username_prefix: String = s.get("username_prefix", || default_prefix(&issuer));
-    let groups_prefix: String = s.get("groups_prefix", || default_prefix(&issuer));
+    let tenant: Option<String> = s.get("tenant", || None);
+    // A tenant's issuer names everyone `<tenant>:…` (checked against the
+    // tenants in `config::tenant`); others are named after their URL.
+    let default = match &tenant {
+        Some(t) => format!("{t}:"),
+        None => default_prefix(&issuer),
+    };
+    let username_prefix: String = s.get("username_prefix", || default.clone());
+    let groups_prefix: String = s.get("groups_prefix", || default.clone());
     let policy = read_policy(s.section("policy"), base);
     let mut allow_lints = Vec::new();
     for (i, table) in s.array_of_tables("allow_lints").into_iter().enumerate() {
@@ -183,6 +243,7 @@ fn read_issuer(mut s: Section<'_>, index: usize, base: &Path) -> Option<IssuerEn
     Some(IssuerEntry {
         index,
         verifier,
+        tenant,
         username_prefix,
         groups_prefix,
         policy,

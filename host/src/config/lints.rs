@@ -111,8 +111,8 @@ const LONG_LIFETIME_SECONDS: u64 = 24 * 3600;
 /// in; all adds `username` and `groups`.
 fn expressions(issuer: &IssuerEntry) -> Option<(Vec<String>, Vec<String>)> {
     if !matches!(
-        issuer.policy.module,
-        ModuleSource::Builtin(BuiltinModule::Cel)
+        issuer.policy.source,
+        super::auth::PolicySource::Module(ModuleSource::Builtin(BuiltinModule::Cel))
     ) {
         return None;
     }

@@ -20,6 +20,7 @@ pub mod access;
 pub mod auth;
 pub mod issuer;
 pub mod lints;
+pub mod tenant;
 
 /// The configuration compiled into the binary; `gantry serve` without
 /// `--config` runs with exactly this.
@@ -35,6 +36,8 @@ pub struct Config {
     pub auth: Option<auth::AuthConfig>,
     /// `[access_control]`; `None` with auth means "authenticated: all, anonymous: nothing".
     pub access_control: Option<access::AccessControlConfig>,
+    /// `[[tenants]]`, in file order.
+    pub tenants: Vec<tenant::TenantConfig>,
 }
 
 /// `[server]`: where and how Gantry listens.
@@ -248,6 +251,8 @@ impl Config {
         let log = read_log(root.section("log"));
         let auth = auth::read_config(&mut root, base, server.listen);
         let access_control = access::read_config(&mut root);
+        let tenants = tenant::read_config(&mut root);
+        tenant::check_issuers(&mut root, &tenants, auth.as_ref());
         if auth.is_none() && access_control.is_some() {
             root.problem(
                 "access_control",
@@ -262,6 +267,7 @@ impl Config {
                 log,
                 auth,
                 access_control,
+                tenants,
             })
         } else {
             Err(fail(problems))
@@ -564,6 +570,7 @@ pub fn known_keys() -> Vec<String> {
         [access_control.admin_policy]
         [access_control.repositories."GLOB"]
         [[access_control.repositories."GLOB".policies]]
+        [[tenants]]
     "#;
     KNOWN.with(|k| *k.borrow_mut() = Some(Default::default()));
     let _ = Config::from_toml_str(SKELETON, "skeleton", Path::new(""));

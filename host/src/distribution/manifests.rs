@@ -173,6 +173,13 @@ pub async fn put(
         },
         repo,
     )?;
+    let followed = access
+        .auth
+        .as_ref()
+        .filter(|auth| auth.follows_repository(repo));
+    if let Some(auth) = followed {
+        validate_policy(s, auth, repo, &digest, &bytes).await?;
+    }
     let manifest = StoredManifest {
         digest: digest.clone(),
         media_type: parsed.media_type.clone(),
@@ -216,6 +223,10 @@ pub async fn put(
         }
         return Err(e);
     }
+    if let (Some(auth), Some(_)) = (followed, tag) {
+        // The follower swaps the issuer's policy now, not at its next poll.
+        auth.policy_pushed.notify_one();
+    }
     let mut resp = (
         StatusCode::CREATED,
         [
@@ -233,6 +244,41 @@ pub async fn put(
             .insert("oci-subject", header_value(&subject.to_string()));
     }
     Ok(resp)
+}
+
+/// A policy artifact pushed into a repository that a configured `oci://`
+/// source names is loaded as the server would run it — module read from
+/// storage (capped), compiled, instantiated under the follower's ceilings,
+/// `init` with its settings, every bundled fixture checked — before it is
+/// stored or a tag moves. A refusal is 400 `MANIFEST_INVALID` naming the
+/// phase and the problem. Other manifests pass untouched.
+async fn validate_policy(
+    s: &dyn Storage,
+    auth: &crate::auth::Auth,
+    repo: &RepoName,
+    digest: &Digest,
+    bytes: &[u8],
+) -> Result<(), ApiError> {
+    let Ok(json) = serde_json::from_slice::<Value>(bytes) else {
+        return Ok(());
+    };
+    if !crate::policy::artifact::is_policy(&json) {
+        return Ok(());
+    }
+    let refused = |e: crate::policy::artifact::ArtifactError| {
+        ApiError::manifest_invalid(e.to_string())
+            .with_detail(serde_json::json!({ "phase": e.phase.to_string(), "digest": digest.to_string() }))
+    };
+    let artifact = match super::artifacts::assemble(s, repo, digest.clone(), &json).await {
+        Ok(a) => a,
+        Err(e) => {
+            auth.refused(repo, digest, &e.to_string());
+            return Err(refused(e));
+        }
+    };
+    auth.validate_artifact(repo, &artifact).await.map_err(refused)?;
+    tracing::info!(repository = %repo, %digest, "policy artifact validated");
+    Ok(())
 }
 
 fn caused_by_length_limit(e: &(dyn std::error::Error + 'static)) -> bool {

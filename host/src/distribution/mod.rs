@@ -7,6 +7,7 @@
 //! Errors leave as the OCI envelope ([`error::ApiError`]); internal causes go
 //! to the log from the middleware here, never to the client.
 
+pub mod artifacts;
 pub mod error;
 pub mod path;
 
@@ -72,6 +73,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v2/", any(v2))
         .route("/v2/{*rest}", any(v2))
         .route("/auth/token", any(token_endpoint))
+        .route("/gantry/v1/tenants/{name}", get(tenant_status))
         .with_state(state)
         .layer(middleware::from_fn(log_and_stamp))
 }
@@ -83,6 +85,42 @@ async fn token_endpoint(State(state): State<AppState>, req: Request) -> Response
         None => ApiError::unsupported(
             StatusCode::NOT_FOUND,
             "this registry has no [auth]: there is no token endpoint",
+        )
+        .into_response(),
+    }
+}
+
+/// `GET /gantry/v1/tenants/{name}`: a tenant's policies (active and
+/// shadow digests, since when, decisions since then) and its last refused
+/// push, as JSON; for the tenant's admins and `admin_policy` identities.
+async fn tenant_status(
+    State(state): State<AppState>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(auth) = state.auth() else {
+        return ApiError::unsupported(StatusCode::NOT_FOUND, "this registry has no [auth] and no tenants")
+            .into_response();
+    };
+    let caller = match auth.authenticate(credentials(&headers)).await {
+        Ok((c, _)) => c,
+        Err(failure) => return challenge(&auth, &[], Challenge::Refused(&failure)).into_response(),
+    };
+    match auth.tenant_status(&caller, &name) {
+        Ok(Some(status)) => axum::Json(status).into_response(),
+        Ok(None) => ApiError::new(
+            StatusCode::NOT_FOUND,
+            ErrorCode::NameUnknown,
+            format!("no tenant `{name}`"),
+        )
+        .into_response(),
+        Err(crate::auth::TenantStatusRefused::Anonymous) => {
+            challenge(&auth, &[], Challenge::Login).into_response()
+        }
+        Err(crate::auth::TenantStatusRefused::Forbidden) => ApiError::new(
+            StatusCode::FORBIDDEN,
+            ErrorCode::Denied,
+            format!("only tenant `{name}`'s admins and registry admins may read its status"),
         )
         .into_response(),
     }

@@ -150,8 +150,7 @@ pub async fn token(auth: Arc<Auth>, req: Request) -> Response {
             }
         }
     }
-    let identity = caller.identity();
-    match auth.mint(identity, access, not_after) {
+    match auth.mint(&caller, access, not_after) {
         Ok((token, iat, exp)) => axum::Json(serde_json::json!({
             "token": token,
             "access_token": token,

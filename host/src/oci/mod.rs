@@ -10,11 +10,13 @@ mod action;
 mod digest;
 mod name;
 mod pattern;
+mod source;
 
 pub use action::{Action, ActionSet};
 pub use digest::{Algorithm, Digest, DigestError, Hasher};
 pub use name::{NameError, Reference, RepoName, Tag, UploadId};
 pub use pattern::{PatternError, RepoPattern};
+pub use source::{OciSource, OciSourceError};
 
 /// Media types Gantry knows by name.
 pub mod media {

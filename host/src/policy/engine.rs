@@ -198,6 +198,21 @@ impl PolicyEngine {
         settings: &serde_json::Value,
         limits: Limits,
     ) -> Result<LoadedPolicy, PolicyError> {
+        let bytes = source.bytes(owner).await?;
+        self.load_bytes(owner, source, bytes, settings, limits)
+            .await
+    }
+
+    /// [`PolicyEngine::load`] of module bytes the caller read (a policy
+    /// artifact's layer); `source` names them in logs and errors.
+    pub async fn load_bytes(
+        &self,
+        owner: &str,
+        source: &ModuleSource,
+        bytes: std::borrow::Cow<'static, [u8]>,
+        settings: &serde_json::Value,
+        limits: Limits,
+    ) -> Result<LoadedPolicy, PolicyError> {
         limits
             .validate()
             .map_err(|reason| PolicyError::ModuleRefused {
@@ -216,7 +231,6 @@ impl PolicyEngine {
             });
         }
         let started = Instant::now();
-        let bytes = source.bytes(owner).await?;
         let (module, digest, origin) = self.compile(owner, source, bytes).await?;
         let compile_time = started.elapsed();
         let report = LoadReport {

@@ -38,6 +38,8 @@
 mod bindings;
 mod engine;
 mod error;
+pub mod artifact;
+pub mod fixtures;
 mod limits;
 mod pool;
 mod sandbox;

@@ -51,6 +51,9 @@ pub enum ModuleSource {
     Builtin(BuiltinModule),
     /// A `.wasm` component on disk.
     Path(PathBuf),
+    /// The module layer of a policy artifact (`oci://REPO@DIGEST`), whose
+    /// bytes the caller read from storage and hands to the engine.
+    Artifact(String),
 }
 
 impl FromStr for ModuleSource {
@@ -84,6 +87,7 @@ impl fmt::Display for ModuleSource {
         match self {
             ModuleSource::Builtin(b) => write!(f, "builtin:{}", b.name()),
             ModuleSource::Path(p) => write!(f, "{}", p.display()),
+            ModuleSource::Artifact(name) => f.write_str(name),
         }
     }
 }
@@ -95,14 +99,19 @@ impl ModuleSource {
         &self,
         owner: &str,
     ) -> Result<std::borrow::Cow<'static, [u8]>, PolicyError> {
-        let path = match self {
-            ModuleSource::Builtin(b) => return Ok(std::borrow::Cow::Borrowed(b.wasm())),
-            ModuleSource::Path(p) => p,
-        };
         let read_error = |reason: String| PolicyError::ReadModule {
             owner: owner.to_owned(),
             module: self.to_string(),
             reason,
+        };
+        let path = match self {
+            ModuleSource::Builtin(b) => return Ok(std::borrow::Cow::Borrowed(b.wasm())),
+            ModuleSource::Path(p) => p,
+            ModuleSource::Artifact(_) => {
+                return Err(read_error(
+                    "an artifact's module is read from storage by its caller".into(),
+                ));
+            }
         };
         let meta = tokio::fs::metadata(path)
             .await

@@ -19,6 +19,7 @@
 
 mod body;
 mod conn;
+pub mod follow;
 
 use std::collections::BTreeMap;
 use std::path::Path;

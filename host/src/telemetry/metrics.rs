@@ -193,6 +193,8 @@ pub struct Metrics {
     pub policy_duration: Family<IssuerLabel, Histogram, fn() -> Histogram>,
     pub policy_pool_size: Family<IssuerLabel, Gauge>,
     pub policy_pool_waits: Family<IssuerLabel, Counter>,
+    pub shadow_disagreements: Family<IssuerLabel, Counter>,
+    pub shadow_dropped: Family<IssuerLabel, Counter>,
     pub issuer_last_refresh: Family<IssuerLabel, Gauge>,
     pub issuer_failures: Family<IssuerLabel, Gauge>,
     pub issuer_keys: Family<IssuerLabel, Gauge>,
@@ -223,6 +225,8 @@ impl Metrics {
             policy_duration: Family::new_with_constructor(latency_histogram),
             policy_pool_size: Family::default(),
             policy_pool_waits: Family::default(),
+            shadow_disagreements: Family::default(),
+            shadow_dropped: Family::default(),
             issuer_last_refresh: Family::default(),
             issuer_failures: Family::default(),
             issuer_keys: Family::default(),
@@ -304,6 +308,16 @@ impl Metrics {
             "gantry_policy_pool_waits",
             "Evaluations that waited for a free instance, by issuer",
             m.policy_pool_waits.clone(),
+        );
+        r.register(
+            "gantry_policy_shadow_disagreements",
+            "Tokens on which the issuer's shadow policy decided otherwise than its active one",
+            m.shadow_disagreements.clone(),
+        );
+        r.register(
+            "gantry_policy_shadow_dropped",
+            "Shadow evaluations dropped because too many were running, by issuer",
+            m.shadow_dropped.clone(),
         );
         r.register(
             "gantry_issuer_last_key_refresh_timestamp_seconds",
@@ -439,6 +453,24 @@ impl Metrics {
     }
 
     /// The handles of one issuer's policy, made when the policy loads.
+    /// One shadow disagreement of `issuer`.
+    pub fn shadow_disagreement(&self, issuer: &str) {
+        self.shadow_disagreements
+            .get_or_create(&IssuerLabel {
+                issuer: issuer.to_owned(),
+            })
+            .inc();
+    }
+
+    /// One shadow evaluation of `issuer` dropped under load.
+    pub fn shadow_dropped(&self, issuer: &str) {
+        self.shadow_dropped
+            .get_or_create(&IssuerLabel {
+                issuer: issuer.to_owned(),
+            })
+            .inc();
+    }
+
     pub fn policy(&'static self, issuer: &str) -> PolicyHandles {
         PolicyHandles {
             metrics: self,

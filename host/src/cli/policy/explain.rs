@@ -47,7 +47,7 @@ pub fn disagreement(
     }
     let show = |outcome: Result<&Decision, &str>| match outcome {
         Ok(Decision::Allow(identity)) => {
-            format!("allow as {}", super::fixtures::describe(identity))
+            format!("allow as {}", crate::policy::fixtures::describe(identity))
         }
         Ok(Decision::Deny(reason)) => format!("deny: {reason:?}"),
         Err(error) => format!("error: {error}"),

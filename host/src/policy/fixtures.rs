@@ -1,6 +1,7 @@
-//! Test cases for `gantry policy test`: a fixture file's cases, or the one
-//! case `--claims` and the expectation flags make, and checking a decision
-//! against a case's expectations.
+//! Claim fixtures: the cases of `gantry policy test --fixtures` and of a
+//! policy artifact's fixtures layer, and checking a decision against a
+//! case's expectations. Shared by the CLI and by the server, which runs an
+//! artifact's fixtures before the artifact becomes visible.
 //!
 //! A fixture file is TOML or JSON (by extension). TOML: a `[[case]]` array
 //! of tables. JSON: `{"case": [...]}` or a bare list. Each case:
@@ -14,8 +15,31 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::Expect;
-use crate::policy::{Decision, Identity};
+use super::{Decision, Identity};
+
+/// The decision a case (or `--expect`) asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Expect {
+    /// The policy allows.
+    Allow,
+    /// The policy denies.
+    Deny,
+}
+
+/// Why fixtures could not be read; the message names the file (or layer)
+/// and the case.
+#[derive(Debug, Clone, Default, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct FixtureError(pub String);
+
+impl std::ops::Deref for FixtureError {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
 
 /// One set of claims to evaluate and what should come of it.
 #[derive(Debug, Clone, PartialEq)]
@@ -149,25 +173,30 @@ struct RawCase {
 
 /// Reads every case of a fixture file. Errors name the file and, for a
 /// case, its number (from 1) and name.
-pub fn read(path: &Path) -> Result<Vec<Case>, String> {
-    let at = |problem: String| format!("fixture file {}: {problem}", path.display());
+pub fn read(path: &Path) -> Result<Vec<Case>, FixtureError> {
+    let at = |problem: String| FixtureError(format!("fixture file {}: {problem}", path.display()));
     let text = std::fs::read_to_string(path).map_err(|e| at(format!("cannot read: {e}")))?;
     let ext = path
         .extension()
         .and_then(|e| e.to_str())
         .map(str::to_ascii_lowercase);
-    let document = match ext.as_deref() {
-        Some("toml") => {
-            let table: toml::Table = toml::from_str(&text)
-                .map_err(|e| at(format!("invalid TOML: {}", e.to_string().trim_end())))?;
-            crate::config::toml_to_json(toml::Value::Table(table))
-        }
+    match ext.as_deref() {
+        Some("toml") => parse_toml(&text).map_err(at),
         Some("json") => {
-            serde_json::from_str(&text).map_err(|e| at(format!("invalid JSON: {e}")))?
+            let document =
+                serde_json::from_str(&text).map_err(|e| at(format!("invalid JSON: {e}")))?;
+            parse(document).map_err(at)
         }
-        _ => return Err(at("unknown format: name it .toml or .json".to_owned())),
-    };
-    parse(document).map_err(at)
+        _ => Err(at("unknown format: name it .toml or .json".to_owned())),
+    }
+}
+
+/// The cases of a TOML fixture document (a file, or an artifact's
+/// fixtures layer). Errors name the case.
+pub fn parse_toml(text: &str) -> Result<Vec<Case>, String> {
+    let table: toml::Table = toml::from_str(text)
+        .map_err(|e| format!("invalid TOML: {}", e.to_string().trim_end()))?;
+    parse(crate::config::toml_to_json(toml::Value::Table(table)))
 }
 
 /// The cases of a fixture document, already converted to JSON.
