@@ -12,162 +12,30 @@
 
 mod support;
 
-use std::fs;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use support::http;
+use support::provider::Provider;
+
+use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use support::{
-    Image, LIVENESS, Layout, Noise, OCI_MANIFEST, assert_same_blobs, raw_request, repo_root,
-    skopeo, skopeo_raw,
+    Image, LIVENESS, Layout, Noise, OCI_MANIFEST, assert_same_blobs, raw_request, skopeo,
+    skopeo_raw,
 };
 
 /// The resource indicator the provider puts in `aud`, and Gantry's audience.
-const AUDIENCE: &str = "https://gantry.example";
+const AUDIENCE: &str = support::provider::AUDIENCE;
 const PUSHER: &str = "system:serviceaccount:team-a:pusher";
 const READER: &str = "system:serviceaccount:team-a:reader";
 /// Authenticates at the provider; Gantry's claim policy refuses its namespace.
 const OUTSIDER: &str = "system:serviceaccount:team-b:builder";
 /// The provider's access-token lifetime; Gantry's own token TTL is longer,
 /// so the token endpoint must cut its tokens to the OIDC token's life.
-const PROVIDER_TTL: u64 = 900;
+const PROVIDER_TTL: u64 = support::provider::TTL;
 const GANTRY_TTL: u64 = 3600;
 
 const LAYER_SIZE: usize = 256 * 1024;
-
-fn secret_of(client: &str) -> String {
-    format!("secret-of-{}", client.rsplit(':').next().unwrap_or(client))
-}
-
-// ---------------------------------------------------------------- the provider
-
-/// `examples/e2e/provider/provider.mjs` under node; killed on drop.
-struct Provider {
-    child: Option<Child>,
-    issuer: String,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Provider {
-    fn start(clients: &[&str]) -> Provider {
-        let dir = repo_root().join("examples/e2e/provider");
-        let script = dir.join("provider.mjs");
-        assert!(script.is_file(), "{} is missing", script.display());
-        assert!(
-            dir.join("node_modules/oidc-provider/package.json")
-                .is_file(),
-            "the e2e OpenID provider's npm packages are not installed: run \
-             `npm ci --prefix examples/e2e/provider` (.ci/run does this)"
-        );
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let list: Vec<serde_json::Value> = clients
-            .iter()
-            .map(|c| serde_json::json!({"client_id": c, "client_secret": secret_of(c)}))
-            .collect();
-        let clients_file = tmp.path().join("clients.json");
-        fs::write(&clients_file, serde_json::to_vec(&list).expect("json")).expect("clients file");
-        let log = tmp.path().join("provider.log");
-        let mut child = match Command::new("node")
-            .arg(&script)
-            .args([
-                "--port",
-                "0",
-                "--ttl",
-                &PROVIDER_TTL.to_string(),
-                "--clients",
-            ])
-            .arg(&clients_file)
-            .current_dir(&dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(fs::File::create(&log).expect("provider log"))
-            .spawn()
-        {
-            Ok(c) => c,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
-                "node is not installed; the e2e test runs the OpenID provider with it \
-                 (Node 20+, then `npm ci --prefix examples/e2e/provider`)"
-            ),
-            Err(e) => panic!("cannot run node: {e}"),
-        };
-        // Its first stdout line is `ready <issuer>`; read it off-thread so a
-        // hung provider fails the test instead of blocking it.
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            let _ = tx.send(lines.next().and_then(Result::ok));
-            for _ in lines {} // keep draining
-        });
-        let first = rx.recv_timeout(LIVENESS);
-        let mut p = Provider {
-            child: Some(child),
-            issuer: String::new(),
-            log,
-            _dir: tmp,
-        };
-        match first {
-            Ok(Some(line)) if line.starts_with("ready http://") => {
-                p.issuer = line["ready ".len()..].trim().to_string();
-                p
-            }
-            other => panic!(
-                "the OpenID provider did not start ({other:?}); did `npm ci --prefix \
-                 examples/e2e/provider` run?\n{}",
-                p.log()
-            ),
-        }
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// A client_credentials access token for `client`, for `resource`.
-    fn token_for(&self, client: &str, resource: &str) -> String {
-        let r = http()
-            .post(format!("{}/token", self.issuer))
-            .form(&[
-                ("grant_type", "client_credentials"),
-                ("client_id", client),
-                ("client_secret", &secret_of(client)),
-                ("resource", resource),
-            ])
-            .send()
-            .expect("token request");
-        let status = r.status();
-        let body: serde_json::Value = r.json().expect("token response JSON");
-        assert_eq!(status, 200, "token for {client}: {body}\n{}", self.log());
-        assert_eq!(body["token_type"], "Bearer");
-        body["access_token"]
-            .as_str()
-            .expect("access_token")
-            .to_string()
-    }
-
-    fn token(&self, client: &str) -> String {
-        self.token_for(client, AUDIENCE)
-    }
-}
-
-impl Drop for Provider {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!(
-                "---- provider log ----\n{}\n---- end of provider log ----",
-                self.log()
-            );
-        }
-    }
-}
 
 // ---------------------------------------------------------------- gantry with auth
 
@@ -280,14 +148,6 @@ impl Registry {
             .map(str::to_string)
             .collect()
     }
-}
-
-fn http() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder()
-        .no_proxy()
-        .timeout(LIVENESS)
-        .build()
-        .expect("client")
 }
 
 /// Both processes, the provider's clients and a registry trusting it.

@@ -1,13 +1,13 @@
 //! Shared support for Gantry's policy tests: the repository's paths, TOML
 //! files as JSON, and the shared claim-fixture format of `examples/policies/`
 //! (read by `gantry policy test --fixtures` too; this reads it through the
-//! same parser, `gantry::cli::policy::fixtures`, so the two cannot drift).
+//! same parser, `gantry::policy::fixtures`, so the two cannot drift).
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use gantry::cli::policy::Expect;
+use gantry::policy::fixtures::Expect;
 use gantry::policy::{Decision, EngineOptions, Limits, PolicyEngine};
 use serde_json::Value;
 
@@ -63,8 +63,8 @@ pub struct Case {
 
 /// Every case of a fixture file; panics naming the file and the problem.
 pub fn fixtures(path: &Path) -> Vec<Case> {
-    let cases = gantry::cli::policy::fixtures::read(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let cases =
+        gantry::policy::fixtures::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     cases
         .into_iter()
         .map(|c| Case {

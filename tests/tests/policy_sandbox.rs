@@ -256,6 +256,21 @@ async fn bad_settings_fail_the_load_with_the_module_message() {
 }
 
 #[tokio::test]
+async fn a_trap_in_init_fails_the_load_in_the_init_phase() {
+    let owner = "https://init-trap.example";
+    match load_err(owner, &guest!("INIT_TRAP"), json!({})).await {
+        e @ PolicyError::Trap {
+            phase: Phase::Init, ..
+        } => {
+            let text = e.to_string();
+            println!("{text}");
+            assert!(text.contains(owner) && text.contains("init"), "{text}");
+        }
+        other => panic!("expected a trap in init, got {other:?}"),
+    }
+}
+
+#[tokio::test]
 async fn wrong_world_is_refused_naming_the_missing_export() {
     let owner = "https://wrong-world.example";
     match load_err(owner, &guest!("WRONG_WORLD"), json!({})).await {

@@ -66,7 +66,9 @@ impl AccessControl {
             .find(|r| r.pattern.is_match(repo))
             .is_some_and(|r| {
                 let p = r.pattern.as_str();
-                p == prefix || p.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('/'))
+                p == prefix
+                    || p.strip_prefix(prefix)
+                        .is_some_and(|rest| rest.starts_with('/'))
             })
     }
 

@@ -346,8 +346,9 @@ impl Auth {
             let mut ceilings = entry.policy.limits.clone();
             if let Some(t) = &tenant {
                 ceilings.timeout = ceilings.timeout.min(t.ceilings.timeout);
-                ceilings.memory_limit_bytes =
-                    ceilings.memory_limit_bytes.min(t.ceilings.memory_limit_bytes);
+                ceilings.memory_limit_bytes = ceilings
+                    .memory_limit_bytes
+                    .min(t.ceilings.memory_limit_bytes);
             }
             // An artifact is looked up by the follower before the first
             // request (and whenever its tag moves); a module loads now.
@@ -682,7 +683,14 @@ impl Auth {
             Err(_) => &state.counts.failures,
         });
         if let Some(shadow) = &rt.shadow {
-            self.shadow_evaluate(rt, shadow, &state, &verified.claims_json, &decision, fingerprint);
+            self.shadow_evaluate(
+                rt,
+                shadow,
+                &state,
+                &verified.claims_json,
+                &decision,
+                fingerprint,
+            );
         }
         match decision {
             Ok(Decision::Allow(id)) => {
@@ -773,7 +781,10 @@ impl Auth {
     pub fn followed(&self) -> Vec<Followed> {
         let mut out = Vec::new();
         for (issuer, rt) in self.oidc.attachments() {
-            let slots = [(SlotKind::Active, Some(&rt.active)), (SlotKind::Shadow, rt.shadow.as_ref())];
+            let slots = [
+                (SlotKind::Active, Some(&rt.active)),
+                (SlotKind::Shadow, rt.shadow.as_ref()),
+            ];
             for (kind, slot) in slots {
                 if let Some(slot) = slot
                     && let Some(source) = &slot.source
@@ -822,7 +833,11 @@ impl Auth {
         let Some(slot) = Self::slot(rt, kind) else {
             return Ok(());
         };
-        let source = slot.source.as_ref().map(ToString::to_string).unwrap_or_default();
+        let source = slot
+            .source
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default();
         let name = format!(
             "oci://{}@{}",
             slot.source
@@ -867,12 +882,18 @@ impl Auth {
         let Some(slot) = self.runtime(issuer).and_then(|rt| Self::slot(rt, kind)) else {
             return;
         };
-        let source = slot.source.as_ref().map(ToString::to_string).unwrap_or_default();
+        let source = slot
+            .source
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default();
         tracing::warn!(issuer, slot = ?kind, %source, %digest, %error, "policy artifact refused");
         slot.set(
             None,
             Some(digest.clone()),
-            Some(format!("the policy at {source} ({digest}) is not valid: {error}")),
+            Some(format!(
+                "the policy at {source} ({digest}) is not valid: {error}"
+            )),
         );
         if kind == SlotKind::Active {
             self.cache.drop_issuer(issuer);
@@ -892,7 +913,11 @@ impl Auth {
         if state.policy.is_none() && state.digest.is_none() {
             return;
         }
-        let source = slot.source.as_ref().map(ToString::to_string).unwrap_or_default();
+        let source = slot
+            .source
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default();
         tracing::warn!(issuer, slot = ?kind, %source, "followed policy tag is gone");
         slot.set(None, None, Some(format!("no policy published at {source}")));
         if kind == SlotKind::Active {
@@ -978,7 +1003,10 @@ impl Auth {
         let Some(id) = caller.identity() else {
             return Err(TenantStatusRefused::Anonymous);
         };
-        let own = caller.tenant.as_ref().is_none_or(|c| Arc::ptr_eq(c, tenant));
+        let own = caller
+            .tenant
+            .as_ref()
+            .is_none_or(|c| Arc::ptr_eq(c, tenant));
         if !(own && tenant.is_admin(id)) && !self.access.is_admin(id) {
             return Err(TenantStatusRefused::Forbidden);
         }

@@ -259,7 +259,8 @@ fn test(args: &TestArgs) -> Result<TestReport, String> {
         (None, None) if !target.fixtures.is_empty() => target.fixtures.clone(),
         (None, None) if args.artifact.is_some() => {
             return Err(
-                "the artifact bundles no fixtures: give --claims FILE or --fixtures FILE".to_owned(),
+                "the artifact bundles no fixtures: give --claims FILE or --fixtures FILE"
+                    .to_owned(),
             );
         }
         (None, None) => return Err("give --claims FILE or --fixtures FILE".to_owned()),
@@ -394,7 +395,9 @@ fn target(args: &TestArgs) -> Result<Target, String> {
 /// server loads it, under the default ceilings.
 fn artifact_target(dir: &Path) -> Result<Target, String> {
     use crate::policy::artifact::{self, PolicyArtifact};
-    let at = |what: &str, e: &dyn std::fmt::Display| format!("--artifact {}: {what}: {e}", dir.display());
+    let at = |what: &str, e: &dyn std::fmt::Display| {
+        format!("--artifact {}: {what}: {e}", dir.display())
+    };
     let optional = |name: &str| -> Result<Option<Vec<u8>>, String> {
         let p = dir.join(name);
         match std::fs::read(&p) {

@@ -41,15 +41,19 @@ pub fn table(status: &serde_json::Value) -> String {
         "{:<34} {:<7} {:<20} {:<12} {:>7} {:>7} {:>8} {:>9}  source / problem",
         "issuer", "slot", "digest", "since", "allows", "denies", "failures", "disagree"
     );
-    for issuer in status["issuers"].as_array().map(Vec::as_slice).unwrap_or_default() {
+    for issuer in status["issuers"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+    {
         for slot in ["active", "shadow"] {
             let s = &issuer[slot];
             if s.is_null() {
                 continue;
             }
-            let digest = s["digest"].as_str().map_or("-".to_owned(), |d| {
-                d.chars().take(19).collect::<String>()
-            });
+            let digest = s["digest"]
+                .as_str()
+                .map_or("-".to_owned(), |d| d.chars().take(19).collect::<String>());
             let detail = match s["problem"].as_str() {
                 Some(p) => p.to_owned(),
                 None => text(&s["source"]),

@@ -85,9 +85,8 @@ pub async fn read(
     let Some(stored) = stored else {
         return Ok(None);
     };
-    let json: serde_json::Value = serde_json::from_slice(&stored.bytes).map_err(|e| {
-        ArtifactError::new(ArtifactPhase::Manifest, format!("not JSON: {e}"))
-    })?;
+    let json: serde_json::Value = serde_json::from_slice(&stored.bytes)
+        .map_err(|e| ArtifactError::new(ArtifactPhase::Manifest, format!("not JSON: {e}")))?;
     if !artifact::is_policy(&json) {
         return Err(ArtifactError::new(
             ArtifactPhase::Manifest,

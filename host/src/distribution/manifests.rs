@@ -266,8 +266,9 @@ async fn validate_policy(
         return Ok(());
     }
     let refused = |e: crate::policy::artifact::ArtifactError| {
-        ApiError::manifest_invalid(e.to_string())
-            .with_detail(serde_json::json!({ "phase": e.phase.to_string(), "digest": digest.to_string() }))
+        ApiError::manifest_invalid(e.to_string()).with_detail(
+            serde_json::json!({ "phase": e.phase.to_string(), "digest": digest.to_string() }),
+        )
     };
     let artifact = match super::artifacts::assemble(s, repo, digest.clone(), &json).await {
         Ok(a) => a,
@@ -276,7 +277,9 @@ async fn validate_policy(
             return Err(refused(e));
         }
     };
-    auth.validate_artifact(repo, &artifact).await.map_err(refused)?;
+    auth.validate_artifact(repo, &artifact)
+        .await
+        .map_err(refused)?;
     tracing::info!(repository = %repo, %digest, "policy artifact validated");
     Ok(())
 }

@@ -99,8 +99,11 @@ async fn tenant_status(
     headers: HeaderMap,
 ) -> Response {
     let Some(auth) = state.auth() else {
-        return ApiError::unsupported(StatusCode::NOT_FOUND, "this registry has no [auth] and no tenants")
-            .into_response();
+        return ApiError::unsupported(
+            StatusCode::NOT_FOUND,
+            "this registry has no [auth] and no tenants",
+        )
+        .into_response();
     };
     let caller = match auth.authenticate(credentials(&headers)).await {
         Ok((c, _)) => c,

@@ -19,7 +19,9 @@ pub struct OciSource {
 pub enum OciSourceError {
     #[error("`{0}` does not start with oci://")]
     Scheme(String),
-    #[error("`{0}` names no tag or digest: write oci://REPOSITORY:TAG or oci://REPOSITORY@sha256:HEX")]
+    #[error(
+        "`{0}` names no tag or digest: write oci://REPOSITORY:TAG or oci://REPOSITORY@sha256:HEX"
+    )]
     NoReference(String),
     #[error("`{0}`: {1}")]
     Invalid(String, String),
@@ -42,9 +44,13 @@ impl FromStr for OciSource {
         let rest = text
             .strip_prefix("oci://")
             .ok_or_else(|| OciSourceError::Scheme(text.to_owned()))?;
-        let invalid = |e: &dyn fmt::Display| OciSourceError::Invalid(text.to_owned(), e.to_string());
+        let invalid =
+            |e: &dyn fmt::Display| OciSourceError::Invalid(text.to_owned(), e.to_string());
         let (repo, reference) = if let Some((repo, digest)) = rest.split_once('@') {
-            (repo, Reference::Digest(digest.parse().map_err(|e| invalid(&e))?))
+            (
+                repo,
+                Reference::Digest(digest.parse().map_err(|e| invalid(&e))?),
+            )
         } else {
             // A tag follows the last `:` that comes after the last `/`.
             let slash = rest.rfind('/').map_or(0, |i| i + 1);

@@ -161,7 +161,10 @@ pub fn parse_manifest(manifest: &serde_json::Value) -> Result<ArtifactManifest, 
         .map(Vec::as_slice)
         .unwrap_or_default();
     for (i, layer) in layers.iter().enumerate() {
-        let media_type = layer.get("mediaType").and_then(|t| t.as_str()).unwrap_or("");
+        let media_type = layer
+            .get("mediaType")
+            .and_then(|t| t.as_str())
+            .unwrap_or("");
         let what = format!("layer {i} ({media_type})");
         let (slot, cap) = match media_type {
             // The placeholder of a manifest without layers: nothing to load.
@@ -176,7 +179,9 @@ pub fn parse_manifest(manifest: &serde_json::Value) -> Result<ArtifactManifest, 
             }
         };
         if slot.is_some() {
-            return Err(bad(format!("{what}: more than one layer of this media type")));
+            return Err(bad(format!(
+                "{what}: more than one layer of this media type"
+            )));
         }
         let blob = blob_ref(layer, &what)?;
         if blob.size > cap {
@@ -559,8 +564,10 @@ mod tests {
 
     #[test]
     fn config_rules() {
-        let c = parse_config(br#"{"module":"builtin:cel","settings":{"a":1},"limits":{"timeout_ms":20}}"#)
-            .expect("parses");
+        let c = parse_config(
+            br#"{"module":"builtin:cel","settings":{"a":1},"limits":{"timeout_ms":20}}"#,
+        )
+        .expect("parses");
         assert_eq!(c.builtin, Some(BuiltinModule::Cel));
         assert_eq!(c.timeout_ms, Some(20));
         for (bad, needle) in [
@@ -603,8 +610,13 @@ mod tests {
         )
         .expect_err("both");
         assert!(e.message.contains("keep one"), "{e}");
-        let e = PolicyArtifact::assemble(d, br#"{"module":"builtin:cel"}"#, None, Some(b"[[case]]\nname=1"))
-            .expect_err("bad fixtures");
+        let e = PolicyArtifact::assemble(
+            d,
+            br#"{"module":"builtin:cel"}"#,
+            None,
+            Some(b"[[case]]\nname=1"),
+        )
+        .expect_err("bad fixtures");
         assert_eq!(e.phase, ArtifactPhase::Fixtures);
     }
 }

@@ -194,8 +194,8 @@ pub fn read(path: &Path) -> Result<Vec<Case>, FixtureError> {
 /// The cases of a TOML fixture document (a file, or an artifact's
 /// fixtures layer). Errors name the case.
 pub fn parse_toml(text: &str) -> Result<Vec<Case>, String> {
-    let table: toml::Table = toml::from_str(text)
-        .map_err(|e| format!("invalid TOML: {}", e.to_string().trim_end()))?;
+    let table: toml::Table =
+        toml::from_str(text).map_err(|e| format!("invalid TOML: {}", e.to_string().trim_end()))?;
     parse(crate::config::toml_to_json(toml::Value::Table(table)))
 }
 

@@ -35,10 +35,10 @@
 //! Compilation, which takes ~0.5 s for the CEL component, runs in
 //! `spawn_blocking`.
 
+pub mod artifact;
 mod bindings;
 mod engine;
 mod error;
-pub mod artifact;
 pub mod fixtures;
 mod limits;
 mod pool;

@@ -16,6 +16,33 @@ use std::time::{Duration, Instant, SystemTime};
 
 use sha2::Digest as _;
 
+pub mod provider;
+
+/// A blocking HTTP client for tests: no proxy, liveness-bounded.
+pub fn http() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .no_proxy()
+        .timeout(LIVENESS)
+        .build()
+        .expect("client")
+}
+
+/// A test-only policy guest of `plugins/testing/NAME`, as the
+/// `gantry-tests` crate's build script builds it (`cargo test --workspace`
+/// builds that crate before any test runs).
+pub fn test_guest(name: &str) -> PathBuf {
+    let path = repo_root()
+        .join("target/plugins/wasm32-wasip2/release")
+        .join(format!("test_{}.wasm", name.replace('-', "_")));
+    assert!(
+        path.is_file(),
+        "{} is missing: the gantry-tests crate's build script builds the test guests \
+         (run `cargo test --workspace`, or `cargo build -p gantry-tests --tests`)",
+        path.display()
+    );
+    path
+}
+
 /// Whether this test binary runs its servers on the s3 backend: a test file
 /// named `*_s3.rs` includes a suite written for the filesystem (`#[path]`)
 /// and runs every one of its tests again against a real S3 API (moto,

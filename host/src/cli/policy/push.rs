@@ -22,7 +22,12 @@ pub struct PushArgs {
     #[arg(long)]
     pub tag: String,
     /// The policy component (.wasm).
-    #[arg(long, value_name = "P.wasm", required_unless_present = "cel", conflicts_with = "cel")]
+    #[arg(
+        long,
+        value_name = "P.wasm",
+        required_unless_present = "cel",
+        conflicts_with = "cel"
+    )]
     pub module: Option<PathBuf>,
     /// The built-in CEL policy (`"module": "builtin:cel"`, no module layer).
     #[arg(long)]
