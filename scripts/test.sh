@@ -20,6 +20,10 @@ npm ci --prefix examples/policies/kubernetes-js --no-audit --no-fund
 # The S3 API the s3-backend tests run against (moto_server).
 python3 -m pip install --quiet --root-user-action=ignore -r tests/s3/requirements.txt
 
+# The PyPI oras client (oras-py), with which the tenant tests push policy
+# artifacts as a tenant admin would.
+python3 -m pip install --quiet --root-user-action=ignore -r tests/tenants/requirements.txt
+
 # The end-to-end tests' real OpenID provider (npm oidc-provider).
 npm ci --prefix examples/e2e/provider --no-audit --no-fund
 

@@ -28,7 +28,8 @@ def main() -> int:
     p.add_argument("--file", action="append", default=[])
     a = p.parse_args()
 
-    client = oras.client.OrasClient(hostname=a.registry, insecure=True)
+    # Basic credentials on every request, which Gantry accepts like a token.
+    client = oras.client.OrasClient(hostname=a.registry, insecure=True, auth_backend="basic")
     client.login(hostname=a.registry, username=a.username, password=a.password)
     # oras-py resolves files against the working directory.
     os.chdir(os.path.dirname(os.path.abspath(a.config)))

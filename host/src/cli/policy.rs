@@ -752,7 +752,7 @@ fn read_settings(path: &Path) -> Result<serde_json::Value, String> {
         Some("toml") => {
             let value: toml::Value = toml::from_str(&text)
                 .map_err(|e| format!("settings file {}: invalid TOML: {e}", path.display()))?;
-            Ok(crate::config::toml_to_json(value))
+            Ok(crate::policy::toml_to_json(value))
         }
         Some("json") => serde_json::from_str(&text)
             .map_err(|e| format!("settings file {}: invalid JSON: {e}", path.display())),

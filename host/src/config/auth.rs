@@ -150,7 +150,7 @@ fn read_policy(mut s: Section<'_>, base: &Path) -> PolicyEntry {
             );
             serde_json::Value::Null
         }
-        Some(v @ toml::Value::Table(_)) => super::toml_to_json(v),
+        Some(v @ toml::Value::Table(_)) => crate::policy::toml_to_json(v),
         Some(other) => {
             s.problem(
                 "settings",

@@ -604,23 +604,6 @@ pub fn known_keys() -> Vec<String> {
     keys
 }
 
-/// TOML to JSON (policy settings and claim fixtures are handed on as JSON);
-/// a datetime becomes its RFC 3339 text.
-pub fn toml_to_json(value: toml::Value) -> serde_json::Value {
-    use serde_json::Value as J;
-    match value {
-        toml::Value::String(s) => J::String(s),
-        toml::Value::Integer(i) => J::from(i),
-        toml::Value::Float(f) => serde_json::Number::from_f64(f).map_or(J::Null, J::Number),
-        toml::Value::Boolean(b) => J::Bool(b),
-        toml::Value::Datetime(d) => J::String(d.to_string()),
-        toml::Value::Array(a) => J::Array(a.into_iter().map(toml_to_json).collect()),
-        toml::Value::Table(t) => {
-            J::Object(t.into_iter().map(|(k, v)| (k, toml_to_json(v))).collect())
-        }
-    }
-}
-
 /// A TOML table being read: each `get` removes its key, `finish` reports
 /// whatever is left as unknown. Problems accumulate in the shared list.
 pub struct Section<'p> {

@@ -196,7 +196,7 @@ pub fn read(path: &Path) -> Result<Vec<Case>, FixtureError> {
 pub fn parse_toml(text: &str) -> Result<Vec<Case>, String> {
     let table: toml::Table =
         toml::from_str(text).map_err(|e| format!("invalid TOML: {}", e.to_string().trim_end()))?;
-    parse(crate::config::toml_to_json(toml::Value::Table(table)))
+    parse(super::toml_to_json(toml::Value::Table(table)))
 }
 
 /// The cases of a fixture document, already converted to JSON.
