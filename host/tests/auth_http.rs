@@ -105,6 +105,9 @@ issuer = "{iss}"
 audiences = ["{AUD}"]
 [auth.oidc.policy]
 module = "builtin:cel"
+# A debug build on two cores shared by parallel tests: no evaluation here
+# is about the time budget, so give it room beyond the 100 ms default.
+timeout_ms = 5000
 [auth.oidc.policy.settings]
 validations = [{{ expression = "claims['kubernetes.io'].namespace == 'team-a'", message = "only team-a" }}]
 username = "claims.sub"
@@ -705,6 +708,24 @@ async fn token_endpoint_mints_narrowed_short_lived_tokens() {
         json!([{"type": "repository", "name": "public/tool", "actions": ["pull"]}])
     );
 
+    // An identity token (`oras login --identity-token`): the form's
+    // refresh_token, taken as a Bearer would be.
+    let form = |body: String| {
+        Request::post("/auth/token")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from(body))
+            .expect("req")
+    };
+    let r = send(
+        &reg.app,
+        form(format!(
+            "grant_type=refresh_token&refresh_token={oidc}&service=gantry&scope=repository%3Ateam-a%2Fapp%3Apull"
+        )),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert!(r.body["access_token"].is_string());
+
     // Bad credentials: 401; a bad grant type: 400.
     let r = send(
         &reg.app,
@@ -712,10 +733,10 @@ async fn token_endpoint_mints_narrowed_short_lived_tokens() {
     )
     .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
-    let req = Request::post("/auth/token")
-        .body(Body::from("grant_type=refresh_token&refresh_token=x"))
-        .expect("req");
-    assert_eq!(send(&reg.app, req).await.status, StatusCode::BAD_REQUEST);
+    let r = send(&reg.app, form("grant_type=refresh_token&refresh_token=x".into())).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let r = send(&reg.app, form("grant_type=client_credentials".into())).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

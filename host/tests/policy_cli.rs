@@ -682,3 +682,44 @@ groups_prefix = "k8s:"
         "{stderr}"
     );
 }
+
+/// An artifact directory as `oras pull` leaves it (`config.json`, the
+/// config blob; `fixtures.toml`, the bundled cases) for `builtin:cel` with
+/// the golden settings, bundling `cases`.
+fn artifact_dir(cases: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let settings: toml::Table = std::fs::read_to_string(golden_dir().join("settings.toml"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .parse()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let config = serde_json::json!({ "module": "builtin:cel", "settings": settings });
+    std::fs::write(dir.path().join("config.json"), config.to_string())
+        .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(dir.path().join("fixtures.toml"), cases).unwrap_or_else(|e| panic!("{e}"));
+    dir
+}
+
+#[test]
+fn an_artifact_runs_every_bundled_case() {
+    // Regression: only the first bundled case used to be checked, so an
+    // artifact whose later cases fail passed.
+    let cases = std::fs::read_to_string(golden_dir().join("cases.toml"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let dir = artifact_dir(&cases);
+    let out = policy_test(&["--artifact", dir.path().to_str().expect("utf-8")]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(stdout.ends_with("5 passed, 0 failed\n"), "{stdout}");
+
+    // The last case now expects a reason it cannot get: it alone fails.
+    let flipped = cases.replace(
+        "reason_contains = \"variables[0].expression\"",
+        "reason_contains = \"no such reason\"",
+    );
+    assert_ne!(flipped, cases);
+    let dir = artifact_dir(&flipped);
+    let out = policy_test(&["--artifact", dir.path().to_str().expect("utf-8")]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stdout.ends_with("4 passed, 1 failed\n"), "{stdout}");
+}

@@ -428,6 +428,20 @@ fn tenants_ship_validate_swap_shadow_and_stay_confined() {
         "confined like its identity"
     );
 
+    // A followed tag holds policies only: an image there would leave the
+    // issuer without one. Elsewhere in the repository it is just an image.
+    let t: serde_json::Value = http()
+        .get(g.url(
+            "/auth/token?service=gantry&scope=repository:team-a/policies/k8s:pull,push",
+        ))
+        .basic_auth(A_ADMIN, Some(PASSWORD))
+        .send()
+        .expect("token")
+        .json()
+        .expect("json");
+    let admin = t["token"].as_str().expect("token");
+    assert_eq!(push_image(g, admin, "team-a/policies/k8s", "live"), 400);
+    assert_eq!(push_image(g, admin, "team-a/policies/k8s", "notes"), 201);
     // Broken pushes are refused with their reason and change nothing.
     let bad_cel = w
         .oras_push(LIVE_A, team_a_settings("claims.sub +"), None)

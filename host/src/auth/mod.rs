@@ -38,7 +38,7 @@ use self::token::{GantryToken, TokenService};
 use crate::config::access::AccessControlConfig;
 use crate::config::auth::{AuthConfig, PolicySource};
 use crate::config::tenant::TenantConfig;
-use crate::oci::{Digest, OciSource, RepoName};
+use crate::oci::{Digest, OciSource, Reference, RepoName, Tag};
 use crate::policy::artifact::{ArtifactError, PolicyArtifact};
 use crate::policy::{Decision, Identity, Limits, PolicyEngine};
 
@@ -189,8 +189,6 @@ pub struct Followed {
     pub issuer: String,
     pub kind: SlotKind,
     pub source: OciSource,
-    /// The digest loaded (or refused) last; `None` before the first look.
-    pub current: Option<Digest>,
 }
 
 /// Why a tenant's status is not shown.
@@ -343,12 +341,19 @@ impl Auth {
                 .as_ref()
                 .and_then(|name| tenants.iter().find(|t| &t.name == name))
                 .cloned();
+            // A tenant's ceilings bound its issuers; where the issuer sets
+            // no limit of its own, the tenant's ceiling is the limit.
             let mut ceilings = entry.policy.limits.clone();
             if let Some(t) = &tenant {
-                ceilings.timeout = ceilings.timeout.min(t.ceilings.timeout);
-                ceilings.memory_limit_bytes = ceilings
-                    .memory_limit_bytes
-                    .min(t.ceilings.memory_limit_bytes);
+                let p = &entry.policy;
+                ceilings.timeout = match p.timeout_given {
+                    true => ceilings.timeout.min(t.ceilings.timeout),
+                    false => t.ceilings.timeout,
+                };
+                ceilings.memory_limit_bytes = match p.memory_given {
+                    true => ceilings.memory_limit_bytes.min(t.ceilings.memory_limit_bytes),
+                    false => t.ceilings.memory_limit_bytes,
+                };
             }
             // An artifact is looked up by the follower before the first
             // request (and whenever its tag moves); a module loads now.
@@ -677,11 +682,7 @@ impl Auth {
             ));
         };
         let decision = policy.evaluate_json(&verified.claims_json).await;
-        Counts::add(match &decision {
-            Ok(Decision::Allow(_)) => &state.counts.allows,
-            Ok(Decision::Deny(_)) => &state.counts.denies,
-            Err(_) => &state.counts.failures,
-        });
+        state.counts.record(&decision);
         if let Some(shadow) = &rt.shadow {
             self.shadow_evaluate(
                 rt,
@@ -756,6 +757,7 @@ impl Auth {
         tokio::spawn(async move {
             let _permit = permit;
             let theirs = policy.evaluate_json(&claims).await;
+            candidate.counts.record(&theirs);
             let candidate_text = describe_decision(&theirs);
             if candidate_text == active_text {
                 return;
@@ -793,7 +795,6 @@ impl Auth {
                         issuer: issuer.to_owned(),
                         kind,
                         source: source.clone(),
-                        current: slot.load().digest.clone(),
                     });
                 }
             }
@@ -815,12 +816,23 @@ impl Auth {
         }
     }
 
+    /// Whether the follower should load `digest` into `issuer`'s slot now
+    /// (see [`Slot::should_load`]).
+    pub fn wants(&self, issuer: &str, kind: SlotKind, digest: &Digest) -> bool {
+        self.runtime(issuer)
+            .and_then(|rt| Self::slot(rt, kind))
+            .is_some_and(|slot| slot.should_load(digest))
+    }
+
     /// Puts `artifact` in force as `issuer`'s active or shadow policy:
     /// loaded for this issuer alone under its ceilings, fixtures checked.
     /// Requests in flight finish on the old policy; the issuer's cached
-    /// decisions are dropped. On failure the issuer refuses its tokens with
-    /// the reason (an artifact that is stored but not valid: pushed before
-    /// this configuration followed it, or pinned).
+    /// decisions are dropped. On failure a policy in force stays in force
+    /// (the artifact validated when it was pushed, so this is a load that
+    /// failed now, such as an `init` out of time on a busy machine); with
+    /// none in force the issuer refuses its tokens with the reason (an
+    /// artifact stored before this configuration followed it, or pinned).
+    /// Either way the follower tries again after [`slot::RETRY_AFTER`].
     pub async fn activate(
         &self,
         issuer: &str,
@@ -870,8 +882,10 @@ impl Auth {
         }
     }
 
-    /// Puts "not valid" in force for `issuer`'s slot: the artifact at
-    /// `digest` cannot run, and the issuer refuses its tokens saying why.
+    /// The artifact at `digest` cannot be put in force in `issuer`'s slot
+    /// (it failed to load, or could not be read). A policy in force stays
+    /// in force; with none, the issuer refuses its tokens saying why.
+    /// Either way the follower tries it again after [`slot::RETRY_AFTER`].
     pub fn refuse_artifact(
         &self,
         issuer: &str,
@@ -887,6 +901,12 @@ impl Auth {
             .as_ref()
             .map(ToString::to_string)
             .unwrap_or_default();
+        slot.failed(digest, error.to_string());
+        if slot.load().policy.is_some() {
+            tracing::warn!(issuer, slot = ?kind, %source, %digest, %error,
+                "policy artifact could not be put in force: the policy in force stays");
+            return;
+        }
         tracing::warn!(issuer, slot = ?kind, %source, %digest, %error, "policy artifact refused");
         slot.set(
             None,
@@ -925,15 +945,37 @@ impl Auth {
         }
     }
 
+    /// The issuers with a configured `oci://` source in `repo`, each with
+    /// its runtime and the sources (active, shadow) that lie there.
+    fn followers<'a>(
+        &'a self,
+        repo: &'a RepoName,
+    ) -> impl Iterator<Item = (&'a str, &'a IssuerRuntime, Vec<&'a OciSource>)> + 'a {
+        self.oidc.attachments().filter_map(move |(issuer, rt)| {
+            let sources: Vec<&OciSource> = [Some(&rt.active), rt.shadow.as_ref()]
+                .into_iter()
+                .flatten()
+                .filter_map(|slot| slot.source.as_ref())
+                .filter(|s| &s.repository == repo)
+                .collect();
+            (!sources.is_empty()).then_some((issuer, rt, sources))
+        })
+    }
+
     /// Whether a configured `oci://` source names `repo`: a policy artifact
     /// pushed there is validated before it is stored.
     pub fn follows_repository(&self, repo: &RepoName) -> bool {
-        self.oidc.attachments().any(|(_, rt)| {
-            [Some(&rt.active), rt.shadow.as_ref()]
-                .into_iter()
-                .flatten()
-                .any(|slot| slot.source.as_ref().is_some_and(|s| &s.repository == repo))
-        })
+        self.followers(repo).next().is_some()
+    }
+
+    /// The source that follows tag `tag` of `repo`, if one does: only a
+    /// policy artifact may be tagged there (anything else would leave its
+    /// issuer without a policy).
+    pub fn following_tag(&self, repo: &RepoName, tag: &Tag) -> Option<OciSource> {
+        self.followers(repo)
+            .flat_map(|(_, _, sources)| sources)
+            .find(|s| matches!(&s.reference, Reference::Tag(t) if t == tag))
+            .cloned()
     }
 
     /// Validates an artifact pushed into `repo` as every issuer that
@@ -958,17 +1000,11 @@ impl Auth {
         artifact: &PolicyArtifact,
     ) -> Result<(), ArtifactError> {
         let name = format!("oci://{repo}@{}", artifact.digest);
-        for (issuer, rt) in self.oidc.attachments() {
-            let follows = [Some(&rt.active), rt.shadow.as_ref()]
-                .into_iter()
-                .flatten()
-                .any(|slot| slot.source.as_ref().is_some_and(|s| &s.repository == repo));
-            if follows {
-                let owner = format!("{issuer} [validation]");
-                self.engine
-                    .load_artifact(&owner, &name, artifact, &rt.ceilings)
-                    .await?;
-            }
+        for (issuer, rt, _) in self.followers(repo) {
+            let owner = format!("{issuer} [validation]");
+            self.engine
+                .load_artifact(&owner, &name, artifact, &rt.ceilings)
+                .await?;
         }
         Ok(())
     }
@@ -1022,6 +1058,7 @@ impl Auth {
                 "denies": Counts::get(&st.counts.denies),
                 "failures": Counts::get(&st.counts.failures),
                 "shadow_disagreements": Counts::get(&st.counts.disagreements),
+                "last_failed_activation": slot.failure(),
             })
         };
         let issuers: Vec<serde_json::Value> = self

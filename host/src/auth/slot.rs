@@ -3,13 +3,14 @@
 //! decided since then. Requests read the slot once and finish on what they
 //! read, so a swap never drops a request in flight.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
 use crate::oci::{Digest, OciSource};
-use crate::policy::LoadedPolicy;
+use crate::policy::{Decision, LoadedPolicy, PolicyError};
 
 /// What one slot holds now.
 pub struct SlotState {
@@ -43,6 +44,32 @@ impl Counts {
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
     }
+
+    /// Counts one decision of the slot's policy.
+    pub fn record(&self, decision: &Result<Decision, PolicyError>) {
+        Counts::add(match decision {
+            Ok(Decision::Allow(_)) => &self.allows,
+            Ok(Decision::Deny(_)) => &self.denies,
+            Err(_) => &self.failures,
+        });
+    }
+}
+
+/// How long an artifact that could not be put in force waits before the
+/// follower tries it again (a transient failure, such as an `init` that
+/// ran out of time on a busy machine, heals; a broken one costs a load
+/// this often, not every poll).
+pub const RETRY_AFTER: Duration = Duration::from_secs(30);
+
+/// An artifact the slot's source points at that could not be put in force.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Failure {
+    pub digest: Digest,
+    pub reason: String,
+    /// Unix seconds.
+    pub at: u64,
+    #[serde(skip)]
+    pub retry_at: Instant,
 }
 
 /// One issuer's active or shadow policy.
@@ -51,6 +78,8 @@ pub struct Slot {
     /// which never changes while this configuration is in force.
     pub source: Option<OciSource>,
     state: ArcSwap<SlotState>,
+    /// The last artifact that failed to load, until one loads.
+    failure: Mutex<Option<Failure>>,
 }
 
 impl Slot {
@@ -65,6 +94,7 @@ impl Slot {
                 since: super::now(),
                 counts: Counts::default(),
             }),
+            failure: Mutex::new(None),
         }
     }
 
@@ -80,12 +110,43 @@ impl Slot {
                 since: super::now(),
                 counts: Counts::default(),
             }),
+            failure: Mutex::new(None),
         }
     }
 
     /// The state in force now.
     pub fn load(&self) -> Arc<SlotState> {
         self.state.load_full()
+    }
+
+    /// The last artifact that failed to load, if none loaded since.
+    pub fn failure(&self) -> Option<Failure> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Records that the artifact at `digest` failed to load; the follower
+    /// tries it again after [`RETRY_AFTER`].
+    pub fn failed(&self, digest: &Digest, reason: String) {
+        *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(Failure {
+            digest: digest.clone(),
+            reason,
+            at: super::now(),
+            retry_at: Instant::now() + RETRY_AFTER,
+        });
+    }
+
+    /// Whether the follower should load `digest` now: it is not what the
+    /// slot holds, or it failed and its retry is due; never while a retry
+    /// of it is still waiting.
+    pub fn should_load(&self, digest: &Digest) -> bool {
+        let failure = self.failure();
+        match failure {
+            Some(f) if &f.digest == digest => Instant::now() >= f.retry_at,
+            _ => self.load().digest.as_ref() != Some(digest),
+        }
     }
 
     /// Puts a new state in force; the counts start again.
@@ -95,6 +156,9 @@ impl Slot {
         digest: Option<Digest>,
         missing: Option<String>,
     ) {
+        if policy.is_some() {
+            *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        }
         self.state.store(Arc::new(SlotState {
             policy,
             digest,

@@ -244,6 +244,9 @@ struct Evaluated {
 
 fn test(args: &TestArgs) -> Result<TestReport, String> {
     let target = target(args)?;
+    // Several cases (a fixtures file, or the artifact's bundled ones) get
+    // the fixture report; one `--claims` file gets its decision printed.
+    let bundled = args.fixtures.is_none() && args.claims.is_none();
     let cases = match (&args.claims, &args.fixtures) {
         (_, Some(path)) => fixtures::read(path).map_err(|e| e.to_string())?,
         (Some(path), None) => vec![Case {
@@ -317,7 +320,7 @@ fn test(args: &TestArgs) -> Result<TestReport, String> {
             failed = true;
         }
     }
-    if args.fixtures.is_some() {
+    if args.fixtures.is_some() || bundled {
         let _ = writeln!(out, "cases:    {}", cases.len());
         failed |= fixture_report(&mut out, args.verbose, &cases, &evaluated);
     } else if let (Some(case), Some(e)) = (cases.first(), evaluated.first()) {

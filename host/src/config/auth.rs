@@ -68,6 +68,11 @@ pub struct PolicyEntry {
     /// For a module, its limits; for an `oci://` artifact, the ceilings on
     /// what the artifact may ask (lowered further by its tenant's).
     pub limits: Limits,
+    /// Whether `timeout_ms` and `memory_limit_mib` were given here: a
+    /// tenant's issuer that leaves one out gets its tenant's ceiling, not
+    /// the default.
+    pub timeout_given: bool,
+    pub memory_given: bool,
 }
 
 /// `module`: built in, a file, or an artifact in this registry.
@@ -127,10 +132,10 @@ fn read_policy(mut s: Section<'_>, base: &Path) -> PolicyEntry {
         }
     });
     let mut limits = Limits::default();
-    let timeout_ms: u64 = s.get("timeout_ms", || limits.timeout.as_millis() as u64);
-    let memory_mib: u64 = s.get("memory_limit_mib", || {
-        (limits.memory_limit_bytes >> 20) as u64
-    });
+    let timeout_given: Option<u64> = s.get("timeout_ms", || None);
+    let memory_given: Option<u64> = s.get("memory_limit_mib", || None);
+    let timeout_ms = timeout_given.unwrap_or(limits.timeout.as_millis() as u64);
+    let memory_mib = memory_given.unwrap_or((limits.memory_limit_bytes >> 20) as u64);
     let pool_size: usize = s.get("pool_size", || limits.pool_size);
     limits.timeout = Duration::from_millis(timeout_ms);
     limits.memory_limit_bytes = usize::try_from(memory_mib)
@@ -165,6 +170,8 @@ fn read_policy(mut s: Section<'_>, base: &Path) -> PolicyEntry {
         shadow,
         settings,
         limits,
+        timeout_given: timeout_given.is_some(),
+        memory_given: memory_given.is_some(),
     }
 }
 

@@ -16,7 +16,7 @@ use serde_json::Value;
 use super::error::{ApiError, ErrorCode};
 use super::{content_length, header_value};
 use crate::auth::access::Action;
-use crate::oci::{Algorithm, Digest, Reference, RepoName, media};
+use crate::oci::{Algorithm, Digest, Reference, RepoName, Tag, media};
 use crate::storage::{Referrer, Storage, StoredManifest};
 
 /// Largest manifest accepted. The spec suggests at least 4 MiB.
@@ -178,7 +178,7 @@ pub async fn put(
         .as_ref()
         .filter(|auth| auth.follows_repository(repo));
     if let Some(auth) = followed {
-        validate_policy(s, auth, repo, &digest, &bytes).await?;
+        validate_policy(s, auth, repo, tag, &digest, &bytes).await?;
     }
     let manifest = StoredManifest {
         digest: digest.clone(),
@@ -251,24 +251,38 @@ pub async fn put(
 /// storage (capped), compiled, instantiated under the follower's ceilings,
 /// `init` with its settings, every bundled fixture checked — before it is
 /// stored or a tag moves. A refusal is 400 `MANIFEST_INVALID` naming the
-/// phase and the problem. Other manifests pass untouched.
+/// phase and the problem. Other manifests pass untouched, except onto a
+/// tag that a source follows: that tag holds policies only.
 async fn validate_policy(
     s: &dyn Storage,
     auth: &crate::auth::Auth,
     repo: &RepoName,
+    tag: Option<&Tag>,
     digest: &Digest,
     bytes: &[u8],
 ) -> Result<(), ApiError> {
-    let Ok(json) = serde_json::from_slice::<Value>(bytes) else {
-        return Ok(());
-    };
-    if !crate::policy::artifact::is_policy(&json) {
-        return Ok(());
-    }
-    let refused = |e: crate::policy::artifact::ArtifactError| {
+    use crate::policy::artifact::{ARTIFACT_TYPE, ArtifactError, ArtifactPhase, is_policy};
+    let refused = |e: ArtifactError| {
         ApiError::manifest_invalid(e.to_string()).with_detail(
             serde_json::json!({ "phase": e.phase.to_string(), "digest": digest.to_string() }),
         )
+    };
+    let json = serde_json::from_slice::<Value>(bytes)
+        .ok()
+        .filter(|json| is_policy(json));
+    let Some(json) = json else {
+        let Some(source) = tag.and_then(|t| auth.following_tag(repo, t)) else {
+            return Ok(());
+        };
+        let e = ArtifactError::new(
+            ArtifactPhase::Manifest,
+            format!(
+                "{source} is followed as a claim policy: only a policy artifact \
+                 (artifactType {ARTIFACT_TYPE}) may be tagged there"
+            ),
+        );
+        auth.refused(repo, digest, &e.to_string());
+        return Err(refused(e));
     };
     let artifact = match super::artifacts::assemble(s, repo, digest.clone(), &json).await {
         Ok(a) => a,

@@ -1,6 +1,6 @@
 //! The token endpoint, `<public_url>/auth/token`: the Docker registry token
 //! flow (`GET ?service=&scope=`) and its OAuth2 form (`POST`,
-//! `grant_type=password`).
+//! `grant_type=password`, or `refresh_token` with an identity token).
 //!
 //! Credentials are Basic: an htpasswd user, or any username with an OIDC
 //! token as the password; none at all is an anonymous request. The answer
@@ -22,11 +22,19 @@ use axum::response::{IntoResponse, Response};
 use super::credentials;
 use super::error::{ApiError, ErrorCode};
 use crate::auth::token::{AccessEntry, scope_actions, scope_words};
-use crate::auth::{Auth, AuthFailure, Caller};
+use crate::auth::{Auth, AuthFailure, Caller, Credentials};
 use crate::oci::RepoName;
 
 /// Largest form body accepted on POST.
 const MAX_FORM_BYTES: usize = 64 * 1024;
+
+/// What an OAuth2 form `POST` authenticates with.
+enum FormCredentials {
+    /// `grant_type=password`: an htpasswd user, or any name with a token.
+    Password(String, String),
+    /// `grant_type=refresh_token`: an identity token.
+    Token(String),
+}
 
 fn unauthorized(auth: &Auth, failure: &AuthFailure) -> Response {
     let mut e = ApiError::new(
@@ -94,13 +102,26 @@ pub async fn token(auth: Arc<Auth>, req: Request) -> Response {
                         "username and password are required",
                     );
                 };
-                form_credentials = Some((user, pass));
+                form_credentials = Some(FormCredentials::Password(user, pass));
+            }
+            // An identity token (`oras login --identity-token`, a docker
+            // credential helper's): an OIDC token or a Gantry token, taken
+            // as a Bearer would be.
+            Some("refresh_token") => {
+                let Some(token) = get("refresh_token") else {
+                    return oauth_error(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_request",
+                        "refresh_token is required",
+                    );
+                };
+                form_credentials = Some(FormCredentials::Token(token));
             }
             Some(other) => {
                 return oauth_error(
                     StatusCode::BAD_REQUEST,
                     "unsupported_grant_type",
-                    &format!("grant_type `{other}` is not supported; use password"),
+                    &format!("grant_type `{other}` is not supported; use password or refresh_token"),
                 );
             }
             None => {
@@ -127,11 +148,16 @@ pub async fn token(auth: Arc<Auth>, req: Request) -> Response {
     }
 
     let authenticated = match form_credentials {
-        Some((user, pass)) => {
+        Some(FormCredentials::Password(user, pass)) => {
             use base64::Engine as _;
             let encoded =
                 base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
             auth.basic(&encoded).await
+        }
+        Some(FormCredentials::Token(token)) => {
+            let header = format!("Bearer {token}");
+            auth.authenticate(Credentials::Header(header.as_bytes()))
+                .await
         }
         // A Bearer here is an OIDC token, or a Gantry token to trade in.
         None => auth.authenticate(credentials(&parts.headers)).await,

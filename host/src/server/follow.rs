@@ -37,7 +37,7 @@ pub async fn follow_once(storage: &dyn Storage, auth: &Auth) {
                 continue;
             }
         };
-        if f.current.as_ref() == Some(&digest) {
+        if !auth.wants(&f.issuer, f.kind, &digest) {
             continue;
         }
         match crate::distribution::artifacts::read(storage, repo, &digest).await {
