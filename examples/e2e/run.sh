@@ -73,143 +73,18 @@ trap 'exit 143' TERM
 
 # ------------------------------------------------------------------ reporting
 
-# fd 3 is the report; a step's own output goes to its log file.
-exec 3>&1
-STEP=0
-PASSED=0
-FAILED=0
-NOTES="$WORK/notes"
-
-# A detail line printed under the current step's PASS/FAIL.
-note() { printf '         %s\n' "$*" >>"$NOTES"; }
-
-# step DESCRIPTION COMMAND...: runs COMMAND (a function of this script, in
-# this shell, so it may set variables for later steps), prints PASS or FAIL.
-step() {
-    local desc=$1
-    shift
-    STEP=$((STEP + 1))
-    local log
-    log="$WORK/logs/$(printf '%02d' "$STEP").log"
-    : >"$NOTES"
-    if "$@" >"$log" 2>&1 </dev/null; then
-        PASSED=$((PASSED + 1))
-        printf 'PASS  %2d  %s\n' "$STEP" "$desc" >&3
-        cat "$NOTES" >&3
-        return 0
-    fi
-    FAILED=$((FAILED + 1))
-    printf 'FAIL  %2d  %s\n' "$STEP" "$desc" >&3
-    cat "$NOTES" >&3
-    tail -n 40 "$log" | sed 's/^/         | /' >&3
-    return 1
-}
-
-# not_run DESCRIPTION WHY: a step that cannot run because an earlier one failed.
-not_run() {
-    STEP=$((STEP + 1))
-    FAILED=$((FAILED + 1))
-    printf 'FAIL  %2d  %s\n         not run: %s\n' "$STEP" "$1" "$2" >&3
-}
-
-# must DESCRIPTION COMMAND...: a step later steps depend on; stop if it fails.
-must() {
-    step "$@" && return 0
-    say_logs
-    printf '\nstopped after step %d: the steps after it need it. %d passed, %d failed\n' \
-        "$STEP" "$PASSED" "$FAILED" >&3
-    exit 1
-}
-
-# The servers' logs, on failure.
-say_logs() {
-    local f
-    for f in "$WORK"/provider-1.log "$WORK"/provider-2.log "$WORK"/gantry.log; do
-        [[ -s "$f" ]] || continue
-        printf -- '--- last lines of %s\n' "$(basename "$f")" >&3
-        tail -n 25 "$f" | sed 's/^/  | /' >&3
-    done
-}
-
-# Prints its arguments and returns 1: `cond || fail "why"` inside a step.
-fail() {
-    echo "FAILED: $*"
-    return 1
-}
+# Numbered steps, PASS/FAIL, the tally (examples/lib/steps.sh); building
+# gantry, the providers, starting gantry, HTTP helpers (examples/lib/demo.sh).
+SERVER_LOGS=("$WORK/provider-1.log" "$WORK/provider-2.log" "$WORK/gantry.log")
+# shellcheck source=../lib/steps.sh
+source "$ROOT/examples/lib/steps.sh"
+# shellcheck source=../lib/demo.sh
+source "$ROOT/examples/lib/demo.sh"
 
 # ------------------------------------------------------------------ helpers
 
 SECRET="$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
-secret_of() { echo "$SECRET-${1##*:}"; }
-
-# A free loopback port (may be taken again before it is used: callers retry).
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-# wait_for SECONDS COMMAND...: until COMMAND succeeds (liveness only).
-wait_for() {
-    local deadline=$((SECONDS + $1))
-    shift
-    until "$@"; do
-        ((SECONDS < deadline)) || return 1
-        sleep 0.2
-    done
-}
-
-# A client_credentials token from ISSUER for CLIENT, for RESOURCE.
-token() {
-    node "$PROVIDER_DIR/token.mjs" "$1" "$2" "$(secret_of "$2")" "${3:-$AUDIENCE}"
-}
-
-# Every token obtained, to prove none reaches a log.
 TOKENS_FILE="$WORK/tokens"
-remember() { printf '%s\n' "$1" >>"$TOKENS_FILE"; }
-
-# http METHOD PATH [BEARER]: the status; headers and body in $WORK/http.{head,body}.
-http() {
-    local method=$1 path=$2 bearer=${3:-}
-    local args=(-sS --max-time 60 -o "$WORK/http.body" -D "$WORK/http.head" -w '%{http_code}' -X "$method")
-    [[ -n "$bearer" ]] && args+=(-H "Authorization: Bearer $bearer")
-    [[ "$method" == POST || "$method" == PUT ]] && args+=(--data-binary '')
-    curl "${args[@]}" "http://$REGISTRY$path"
-}
-
-header() { tr -d '\r' <"$WORK/http.head" | sed -n "s/^$1: //Ip" | head -n 1; }
-
-# expect_status WANT METHOD PATH [BEARER]
-expect_status() {
-    local want=$1 got
-    shift
-    got="$(http "$@")"
-    echo "$1 $2 -> $got"
-    cat "$WORK/http.head" "$WORK/http.body"
-    echo
-    [[ "$got" == "$want" ]] || fail "$1 $2: expected $want, got $got"
-}
-
-# The repositories of GET /v2/_catalog, space-separated.
-catalog() {
-    expect_status 200 GET /v2/_catalog "$1" >/dev/null || return 1
-    python3 -c 'import json, sys; print(" ".join(json.load(open(sys.argv[1]))["repositories"]))' "$WORK/http.body"
-}
-
-# An OCI layout's blobs are all present in another's, byte for byte, and
-# each of the other's blobs has the content its name says.
-same_blobs() {
-    local src=$1 dst=$2 f
-    # shellcheck disable=SC2012 # blob names are hex digests
-    diff <(ls "$src/blobs/sha256" | sort) <(ls "$dst/blobs/sha256" | sort) \
-        || fail "$dst does not hold exactly the blobs of $src" || return 1
-    for f in "$dst"/blobs/sha256/*; do
-        [[ "$(sha256sum <"$f" | cut -d' ' -f1)" == "$(basename "$f")" ]] || fail "$f: content does not match its digest" || return 1
-        cmp -s "$f" "$src/blobs/sha256/$(basename "$f")" || fail "$f differs from the pushed blob" || return 1
-    done
-}
-
-manifest_digest() {
-    python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["manifests"][0]["digest"])' "$1/index.json"
-}
 
 PODMAN_DIR="$WORK/podman"
 podman_() {
@@ -236,19 +111,6 @@ check_prerequisites() {
     note "node $(node --version), $(skopeo --version), $(podman --version), $(python3 --version)"
 }
 
-build_gantry() {
-    if [[ -n "${GANTRY_BIN:-}" ]]; then
-        GANTRY="$GANTRY_BIN"
-        [[ -x "$GANTRY" ]] || fail "GANTRY_BIN=$GANTRY is not an executable" || return 1
-        note "using GANTRY_BIN=$GANTRY"
-    else
-        (cd "$ROOT" && cargo build --release --bin gantry) || return 1
-        GANTRY="$ROOT/target/release/gantry"
-        note "cargo build --release --bin gantry -> target/release/gantry"
-    fi
-    "$GANTRY" --version
-}
-
 build_python_policy() {
     if [[ -n "${PYTHON_POLICY_WASM:-}" ]]; then
         PY_WASM="$PYTHON_POLICY_WASM"
@@ -263,49 +125,12 @@ build_python_policy() {
     note "examples/policies/kubernetes-python/build.sh -> $(($(stat -c %s "$PY_WASM") / 1000000)) MB component in $((SECONDS - started)) s"
 }
 
-install_provider() {
-    if [[ ! -f "$PROVIDER_DIR/node_modules/oidc-provider/package.json" ]]; then
-        npm ci --prefix "$PROVIDER_DIR" --no-audit --no-fund || return 1
-        note "npm ci --prefix examples/e2e/provider"
-    fi
-    note "oidc-provider $(node -p 'require(process.argv[1]).version' "$PROVIDER_DIR/node_modules/oidc-provider/package.json")"
-}
-
 build_image() {
     SRC="$WORK/image"
     SRC_DIGEST="$(python3 "$HERE/lib/make-image.py" "$SRC" v1 1)" || return 1
     SRC_CONFIG="$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["config"]["digest"])' \
         "$SRC/blobs/sha256/${SRC_DIGEST#sha256:}")" || return 1
     note "OCI layout, 2 gzip layers, manifest $SRC_DIGEST"
-}
-
-# start_provider N CLIENT...: cluster N's issuer.
-start_provider() {
-    local n=$1 c
-    shift
-    local clients="$WORK/clients-$n.json"
-    {
-        echo '['
-        local sep=''
-        for c in "$@"; do
-            printf '%s{"client_id": "%s", "client_secret": "%s"}\n' "$sep" "$c" "$(secret_of "$c")"
-            sep=','
-        done
-        echo ']'
-    } >"$clients"
-    (cd "$PROVIDER_DIR" && exec node provider.mjs --port 0 --clients "$clients") \
-        >"$WORK/provider-$n.out" 2>"$WORK/provider-$n.log" &
-    PIDS+=($!)
-    local pid=$!
-    wait_for 60 grep -q '^ready http://' "$WORK/provider-$n.out" \
-        || { kill -0 "$pid" 2>/dev/null || fail "the provider exited"; cat "$WORK/provider-$n.log"; fail "provider $n did not start"; } \
-        || return 1
-    local issuer
-    issuer="$(sed -n 's/^ready //p' "$WORK/provider-$n.out" | head -n 1)"
-    printf -v "ISSUER_$n" '%s' "$issuer"
-    # Discovery is what gantry will read.
-    curl -sSf --max-time 30 "$issuer/.well-known/openid-configuration" >/dev/null || fail "no discovery at $issuer" || return 1
-    note "issuer $issuer, clients: $*"
 }
 
 write_config() {
@@ -402,33 +227,11 @@ config_check() {
         "team-b/**: group cluster-2/ns:team-b read,create,update"
 }
 
-gantry_healthy() { curl -sf --max-time 5 "http://$REGISTRY/healthz" >/dev/null; }
-
 start_gantry() {
-    local attempt pid
-    for attempt in 1 2 3 4 5; do
-        if ((attempt > 1)); then
-            GANTRY_PORT="$(free_port)" || return 1
-            write_config "$GANTRY_PORT"
-        fi
-        REGISTRY="127.0.0.1:$GANTRY_PORT"
-        env -u RUST_LOG "$GANTRY" serve --config "$CONFIG" >"$WORK/gantry.log" 2>&1 &
-        pid=$!
-        # Policies are compiled before the port is bound; a debug build takes a while.
-        if wait_for 180 gantry_healthy_or_dead "$pid" && kill -0 "$pid" 2>/dev/null; then
-            PIDS+=("$pid")
-            note "gantry serve on $REGISTRY; $(grep -o 'claim policy loaded.*module=[^ ]*' "$WORK/gantry.log" \
-                | sed 's/.*module=//; s|.*/||' | paste -sd, - | sed 's/,/, /g') loaded"
-            return 0
-        fi
-        wait "$pid" 2>/dev/null
-        grep -q 'binding' "$WORK/gantry.log" || break
-    done
-    cat "$WORK/gantry.log"
-    fail "gantry did not start"
+    launch_gantry || return 1
+    note "gantry serve on $REGISTRY; $(grep -o 'claim policy loaded.*module=[^ ]*' "$WORK/gantry.log" \
+        | sed 's/.*module=//; s|.*/||' | paste -sd, - | sed 's/,/, /g') loaded"
 }
-
-gantry_healthy_or_dead() { gantry_healthy || ! kill -0 "$1" 2>/dev/null; }
 
 # Discovery and JWKS are fetched in the background: wait until each
 # issuer's tokens are accepted.
@@ -620,22 +423,13 @@ policies_deny() {
 }
 
 audit_log() {
-    local audit="$WORK/audit.log" who t sig
+    local audit="$WORK/audit.log" who
     grep 'gantry::audit' "$WORK/gantry.log" >"$audit" || fail "no audit events" || return 1
     for who in cluster-1/team-a:pusher cluster-1/team-a:reader cluster-2/team-b:builder cluster-2/team-a:pusher; do
         grep "username=\"$who\"" "$audit" | grep -q 'outcome="allow"' || fail "no allow event for $who" || return 1
     done
     grep -q 'groups=cluster-2/ns:team-b' "$audit" || fail "no prefixed group cluster-2/ns:team-b" || return 1
-    while read -r t; do
-        [[ -n "$t" ]] || continue
-        sig="${t##*.}"
-        for f in "$WORK/gantry.log" "$WORK/provider-1.log" "$WORK/provider-2.log"; do
-            if grep -qF -e "$t" -e "$sig" "$f"; then
-                fail "a raw token reached $(basename "$f")"
-                return 1
-            fi
-        done
-    done <"$TOKENS_FILE"
+    no_token_in_logs "$WORK/gantry.log" "$WORK/provider-1.log" "$WORK/provider-2.log" || return 1
     note "$(wc -l <"$audit") audit events; e.g."
     note "$(grep 'username="cluster-2/team-b:builder"' "$audit" | head -n 1 | sed 's/^.*gantry::audit: //')"
     note "no token (nor a token's signature) in any log: $(wc -l <"$TOKENS_FILE") tokens checked"
@@ -681,10 +475,4 @@ step "the same name from another cluster is another identity: 403" same_name_oth
 step "each cluster's claim policy refuses a namespace it does not allow: 401" policies_deny
 step "the audit log names prefixed identities and never holds a token" audit_log
 
-printf '\n' >&3
-if ((FAILED > 0)); then
-    say_logs
-    printf '%d passed, %d failed\n' "$PASSED" "$FAILED" >&3
-    exit 1
-fi
-printf 'all %d steps passed\n' "$PASSED" >&3
+finish

@@ -733,7 +733,11 @@ async fn token_endpoint_mints_narrowed_short_lived_tokens() {
     )
     .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
-    let r = send(&reg.app, form("grant_type=refresh_token&refresh_token=x".into())).await;
+    let r = send(
+        &reg.app,
+        form("grant_type=refresh_token&refresh_token=x".into()),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     let r = send(&reg.app, form("grant_type=client_credentials".into())).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);

@@ -703,8 +703,8 @@ fn artifact_dir(cases: &str) -> tempfile::TempDir {
 fn an_artifact_runs_every_bundled_case() {
     // Regression: only the first bundled case used to be checked, so an
     // artifact whose later cases fail passed.
-    let cases = std::fs::read_to_string(golden_dir().join("cases.toml"))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let cases =
+        std::fs::read_to_string(golden_dir().join("cases.toml")).unwrap_or_else(|e| panic!("{e}"));
     let dir = artifact_dir(&cases);
     let out = policy_test(&["--artifact", dir.path().to_str().expect("utf-8")]);
     let (stdout, stderr) = text(&out);

@@ -362,8 +362,19 @@ fn tenants_ship_validate_swap_shadow_and_stay_confined() {
     );
     assert_eq!(get_status(g, &a_token, "/v2/team-b/app/manifests/1"), 403);
     assert_eq!(get_status(g, &a_token, "/v2/team-a/app/manifests/1"), 200);
-    // A workload may read its policies, never rewrite them through `**`.
+    // A workload may read its policies, never rewrite them through `**`;
+    // nor may another tenant's admin, whom `**` grants everything else.
     assert_eq!(push_image(g, &a_token, "team-a/policies/k8s", "mine"), 403);
+    let foreign = w
+        .gantry_push(
+            "team-a/policies/k8s",
+            "live",
+            &test_guest("allow-all"),
+            &b_settings,
+            &[],
+        )
+        .expect_err("team-b's admin rewrote team-a's policy");
+    assert!(foreign.contains("DENIED"), "{foreign}");
     let catalog: serde_json::Value = http()
         .get(g.url("/v2/_catalog"))
         .bearer_auth(&a_token)
@@ -431,9 +442,7 @@ fn tenants_ship_validate_swap_shadow_and_stay_confined() {
     // A followed tag holds policies only: an image there would leave the
     // issuer without one. Elsewhere in the repository it is just an image.
     let t: serde_json::Value = http()
-        .get(g.url(
-            "/auth/token?service=gantry&scope=repository:team-a/policies/k8s:pull,push",
-        ))
+        .get(g.url("/auth/token?service=gantry&scope=repository:team-a/policies/k8s:pull,push"))
         .basic_auth(A_ADMIN, Some(PASSWORD))
         .send()
         .expect("token")

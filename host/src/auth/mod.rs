@@ -351,7 +351,9 @@ impl Auth {
                     false => t.ceilings.timeout,
                 };
                 ceilings.memory_limit_bytes = match p.memory_given {
-                    true => ceilings.memory_limit_bytes.min(t.ceilings.memory_limit_bytes),
+                    true => ceilings
+                        .memory_limit_bytes
+                        .min(t.ceilings.memory_limit_bytes),
                     false => t.ceilings.memory_limit_bytes,
                 };
             }
@@ -476,23 +478,25 @@ impl Auth {
     pub fn granted(&self, caller: &Caller, repo: &RepoName) -> ActionSet {
         let id = caller.identity();
         let mut set = self.access.allowed(id, repo);
-        if let Some(t) = &caller.tenant {
-            // Confinement, whatever access control says: nothing outside
-            // the namespace; in its policy repositories, writing only
-            // through a rule written for them.
-            if !t.contains(repo) {
-                return ActionSet::NONE;
-            }
-            if t.holds_policies(repo) && !self.access.decided_within(repo, t.policies_prefix()) {
-                set = tenant::workload_policy_actions(set);
-            }
+        // Confinement, whatever access control says: nothing outside the
+        // namespace.
+        if let Some(t) = &caller.tenant
+            && !t.contains(repo)
+        {
+            return ActionSet::NONE;
         }
-        if let Some(id) = id {
-            for t in &self.tenants {
-                let own = caller.tenant.as_ref().is_none_or(|c| Arc::ptr_eq(c, t));
-                if own && t.holds_policies(repo) && t.is_admin(id) {
-                    set = set.union(tenant::ADMIN_ACTIONS);
-                }
+        // A tenant's policy repositories decide what its issuers' tokens
+        // become: writing there takes the tenant's admins, an operator
+        // admin, or a rule written for them, never a broad one such as
+        // `**` (which would let any team rewrite another's policy).
+        if let Some(t) = self.tenants.iter().find(|t| t.holds_policies(repo)) {
+            let operator = id.is_some_and(|id| self.access.is_admin(id));
+            if !operator && !self.access.decided_within(repo, t.policies_prefix()) {
+                set = tenant::policy_repo_actions(set);
+            }
+            let own = caller.tenant.as_ref().is_none_or(|c| Arc::ptr_eq(c, t));
+            if own && id.is_some_and(|id| t.is_admin(id)) {
+                set = set.union(tenant::ADMIN_ACTIONS);
             }
         }
         set

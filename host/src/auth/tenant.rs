@@ -92,11 +92,11 @@ impl Tenant {
 /// access control: everything.
 pub const ADMIN_ACTIONS: ActionSet = ActionSet::ALL;
 
-/// What a tenant's own workloads may do in its policy repositories when
-/// access control grants it only through a rule not written for them (such
-/// as `**`): read. Writing a policy is the admins' (or a rule's for
-/// `<namespace>/policies/…` itself).
-pub fn workload_policy_actions(granted: ActionSet) -> ActionSet {
+/// What anyone but the tenant's admins and the operator's may do in the
+/// tenant's policy repositories when access control grants it only through
+/// a rule not written for them (such as `**`): read. Writing a policy is
+/// the admins' (or a rule's for `<namespace>/policies/…` itself).
+pub fn policy_repo_actions(granted: ActionSet) -> ActionSet {
     granted.intersect([Action::Read].into_iter().collect())
 }
 

@@ -121,7 +121,9 @@ pub async fn token(auth: Arc<Auth>, req: Request) -> Response {
                 return oauth_error(
                     StatusCode::BAD_REQUEST,
                     "unsupported_grant_type",
-                    &format!("grant_type `{other}` is not supported; use password or refresh_token"),
+                    &format!(
+                        "grant_type `{other}` is not supported; use password or refresh_token"
+                    ),
                 );
             }
             None => {

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use sha2::Digest as _;
 
+pub mod demo;
 pub mod provider;
 
 /// A blocking HTTP client for tests: no proxy, liveness-bounded.
