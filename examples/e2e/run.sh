@@ -28,58 +28,23 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
 PROVIDER_DIR="$HERE/provider"
 AUDIENCE="https://gantry.example"
-# Everything here talks to 127.0.0.1 only: keep any proxy out of it.
-export NO_PROXY="127.0.0.1,localhost${NO_PROXY:+,$NO_PROXY}" no_proxy="127.0.0.1,localhost${no_proxy:+,$no_proxy}"
-
-# Paths given relative to where the script was started from (or, for
-# GANTRY_BIN, a command on PATH): the script itself runs from the repo root.
-if [[ -n "${GANTRY_BIN:-}" ]]; then
-    if [[ "$GANTRY_BIN" != */* ]]; then
-        GANTRY_BIN="$(command -v "$GANTRY_BIN" || echo "$GANTRY_BIN")"
-    fi
-    GANTRY_BIN="$(realpath -m "$GANTRY_BIN")"
-fi
-[[ -n "${PYTHON_POLICY_WASM:-}" ]] && PYTHON_POLICY_WASM="$(realpath -m "$PYTHON_POLICY_WASM")"
-
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/gantry-e2e.XXXXXX")" || { echo "cannot make a temp dir" >&2; exit 1; }
-mkdir -p "$WORK/logs"
-# No client may pick up the user's registry credentials: skopeo and podman
-# read this empty file; podman's login writes to its own (--authfile).
-export REGISTRY_AUTH_FILE="$WORK/no-auth.json"
-echo '{"auths": {}}' >"$REGISTRY_AUTH_FILE"
-
-PIDS=()
-cleanup() {
-    local status=$?
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill -TERM "$pid" 2>/dev/null
-    done
-    for pid in "${PIDS[@]}"; do
-        wait "$pid" 2>/dev/null
-    done
-    if [[ "${GANTRY_E2E_KEEP:-}" == 1 ]]; then
-        echo "work directory kept: $WORK" >&2
-    else
-        # podman's storage may hold files a rootless user cannot remove directly.
-        rm -rf "$WORK" 2>/dev/null \
-            || { podman unshare rm -rf "$WORK" 2>/dev/null; rm -rf "$WORK" 2>/dev/null; }
-    fi
-    exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
 
 # ------------------------------------------------------------------ reporting
 
 # Numbered steps, PASS/FAIL, the tally (examples/lib/steps.sh); building
 # gantry, the providers, starting gantry, HTTP helpers (examples/lib/demo.sh).
-SERVER_LOGS=("$WORK/provider-1.log" "$WORK/provider-2.log" "$WORK/gantry.log")
-# shellcheck source=../lib/steps.sh
-source "$ROOT/examples/lib/steps.sh"
 # shellcheck source=../lib/demo.sh
 source "$ROOT/examples/lib/demo.sh"
+demo_begin e2e GANTRY_E2E_KEEP
+[[ -n "${PYTHON_POLICY_WASM:-}" ]] && PYTHON_POLICY_WASM="$(realpath -m "$PYTHON_POLICY_WASM")"
+# podman's storage may hold files a rootless user cannot remove directly.
+remove_work() {
+    rm -rf "$WORK" 2>/dev/null \
+        || { podman unshare rm -rf "$WORK" 2>/dev/null; rm -rf "$WORK" 2>/dev/null; }
+}
+# shellcheck source=../lib/steps.sh
+source "$ROOT/examples/lib/steps.sh"
+SERVER_LOGS=("$WORK/provider-1.log" "$WORK/provider-2.log" "$WORK/gantry.log")
 
 # ------------------------------------------------------------------ helpers
 

@@ -12,6 +12,51 @@
 #   CONFIG, GANTRY_PORT and a function `write_config PORT`, for launch_gantry
 #   REGISTRY           host:port of the running gantry (set by launch_gantry)
 
+# demo_begin NAME KEEP: what every demo does first. Keeps proxies out of
+# 127.0.0.1; resolves GANTRY_BIN against the directory the script was
+# started from (or PATH); makes the work directory $WORK (with logs/) and
+# an empty registry auth file every client reads instead of the user's
+# logins; and on exit, also on Ctrl-C, stops every process in PIDS and
+# removes $WORK, unless the variable named KEEP is 1. A script that must
+# remove $WORK its own way defines remove_work after sourcing this file.
+demo_begin() {
+    local name=$1
+    KEEP_VAR=$2
+    export NO_PROXY="127.0.0.1,localhost${NO_PROXY:+,$NO_PROXY}" no_proxy="127.0.0.1,localhost${no_proxy:+,$no_proxy}"
+    if [[ -n "${GANTRY_BIN:-}" ]]; then
+        if [[ "$GANTRY_BIN" != */* ]]; then
+            GANTRY_BIN="$(command -v "$GANTRY_BIN" || echo "$GANTRY_BIN")"
+        fi
+        GANTRY_BIN="$(realpath -m "$GANTRY_BIN")"
+    fi
+    WORK="$(mktemp -d "${TMPDIR:-/tmp}/gantry-$name.XXXXXX")" || { echo "cannot make a temp dir" >&2; exit 1; }
+    mkdir -p "$WORK/logs"
+    export REGISTRY_AUTH_FILE="$WORK/no-auth.json"
+    echo '{"auths": {}}' >"$REGISTRY_AUTH_FILE"
+    PIDS=()
+    trap demo_end EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+}
+
+remove_work() { rm -rf "$WORK"; }
+
+demo_end() {
+    local status=$? pid
+    for pid in "${PIDS[@]}"; do
+        kill -TERM "$pid" 2>/dev/null
+    done
+    for pid in "${PIDS[@]}"; do
+        wait "$pid" 2>/dev/null
+    done
+    if [[ "${!KEEP_VAR:-}" == 1 ]]; then
+        echo "work directory kept: $WORK" >&2
+    else
+        remove_work
+    fi
+    exit "$status"
+}
+
 # The secret of a client `system:serviceaccount:NS:SA` (or any name).
 secret_of() { echo "$SECRET-${1##*:}"; }
 

@@ -36,55 +36,17 @@ AUDIENCE="https://gantry.example"
 OCI_MANIFEST="application/vnd.oci.image.manifest.v1+json"
 A_CI="system:serviceaccount:team-a:ci"
 B_CI="system:serviceaccount:team-b:ci"
-# Everything here talks to 127.0.0.1 only: keep any proxy out of it.
-export NO_PROXY="127.0.0.1,localhost${NO_PROXY:+,$NO_PROXY}" no_proxy="127.0.0.1,localhost${no_proxy:+,$no_proxy}"
-
-# GANTRY_BIN relative to where the script was started from (or a command
-# on PATH): the script itself runs from the repo root.
-if [[ -n "${GANTRY_BIN:-}" ]]; then
-    if [[ "$GANTRY_BIN" != */* ]]; then
-        GANTRY_BIN="$(command -v "$GANTRY_BIN" || echo "$GANTRY_BIN")"
-    fi
-    GANTRY_BIN="$(realpath -m "$GANTRY_BIN")"
-fi
-
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/gantry-tenants.XXXXXX")" || { echo "cannot make a temp dir" >&2; exit 1; }
-mkdir -p "$WORK/logs"
-# No client may pick up the user's registry credentials: skopeo reads this
-# empty file.
-export REGISTRY_AUTH_FILE="$WORK/no-auth.json"
-echo '{"auths": {}}' >"$REGISTRY_AUTH_FILE"
-
-PIDS=()
-cleanup() {
-    local status=$?
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill -TERM "$pid" 2>/dev/null
-    done
-    for pid in "${PIDS[@]}"; do
-        wait "$pid" 2>/dev/null
-    done
-    if [[ "${GANTRY_TENANTS_KEEP:-}" == 1 ]]; then
-        echo "work directory kept: $WORK" >&2
-    else
-        rm -rf "$WORK"
-    fi
-    exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
 
 # ------------------------------------------------------------------ reporting
 
 # Numbered steps, PASS/FAIL, the tally (examples/lib/steps.sh); building
 # gantry, the providers, starting gantry, HTTP helpers (examples/lib/demo.sh).
-SERVER_LOGS=("$WORK/provider-a.log" "$WORK/provider-b.log" "$WORK/gantry.log")
-# shellcheck source=../lib/steps.sh
-source "$ROOT/examples/lib/steps.sh"
 # shellcheck source=../lib/demo.sh
 source "$ROOT/examples/lib/demo.sh"
+demo_begin tenants GANTRY_TENANTS_KEEP
+# shellcheck source=../lib/steps.sh
+source "$ROOT/examples/lib/steps.sh"
+SERVER_LOGS=("$WORK/provider-a.log" "$WORK/provider-b.log" "$WORK/gantry.log")
 
 # ------------------------------------------------------------------ helpers
 

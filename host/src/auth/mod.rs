@@ -332,7 +332,17 @@ impl Auth {
                 None
             }
         };
-        let tenants: Vec<Arc<Tenant>> = tenants.iter().map(|t| Arc::new(Tenant::new(t))).collect();
+        let mut started = Vec::with_capacity(tenants.len());
+        for (i, t) in tenants.iter().enumerate() {
+            match Tenant::new(t) {
+                Ok(t) => started.push(Arc::new(t)),
+                Err(e) => problems.push(Problem {
+                    path: format!("tenants[{i}]"),
+                    reason: format!("cannot start the tenant's policy thread: {e}"),
+                }),
+            }
+        }
+        let tenants = started;
         let mut runtimes = Vec::with_capacity(cfg.oidc.len());
         for entry in &cfg.oidc {
             let owner = &entry.verifier.issuer;
@@ -685,7 +695,10 @@ impl Auth {
                 subject,
             ));
         };
-        let decision = policy.evaluate_json(&verified.claims_json).await;
+        let decision = match &rt.tenant {
+            Some(t) => t.executor.evaluate(policy, &verified.claims_json).await,
+            None => policy.evaluate_json(&verified.claims_json).await,
+        };
         state.counts.record(&decision);
         if let Some(shadow) = &rt.shadow {
             self.shadow_evaluate(
@@ -758,9 +771,13 @@ impl Auth {
             fingerprint.to_owned(),
         );
         let candidate_digest = candidate.digest.clone();
+        let tenant = rt.tenant.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let theirs = policy.evaluate_json(&claims).await;
+            let theirs = match &tenant {
+                Some(t) => t.executor.evaluate(&policy, &claims).await,
+                None => policy.evaluate_json(&claims).await,
+            };
             candidate.counts.record(&theirs);
             let candidate_text = describe_decision(&theirs);
             if candidate_text == active_text {
@@ -849,11 +866,7 @@ impl Auth {
         let Some(slot) = Self::slot(rt, kind) else {
             return Ok(());
         };
-        let source = slot
-            .source
-            .as_ref()
-            .map(ToString::to_string)
-            .unwrap_or_default();
+        let source = slot.source_text();
         let name = format!(
             "oci://{}@{}",
             slot.source
@@ -900,11 +913,7 @@ impl Auth {
         let Some(slot) = self.runtime(issuer).and_then(|rt| Self::slot(rt, kind)) else {
             return;
         };
-        let source = slot
-            .source
-            .as_ref()
-            .map(ToString::to_string)
-            .unwrap_or_default();
+        let source = slot.source_text();
         slot.failed(digest, error.to_string());
         if slot.load().policy.is_some() {
             tracing::warn!(issuer, slot = ?kind, %source, %digest, %error,
@@ -937,11 +946,7 @@ impl Auth {
         if state.policy.is_none() && state.digest.is_none() {
             return;
         }
-        let source = slot
-            .source
-            .as_ref()
-            .map(ToString::to_string)
-            .unwrap_or_default();
+        let source = slot.source_text();
         tracing::warn!(issuer, slot = ?kind, %source, "followed policy tag is gone");
         slot.set(None, None, Some(format!("no policy published at {source}")));
         if kind == SlotKind::Active {

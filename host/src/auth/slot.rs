@@ -114,6 +114,15 @@ impl Slot {
         }
     }
 
+    /// The source as `oci://…` text, for logs and reasons (empty for a
+    /// configured module).
+    pub fn source_text(&self) -> String {
+        self.source
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default()
+    }
+
     /// The state in force now.
     pub fn load(&self) -> Arc<SlotState> {
         self.state.load_full()

@@ -33,7 +33,9 @@
 //! permits bounds how many of its calls run at once. WASI p2 in wasmtime is
 //! async-native anyway, so this is also the configuration it is written for.
 //! Compilation, which takes ~0.5 s for the CEL component, runs in
-//! `spawn_blocking`.
+//! `spawn_blocking`. A tenant's policies are the exception: auth runs
+//! their calls on the tenant's own low-priority thread (`auth::tenant`),
+//! since a tenant's code must not take the request workers' cores.
 
 pub mod artifact;
 mod bindings;
