@@ -830,7 +830,7 @@ impl Auth {
             .map(|(_, rt)| rt)
     }
 
-    fn slot<'a>(rt: &'a IssuerRuntime, kind: SlotKind) -> Option<&'a Slot> {
+    fn slot(rt: &IssuerRuntime, kind: SlotKind) -> Option<&Slot> {
         match kind {
             SlotKind::Active => Some(&rt.active),
             SlotKind::Shadow => rt.shadow.as_ref(),
@@ -1052,7 +1052,7 @@ impl Auth {
             .tenant
             .as_ref()
             .is_none_or(|c| Arc::ptr_eq(c, tenant));
-        if !(own && tenant.is_admin(id)) && !self.access.is_admin(id) {
+        if (!own || !tenant.is_admin(id)) && !self.access.is_admin(id) {
             return Err(TenantStatusRefused::Forbidden);
         }
         let slot_json = |slot: &Slot| {

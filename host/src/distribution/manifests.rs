@@ -269,7 +269,7 @@ async fn validate_policy(
     };
     let json = serde_json::from_slice::<Value>(bytes)
         .ok()
-        .filter(|json| is_policy(json));
+        .filter(is_policy);
     let Some(json) = json else {
         let Some(source) = tag.and_then(|t| auth.following_tag(repo, t)) else {
             return Ok(());
