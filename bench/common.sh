@@ -79,3 +79,21 @@ load() { # PID URL [extra wrk args...]
         /requests in/ {n=$1} /Requests\/sec/ {rps=$2}
         END {printf "%.0f %.1f\n", rps, (t / hz) * 1e6 / n}'
 }
+
+# Like load(), with a bearer token never seen before in every request
+# (bench/tokens.lua takes them in file order): prints "<requests/s> <server
+# CPU µs per request> <tokens sent twice>"; fails on any response other than
+# 200, or when more than 1 % of the requests ran out of new tokens.
+load_tokens() { # PID URL TOKEN_FILE PATH
+    local before after out
+    before=$(cpu_ticks "$1")
+    out=$(wrk -t2 -c16 -d"${DURATION:-10}s" -s "$ROOT/bench/tokens.lua" "$2" -- "$3" "$4" 2)
+    after=$(cpu_ticks "$1")
+    echo "$out" | awk -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" '
+        /requests in/ {n=$1} /Requests\/sec/ {rps=$2} /^not-200/ {bad=$2; reused=$4}
+        END {
+            if (bad > 0) { print "responses other than 200: " bad > "/dev/stderr"; exit 1 }
+            if (reused > n / 100) { print reused " of " n " tokens were sent twice: mint more" > "/dev/stderr"; exit 1 }
+            printf "%.0f %.1f %d\n", rps, (t / hz) * 1e6 / n, reused
+        }'
+}

@@ -78,31 +78,16 @@ cmp <(curl -fsS "${ACCEPT[@]}" -H "Authorization: Bearer $cached" "http://$AUTH$
 [ "$(curl -s -o /dev/null -w '%{http_code}' "${ACCEPT[@]}" -H "Authorization: Bearer ${cached}x" "http://$AUTH$path")" = 401 ] \
     || { echo "a token with a bad signature must be refused" >&2; exit 1; }
 
-# Like load(), with a new token in every request.
-load_tokens() { # PID URL TOKEN_FILE
-    local before after out
-    before=$(cpu_ticks "$1")
-    out=$(wrk -t2 -c16 -d"${DURATION:-10}s" -s bench/tokens.lua "$2" -- "$3" "$path" 2)
-    after=$(cpu_ticks "$1")
-    echo "$out" | awk -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" '
-        /requests in/ {n=$1} /Requests\/sec/ {rps=$2} /^not-200/ {bad=$2; reused=$4}
-        END {
-            if (bad > 0) { print "responses other than 200: " bad > "/dev/stderr"; exit 1 }
-            if (reused > n / 100) { print reused " of " n " tokens were sent twice: raise TOKENS" > "/dev/stderr"; exit 1 }
-            printf "%.0f %.1f %d\n", rps, (t / hz) * 1e6 / n, reused
-        }'
-}
-
 : > "$WORK/results"
 for r in $(seq 1 "$ROUNDS"); do
     read -r o oc < <(load "$OPID" "http://$OPEN$path" "${ACCEPT[@]}")
     read -r c cc < <(load "$APID" "http://$AUTH$path" "${ACCEPT[@]}" -H "Authorization: Bearer $cached")
-    read -r n nc nr < <(load_tokens "$APID" "http://$AUTH$path" "$WORK/round-$r")
+    read -r n nc nr < <(load_tokens "$APID" "http://$AUTH$path" "$WORK/round-$r" "$path")
     line="round $r: auth off $o req/s ($oc µs CPU/req)  cached token $c ($cc)  new token $n ($nc, $nr re-sent)"
     b=0; bc_=0
     if [ -n "${GANTRY_BASELINE:-}" ]; then
         cp "$WORK/round-$r" "$WORK/base-round-$r" # same tokens: the baseline has not seen them either
-        read -r b bc_ br < <(load_tokens "$BPID" "http://$BASE$path" "$WORK/base-round-$r")
+        read -r b bc_ br < <(load_tokens "$BPID" "http://$BASE$path" "$WORK/base-round-$r" "$path")
         line="$line  baseline new token $b ($bc_, $br re-sent)"
     fi
     echo "$line"

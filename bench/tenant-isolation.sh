@@ -9,7 +9,11 @@
 #   - server CPU over the loaded phase.
 # Target (issue 10): B's new-token p99 with A looping within 2x of its value
 # with A idle; B's cached requests unaffected.
-# Needs: curl, python3 (the script installs the PyPI `cryptography` and
+# Then, with A idle, what running a tenant's policy on the tenant's own
+# thread costs: server CPU per new-token request (wrk, COST_TOKENS distinct
+# tokens each) for B's tenant issuer against an operator issuer with the
+# same CEL policy, whose policy runs on the request's own task.
+# Needs: curl, wrk, python3 (the script installs the PyPI `cryptography` and
 # `bcrypt` packages if missing). Usage: bench/tenant-isolation.sh
 # (ROUNDS, default 3; DURATION seconds per phase, default 10; RATE_B, default 100)
 set -euo pipefail
@@ -23,18 +27,22 @@ LOOP_WASM="$ROOT/target/plugins/wasm32-wasip2/release/test_infinite_loop.wasm"
 [ -f "$LOOP_WASM" ] || { echo "$LOOP_WASM missing" >&2; exit 1; }
 python3 -c 'import cryptography, bcrypt' 2>/dev/null || pip install -q cryptography bcrypt
 ROUNDS="${ROUNDS:-3}"; DURATION="${DURATION:-10}"; RATE_B="${RATE_B:-100}"; RATE_A=20
+COST_TOKENS="${COST_TOKENS:-40000}"; COST_SECONDS="${COST_SECONDS:-3}"
 GANTRY="$ROOT/target/release/gantry"
 LISTEN=127.0.0.1:15040
 URL="http://$LISTEN"
 
-mkdir -p "$WORK/a" "$WORK/b"
+mkdir -p "$WORK/a" "$WORK/b" "$WORK/op"
 echo "minting tokens..."
 # A sends for the length of both of B's loaded phases, plus a second each side.
 A_PER_ROUND=$((RATE_A * (2 * DURATION + 2)))
 python3 bench/mint-tokens.py "$WORK/a" https://a.bench.example gantry $((ROUNDS * A_PER_ROUND + 10))
-python3 bench/mint-tokens.py "$WORK/b" https://b.bench.example gantry $((ROUNDS * DURATION * RATE_B * 2 + 10))
-# Each phase its own slice of B's tokens, never sent before.
-split -l $((DURATION * RATE_B)) -d -a 3 "$WORK/b/tokens" "$WORK/b/slice-"
+python3 bench/mint-tokens.py "$WORK/b" https://b.bench.example gantry $((ROUNDS * DURATION * RATE_B * 2 + 10 + COST_TOKENS))
+python3 bench/mint-tokens.py "$WORK/op" https://op.bench.example gantry "$COST_TOKENS"
+# Each phase its own slice of B's tokens, never sent before; the last
+# COST_TOKENS for the cost run.
+tail -n "$COST_TOKENS" "$WORK/b/tokens" > "$WORK/b/cost"
+head -n -"$COST_TOKENS" "$WORK/b/tokens" | split -l $((DURATION * RATE_B)) -d -a 3 - "$WORK/b/slice-"
 head -1 "$WORK/b/tokens" > "$WORK/b/cached"
 
 PASSWORD=bench-admin-pw
@@ -76,6 +84,19 @@ jwks_file = "$WORK/b/jwks.json"
 tenant = "team-b"
 [auth.oidc.policy]
 module = "oci://team-b/policies/k8s:live"
+
+# An operator's issuer (no tenant) with B's CEL policy: the cost run's
+# reference.
+[[auth.oidc]]
+issuer = "https://op.bench.example"
+audiences = ["gantry"]
+jwks_file = "$WORK/op/jwks.json"
+username_prefix = "op:"
+groups_prefix = "op:"
+[auth.oidc.policy]
+module = "builtin:cel"
+[auth.oidc.policy.settings]
+$(sed -E 's/^\[\[(.*)\]\]/[[auth.oidc.policy.settings.\1]]/' examples/policies/kubernetes-cel/settings.toml)
 
 [access_control.repositories."**"]
 anonymous_policy = ["read", "create"]
@@ -146,3 +167,20 @@ awk '{a+=$1; b+=$2; c+=$3; d+=$4; e+=$5; f+=$6; g+=$7; h+=$8; k++}
         printf "B cached token p99: %8.1f µs A idle, %8.1f µs A looping: %.2fx\n", c/k, d/k, d/c
         printf "B cached token p50: %8.1f µs A idle, %8.1f µs A looping: %.2fx\n", g/k, h/k, h/g
     }' "$WORK/results"
+
+# The cost of the tenant's thread: server CPU per new-token request, B's
+# tenant issuer against the operator's, A idle, one run each, alternated.
+cost() { # TOKEN_FILE
+    DURATION="$COST_SECONDS" load_tokens "$GPID" "$URL/v2/team-b/app/manifests/v1" "$1" /v2/team-b/app/manifests/v1
+}
+half=$((COST_TOKENS / 2))
+head -n "$half" "$WORK/b/cost" > "$WORK/b/cost-1"; tail -n +$((half + 1)) "$WORK/b/cost" > "$WORK/b/cost-2"
+head -n "$half" "$WORK/op/tokens" > "$WORK/op/cost-1"; tail -n +$((half + 1)) "$WORK/op/tokens" > "$WORK/op/cost-2"
+: > "$WORK/cost"
+for r in 1 2; do
+    op=$(cost "$WORK/op/cost-$r"); tn=$(cost "$WORK/b/cost-$r")
+    read -r orps ocpu _ <<< "$op"; read -r trps tcpu _ <<< "$tn"
+    echo "cost round $r: operator issuer $orps req/s, $ocpu µs CPU/req; tenant issuer $trps req/s, $tcpu µs CPU/req"
+    echo "$ocpu $tcpu" >> "$WORK/cost"
+done
+awk '{o+=$1; t+=$2; k++} END {printf "new token, server CPU per request: operator issuer %.1f µs, tenant issuer %.1f µs: %.2fx (%.1f µs for the hand-off)\n", o/k, t/k, t/o, (t-o)/k}' "$WORK/cost"

@@ -1021,6 +1021,7 @@ impl Auth {
     /// Records a refused policy push (validation, or a manifest that could
     /// not even be read as an artifact) for its tenant's status.
     pub fn refused(&self, repo: &RepoName, digest: &Digest, reason: &str) {
+        tracing::info!(repository = %repo, %digest, reason, "policy push refused");
         if let Some(t) = self.tenants.iter().find(|t| t.contains(repo)) {
             t.record_refused(RefusedPush {
                 repository: repo.to_string(),
