@@ -695,10 +695,7 @@ impl Auth {
                 subject,
             ));
         };
-        let decision = match &rt.tenant {
-            Some(t) => t.executor.evaluate(policy, &verified.claims_json).await,
-            None => policy.evaluate_json(&verified.claims_json).await,
-        };
+        let decision = tenant::evaluate(rt.tenant.as_deref(), policy, &verified.claims_json).await;
         state.counts.record(&decision);
         if let Some(shadow) = &rt.shadow {
             self.shadow_evaluate(
@@ -774,10 +771,7 @@ impl Auth {
         let tenant = rt.tenant.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let theirs = match &tenant {
-                Some(t) => t.executor.evaluate(&policy, &claims).await,
-                None => policy.evaluate_json(&claims).await,
-            };
+            let theirs = tenant::evaluate(tenant.as_deref(), &policy, &claims).await;
             candidate.counts.record(&theirs);
             let candidate_text = describe_decision(&theirs);
             if candidate_text == active_text {

@@ -39,7 +39,11 @@ pub struct Executor {
 impl Executor {
     pub fn start(tenant: &str) -> std::io::Result<Executor> {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let (ready, handle) = std::sync::mpsc::channel();
+        // Built here, driven there: the runtime moves to its thread.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let handle = runtime.handle().clone();
         std::thread::Builder::new()
             .name(format!("gantry-tenant-{tenant}"))
             .spawn(move || {
@@ -50,22 +54,8 @@ impl Executor {
                 {
                     tracing::warn!(error = %e, "cannot lower the priority of a tenant's policy thread");
                 }
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build();
-                match runtime {
-                    Ok(rt) => {
-                        let _ = ready.send(Ok(rt.handle().clone()));
-                        let _ = rt.block_on(stopped);
-                    }
-                    Err(e) => {
-                        let _ = ready.send(Err(e));
-                    }
-                }
+                let _ = runtime.block_on(stopped);
             })?;
-        let handle = handle.recv().map_err(|_| {
-            std::io::Error::other("the tenant's policy thread ended before it started")
-        })??;
         Ok(Executor {
             handle,
             _stop: stop,
@@ -83,6 +73,20 @@ impl Executor {
             .spawn(async move { policy.evaluate_json(&claims).await })
             .await
             .unwrap_or_else(|e| Err(PolicyError::Engine(format!("tenant policy thread: {e}"))))
+    }
+}
+
+/// Evaluates `claims` with `policy` where `tenant`'s policies run: on the
+/// tenant's thread, or, for an operator's issuer (no tenant), on the
+/// calling task.
+pub async fn evaluate(
+    tenant: Option<&Tenant>,
+    policy: &LoadedPolicy,
+    claims: &str,
+) -> Result<Decision, PolicyError> {
+    match tenant {
+        Some(t) => t.executor.evaluate(policy, claims).await,
+        None => policy.evaluate_json(claims).await,
     }
 }
 

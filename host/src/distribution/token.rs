@@ -22,7 +22,7 @@ use axum::response::{IntoResponse, Response};
 use super::credentials;
 use super::error::{ApiError, ErrorCode};
 use crate::auth::token::{AccessEntry, scope_actions, scope_words};
-use crate::auth::{Auth, AuthFailure, Caller, Credentials};
+use crate::auth::{Auth, AuthFailure, Caller};
 use crate::oci::RepoName;
 
 /// Largest form body accepted on POST.
@@ -156,11 +156,10 @@ pub async fn token(auth: Arc<Auth>, req: Request) -> Response {
                 base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
             auth.basic(&encoded).await
         }
-        Some(FormCredentials::Token(token)) => {
-            let header = format!("Bearer {token}");
-            auth.authenticate(Credentials::Header(header.as_bytes()))
-                .await
-        }
+        Some(FormCredentials::Token(token)) => auth
+            .bearer(&token)
+            .await
+            .map(|(caller, exp)| (caller, Some(exp))),
         // A Bearer here is an OIDC token, or a Gantry token to trade in.
         None => auth.authenticate(credentials(&parts.headers)).await,
     };
