@@ -39,11 +39,7 @@ pub struct Executor {
 impl Executor {
     pub fn start(tenant: &str) -> std::io::Result<Executor> {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        // Built here, driven there: the runtime moves to its thread.
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let handle = runtime.handle().clone();
+        let (ready, handle) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name(format!("gantry-tenant-{tenant}"))
             .spawn(move || {
@@ -54,8 +50,25 @@ impl Executor {
                 {
                     tracing::warn!(error = %e, "cannot lower the priority of a tenant's policy thread");
                 }
-                let _ = runtime.block_on(stopped);
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build();
+                match runtime {
+                    Ok(rt) => {
+                        let _ = ready.send(Ok(rt.handle().clone()));
+                        let _ = rt.block_on(stopped);
+                    }
+                    Err(e) => {
+                        let _ = ready.send(Err(e));
+                    }
+                }
             })?;
+        // Waits (well under a millisecond) for the thread to run, so the
+        // tenant's policies never start on a thread whose priority is not
+        // lowered yet.
+        let handle = handle.recv().map_err(|_| {
+            std::io::Error::other("the tenant's policy thread ended before it started")
+        })??;
         Ok(Executor {
             handle,
             _stop: stop,
