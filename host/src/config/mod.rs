@@ -437,6 +437,18 @@ fn read_s3(s: &mut Section<'_>, base: &Path) -> S3Config {
     let secret: Option<String> = s.get("secret_access_key_file", || None);
     let redirect_blobs: bool = s.get("redirect_blobs", || false);
     let redirect_seconds: u64 = s.get("redirect_seconds", || 300);
+    let checksum: String = s.get("checksum", || "sha256".to_string());
+    let checksum = match checksum.as_str() {
+        "sha256" => true,
+        "none" => false,
+        other => {
+            s.problem(
+                "checksum",
+                format!("`{other}` is not a checksum: use \"sha256\" (the default) or \"none\""),
+            );
+            true
+        }
+    };
     let prefix = prefix.trim_matches('/').to_string();
     if prefix.split('/').any(|p| p == "." || p == "..")
         || prefix.contains("//")
@@ -494,6 +506,7 @@ fn read_s3(s: &mut Section<'_>, base: &Path) -> S3Config {
         secret_access_key_file: secret.map(|p| base.join(p)),
         redirect_blobs,
         redirect_seconds,
+        checksum,
     }
 }
 
@@ -943,5 +956,25 @@ mod tests {
             ["server.idle_timeout", "storage.gc.upload_ttl"],
             "{err}"
         );
+    }
+
+    #[test]
+    fn s3_checksums_are_on_unless_turned_off() {
+        let s3 = |extra: &str| {
+            parse(&format!(
+                "[storage]\nbackend = \"s3\"\n[storage.s3]\nbucket = \"b\"\n{extra}"
+            ))
+        };
+        let checksum = |c: Config| match c.storage.backend {
+            Backend::S3(s3) => s3.checksum,
+            Backend::Fs => panic!("an s3 config read as fs"),
+        };
+        assert!(checksum(s3("").expect("default")));
+        assert!(checksum(s3("checksum = \"sha256\"").expect("sha256")));
+        assert!(!checksum(s3("checksum = \"none\"").expect("none")));
+        let err = s3("checksum = \"md5\"").expect_err("md5 is not offered");
+        assert_eq!(err.problems.len(), 1, "{err}");
+        assert_eq!(err.problems[0].path, "storage.s3.checksum", "{err}");
+        assert!(err.to_string().contains("`md5`"), "{err}");
     }
 }
