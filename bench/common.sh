@@ -85,9 +85,16 @@ load() { # PID URL [extra wrk args...]
 # CPU µs per request> <tokens sent twice>"; fails on any response other than
 # 200, or when more than 1 % of the requests ran out of new tokens.
 load_tokens() { # PID URL TOKEN_FILE PATH
-    local before after out
+    local before after out perf_pid=""
     before=$(cpu_ticks "$1")
+    # PERF=FILE: a call-graph profile of the server during this run (the
+    # first such run of the script), for `perf report -i FILE`.
+    if [ -n "${PERF:-}" ] && [ ! -e "$PERF" ]; then
+        perf record -q -g -o "$PERF" -p "$1" -- sleep "$(( ${DURATION:-10} - 1 ))" >/dev/null 2>&1 &
+        perf_pid=$!
+    fi
     out=$(wrk -t2 -c16 -d"${DURATION:-10}s" -s "$ROOT/bench/tokens.lua" "$2" -- "$3" "$4" 2)
+    [ -z "${perf_pid:-}" ] || wait "$perf_pid"
     after=$(cpu_ticks "$1")
     echo "$out" | awk -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" '
         /requests in/ {n=$1} /Requests\/sec/ {rps=$2} /^not-200/ {bad=$2; reused=$4}

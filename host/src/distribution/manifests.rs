@@ -14,7 +14,7 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use super::error::{ApiError, ErrorCode};
-use super::{content_length, header_value};
+use super::{content_length, header_value, shared_value};
 use crate::auth::access::Action;
 use crate::oci::{Algorithm, Digest, Reference, RepoName, Tag, media};
 use crate::storage::{Referrer, Storage, StoredManifest};
@@ -37,10 +37,11 @@ pub async fn get(
         Body::from(m.bytes.clone())
     });
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, header_value(&m.media_type));
+    // Shared bytes made when the manifest was read: no formatting here.
+    h.insert(header::CONTENT_TYPE, shared_value(m.media_type_text()));
     h.insert(header::CONTENT_LENGTH, m.bytes.len().into());
-    h.insert(super::CONTENT_DIGEST, header_value(&m.digest.to_string()));
-    h.insert(header::ETAG, header_value(&format!("\"{}\"", m.digest)));
+    h.insert(super::CONTENT_DIGEST, shared_value(m.digest_text()));
+    h.insert(header::ETAG, shared_value(m.quoted_digest()));
     Ok(resp)
 }
 
@@ -180,11 +181,11 @@ pub async fn put(
     if let Some(auth) = followed {
         validate_policy(s, auth, repo, tag, &digest, &bytes).await?;
     }
-    let manifest = StoredManifest {
-        digest: digest.clone(),
-        media_type: parsed.media_type.clone(),
-        bytes: Bytes::clone(&bytes),
-    };
+    let manifest = StoredManifest::new(
+        digest.clone(),
+        parsed.media_type.clone(),
+        Bytes::clone(&bytes),
+    );
     let existed = s
         .get_manifest(repo, &Reference::Digest(digest.clone()))
         .await?

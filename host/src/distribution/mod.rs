@@ -69,11 +69,12 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/v2", any(v2))
-        .route("/v2/", any(v2))
-        .route("/v2/{*rest}", any(v2))
         .route("/auth/token", any(token_endpoint))
         .route("/gantry/v1/tenants/{name}", get(tenant_status))
+        // `/v2` and everything under it: the fallback, not a `{*rest}`
+        // route, because `v2` parses the path itself and a wildcard
+        // route would copy it into URL parameters on every request.
+        .fallback(v2_or_not_found)
         .with_state(state)
         .layer(middleware::from_fn(log_and_stamp))
 }
@@ -234,6 +235,17 @@ async fn log_and_stamp(req: Request, next: Next) -> Response {
     resp
 }
 
+/// Every path no other route matches: the registry API under `/v2`, 404
+/// elsewhere.
+async fn v2_or_not_found(state: State<AppState>, req: Request) -> Response {
+    let path = req.uri().path();
+    if path == "/v2" || path.starts_with("/v2/") {
+        v2(state, req).await
+    } else {
+        StatusCode::NOT_FOUND.into_response()
+    }
+}
+
 async fn v2(State(state): State<AppState>, req: Request) -> Response {
     let rest = req.uri().path().strip_prefix("/v2").unwrap_or_default();
     let rest = rest.strip_prefix('/').unwrap_or(rest);
@@ -386,7 +398,10 @@ async fn authorize(
         here: ActionSet::NONE,
         mount_from: mount_source(route, method, query),
     };
-    access.caller = match auth.authenticate(credentials(headers)).await {
+    // Boxed: a new token's verification is a large future, and held inline
+    // it would make every request's future (anonymous reads too) that large
+    // to move.
+    access.caller = match Box::pin(auth.authenticate(credentials(headers))).await {
         Ok((c, _)) => c,
         Err(failure) => {
             let scopes = match (repo, needed) {
@@ -509,35 +524,53 @@ async fn dispatch(
 ) -> Result<Response, ApiError> {
     let method = req.method().clone();
     let s = &*state.storage;
+    // Every arm but the hot one (a manifest read) is boxed, so this
+    // future, which every request moves, is only as large as that one.
     match (route, method) {
         (Route::Base, Method::GET | Method::HEAD) => {
             Ok(([(header::CONTENT_TYPE, "application/json")], "{}").into_response())
         }
-        (Route::Catalog, Method::GET) => listing::catalog(s, access, req.uri().query()).await,
-        (Route::Tags(repo), Method::GET) => listing::tags(s, &repo, req.uri().query()).await,
+        (Route::Catalog, Method::GET) => {
+            Box::pin(listing::catalog(s, access, req.uri().query())).await
+        }
+        (Route::Tags(repo), Method::GET) => {
+            Box::pin(listing::tags(s, &repo, req.uri().query())).await
+        }
         (Route::Referrers(repo, digest), Method::GET) => {
-            listing::referrers(s, &repo, &digest, req.uri().query()).await
+            Box::pin(listing::referrers(s, &repo, &digest, req.uri().query())).await
         }
         (Route::Manifest(repo, r), m @ (Method::GET | Method::HEAD)) => {
             manifests::get(s, &repo, &r, m == Method::HEAD).await
         }
-        (Route::Manifest(repo, r), Method::PUT) => manifests::put(s, access, &repo, &r, req).await,
-        (Route::Manifest(repo, r), Method::DELETE) => manifests::delete(s, &repo, &r).await,
+        (Route::Manifest(repo, r), Method::PUT) => {
+            Box::pin(manifests::put(s, access, &repo, &r, req)).await
+        }
+        (Route::Manifest(repo, r), Method::DELETE) => {
+            Box::pin(manifests::delete(s, &repo, &r)).await
+        }
         (Route::BadManifestRef(_, bad), Method::PUT) => Err(bad.put_error()),
         (Route::BadManifestRef(_, bad), Method::GET | Method::HEAD | Method::DELETE) => {
             Err(bad.lookup_error())
         }
         (Route::Blob(repo, d), m @ (Method::GET | Method::HEAD)) => {
-            blobs::get(s, &repo, &d, req.headers(), m == Method::HEAD).await
+            Box::pin(blobs::get(s, &repo, &d, req.headers(), m == Method::HEAD)).await
         }
-        (Route::Blob(repo, d), Method::DELETE) => blobs::delete(s, &repo, &d).await,
+        (Route::Blob(repo, d), Method::DELETE) => Box::pin(blobs::delete(s, &repo, &d)).await,
         (Route::UploadStart(repo), Method::POST) => {
-            blobs::start_upload(s, access, &repo, req).await
+            Box::pin(blobs::start_upload(s, access, &repo, req)).await
         }
-        (Route::Upload(repo, id), Method::GET) => blobs::upload_status(s, &repo, id).await,
-        (Route::Upload(repo, id), Method::PATCH) => blobs::patch_upload(s, &repo, id, req).await,
-        (Route::Upload(repo, id), Method::PUT) => blobs::finish_upload(s, &repo, id, req).await,
-        (Route::Upload(repo, id), Method::DELETE) => blobs::cancel_upload(s, &repo, id).await,
+        (Route::Upload(repo, id), Method::GET) => {
+            Box::pin(blobs::upload_status(s, &repo, id)).await
+        }
+        (Route::Upload(repo, id), Method::PATCH) => {
+            Box::pin(blobs::patch_upload(s, &repo, id, req)).await
+        }
+        (Route::Upload(repo, id), Method::PUT) => {
+            Box::pin(blobs::finish_upload(s, &repo, id, req)).await
+        }
+        (Route::Upload(repo, id), Method::DELETE) => {
+            Box::pin(blobs::cancel_upload(s, &repo, id)).await
+        }
         (_, m) => Err(ApiError::unsupported(
             StatusCode::METHOD_NOT_ALLOWED,
             format!("method {m} is not supported here"),
@@ -608,4 +641,9 @@ fn header_value(s: &str) -> HeaderValue {
     // Our values are built from validated names and digests; fall back
     // rather than panic if that ever changes.
     HeaderValue::from_str(s).unwrap_or(HeaderValue::from_static("invalid"))
+}
+
+/// [`header_value`] over shared bytes: checked, not copied.
+fn shared_value(b: bytes::Bytes) -> HeaderValue {
+    HeaderValue::from_maybe_shared(b).unwrap_or(HeaderValue::from_static("invalid"))
 }

@@ -140,11 +140,11 @@ mod tests {
     use crate::oci::Digest;
 
     fn manifest(bytes: &'static [u8]) -> Arc<StoredManifest> {
-        Arc::new(StoredManifest {
-            digest: Digest::sha256_of(bytes),
-            media_type: crate::oci::media::OCI_MANIFEST.into(),
-            bytes: bytes::Bytes::from_static(bytes),
-        })
+        Arc::new(StoredManifest::new(
+            Digest::sha256_of(bytes),
+            crate::oci::media::OCI_MANIFEST.into(),
+            bytes::Bytes::from_static(bytes),
+        ))
     }
 
     /// Regression: two readers inserting the same key counted it twice, so

@@ -459,11 +459,11 @@ mod store_tests {
             "layers": layers,
         }))
         .expect("json");
-        StoredManifest {
-            digest: Digest::sha256_of(&bytes),
-            media_type: crate::oci::media::OCI_MANIFEST.into(),
-            bytes: Bytes::from(bytes),
-        }
+        StoredManifest::new(
+            Digest::sha256_of(&bytes),
+            crate::oci::media::OCI_MANIFEST.into(),
+            Bytes::from(bytes),
+        )
     }
 
     fn now_grace() -> GcOptions {

@@ -146,6 +146,42 @@ pub struct StoredManifest {
     pub digest: Digest,
     pub media_type: String,
     pub bytes: Bytes,
+    /// `"<digest>"` (quoted), written once when the manifest is read or
+    /// stored: a cached manifest is served many times, and each response
+    /// takes its digest and entity tag from here without formatting.
+    quoted_digest: Bytes,
+    /// The media type as shared bytes, for the same reason.
+    media_type_text: Bytes,
+}
+
+impl StoredManifest {
+    pub fn new(digest: Digest, media_type: String, bytes: Bytes) -> StoredManifest {
+        let quoted_digest = Bytes::from(format!("\"{digest}\""));
+        let media_type_text = Bytes::copy_from_slice(media_type.as_bytes());
+        StoredManifest {
+            digest,
+            media_type,
+            bytes,
+            quoted_digest,
+            media_type_text,
+        }
+    }
+
+    /// The digest's text (`sha256:…`), shared, not copied.
+    pub fn digest_text(&self) -> Bytes {
+        self.quoted_digest
+            .slice(1..self.quoted_digest.len().saturating_sub(1))
+    }
+
+    /// The digest's text in double quotes (an entity tag), shared.
+    pub fn quoted_digest(&self) -> Bytes {
+        self.quoted_digest.clone()
+    }
+
+    /// The media type's text, shared.
+    pub fn media_type_text(&self) -> Bytes {
+        self.media_type_text.clone()
+    }
 }
 
 /// A manifest that points at another (`subject`), with the descriptor the

@@ -107,10 +107,13 @@ pub struct HttpClass {
 impl HttpClass {
     pub fn of(path: &str, method: &http::Method) -> HttpClass {
         HttpClass {
-            route: ROUTES
-                .iter()
-                .position(|r| *r == route_class(path))
-                .unwrap_or(ROUTES.len() - 1),
+            route: {
+                let class = route_class(path);
+                ROUTES
+                    .iter()
+                    .position(|r| *r == class)
+                    .unwrap_or(ROUTES.len() - 1)
+            },
             method: METHODS[..METHODS.len() - 1]
                 .iter()
                 .position(|m| *m == method.as_str())
@@ -532,19 +535,22 @@ pub fn route_class(path: &str) -> &'static str {
         return "other";
     };
     if rest == "_catalog" {
-        "catalog"
-    } else if rest.contains("/blobs/uploads") {
-        "upload"
-    } else if rest.contains("/manifests/") {
-        "manifest"
-    } else if rest.contains("/blobs/") {
-        "blob"
-    } else if rest.ends_with("/tags/list") {
-        "tags"
-    } else if rest.contains("/referrers/") {
-        "referrers"
-    } else {
-        "other"
+        return "catalog";
+    }
+    // The route's keyword sits just before the last segment (a repository
+    // name may hold any of them as a component of its own): one scan from
+    // the right, no substring search.
+    let mut from_right = rest.rsplit('/');
+    let last = from_right.next().unwrap_or_default();
+    let keyword = from_right.next().unwrap_or_default();
+    match keyword {
+        "manifests" => "manifest",
+        "blobs" if last == "uploads" => "upload",
+        "blobs" => "blob",
+        "uploads" if from_right.next() == Some("blobs") => "upload",
+        "tags" if last == "list" => "tags",
+        "referrers" => "referrers",
+        _ => "other",
     }
 }
 
@@ -565,6 +571,12 @@ mod tests {
             ("/auth/token", "token"),
             ("/v2/", "other"),
             ("/healthz", "other"),
+            // A repository component that reads like a route keyword.
+            ("/v2/manifests/blobs/sha256:00", "blob"),
+            ("/v2/blobs/manifests/latest", "manifest"),
+            ("/v2/a/blobs/uploads/blobs/uploads", "upload"),
+            ("/v2/tags/list/manifests/list", "manifest"),
+            ("/v2/a/referrers/manifests/x/tags/list", "tags"),
         ] {
             assert_eq!(route_class(path), class, "{path}");
         }

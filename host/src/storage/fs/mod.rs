@@ -217,11 +217,8 @@ impl FsStorage {
             Ok(Some((rev.media_type, bytes)))
         })
         .await?;
-        Ok(found.map(|(media_type, bytes)| StoredManifest {
-            digest,
-            media_type,
-            bytes: Bytes::from(bytes),
-        }))
+        Ok(found
+            .map(|(media_type, bytes)| StoredManifest::new(digest, media_type, Bytes::from(bytes))))
     }
 }
 

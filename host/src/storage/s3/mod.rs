@@ -506,11 +506,7 @@ impl S3Storage {
         };
         let rev: Revision =
             serde_json::from_slice(&rev).map_err(encode_err("reading a revision"))?;
-        Ok(Some(StoredManifest {
-            digest,
-            media_type: rev.media_type,
-            bytes,
-        }))
+        Ok(Some(StoredManifest::new(digest, rev.media_type, bytes)))
     }
 
     /// A name for this process's probe object (one per replica).
@@ -1306,10 +1302,12 @@ mod tests {
         let repo: RepoName = "team/app".parse().expect("name");
         let tag: Tag = "v1".parse().expect("tag");
         let by_tag = Reference::Tag(tag.clone());
-        let manifest = |body: &'static [u8]| StoredManifest {
-            digest: Digest::sha256_of(body),
-            media_type: crate::oci::media::OCI_MANIFEST.into(),
-            bytes: Bytes::from_static(body),
+        let manifest = |body: &'static [u8]| {
+            StoredManifest::new(
+                Digest::sha256_of(body),
+                crate::oci::media::OCI_MANIFEST.into(),
+                Bytes::from_static(body),
+            )
         };
         let (one, two) = (manifest(b"{\"one\":1}"), manifest(b"{\"two\":2}"));
         a.put_manifest(&repo, one.clone(), Some(&tag), None)
