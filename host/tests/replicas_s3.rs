@@ -440,27 +440,13 @@ fn the_store_is_given_every_blobs_sha256_to_verify() {
             ..Launch::default()
         },
     );
-    let monolithic = |bytes: &[u8]| {
-        let loc = open_session(&g, "team/app");
-        let digest = sha256(bytes);
-        let sep = if loc.contains('?') { '&' } else { '?' };
-        let r = g
-            .client()
-            .put(g.url(&format!("{loc}{sep}digest={digest}")))
-            .header("content-type", "application/octet-stream")
-            .body(bytes.to_vec())
-            .send()
-            .expect("PUT");
-        assert_eq!(r.status(), 201);
-        digest
-    };
-    // Multipart (the whole body in the final PUT; a chunked session):
+    // Multipart (a monolithic push; a chunked session):
     // each upload is created for SHA-256 checksums and every part carries
     // its own, so the store checks every byte. (A blob small enough for
     // one PUT carries `x-amz-checksum-sha256` too; moto does not record
     // that for clients other than the AWS SDKs, so it is not asked here.)
     let big = Noise::new(22).bytes(17 * 1024 * 1024 + 5);
-    let digest = monolithic(&big);
+    let digest = support::push_blob(&g, "team/app", &big);
     let (algorithm, value) = stored_checksum(&bucket, &digest);
     assert_eq!(algorithm.as_deref(), Some("SHA256"), "a multipart blob");
     assert!(value.is_some(), "a multipart blob has no SHA-256 checksum");
