@@ -335,62 +335,157 @@ async fn run_blocking<T: Send + 'static>(
     }
 }
 
-/// Chunks queued between a request and its blocking writer. Hyper hands
-/// out at most a few hundred KiB per chunk, so an upload holds a few MiB at
-/// most, whatever its size.
-const WRITE_QUEUE: usize = 16;
+/// Bytes of a body queued between a request and its blocking writer when
+/// it appends chunks to an existing file (a `PATCH`), so that the network
+/// and the hash run ahead while the disk writes.
+const WRITE_QUEUE_BYTES: usize = 8 * 1024 * 1024;
+
+/// Direct-write blocks per new file: one being written while the other is
+/// filled from the body. The next block is complete when the disk finishes
+/// one, so the disk never waits for the network (with a queue of a few
+/// chunks, every block waited for its own bytes to arrive, and a push took
+/// network + disk time instead of the slower of the two).
+const SPOOL_BLOCKS: usize = 2;
+
+/// The writer's side of [`copy_stream`]: it hands the file back.
+type WriterTask = tokio::task::JoinHandle<io::Result<std::fs::File>>;
 
 /// Streams `body` into `file`, hashing it on the way (a body error is the
 /// client's, a write error is ours). The writes run on the
-/// blocking pool while the next chunks arrive and are hashed, so network,
-/// hash and disk overlap, and no chunk is copied on the way. Returns the
-/// file and the bytes written (not yet synced). `released` is dropped when
-/// the writer lets go of the file, even if this future is dropped midway,
-/// so whoever writes the file next can wait for the writes still queued.
-/// `new_file`: `file` is new and empty, so it may be written with
-/// `O_DIRECT` (see [`fileio::Writer::direct`]).
+/// blocking pool while the next bytes arrive and are hashed, so network,
+/// hash and disk overlap; an upload holds 16 MiB at most, whatever its
+/// size. Returns the file and the bytes written (not yet synced).
+/// `released` is dropped when the writer lets go of the file, even if this
+/// future is dropped midway, so whoever writes the file next can wait for
+/// the writes still queued. `new_file`: `file` is new and empty, so it may
+/// be written with `O_DIRECT` (see [`fileio::Writer::direct`]).
 async fn copy_stream(
-    mut body: ByteStream,
+    body: ByteStream,
     file: tokio::fs::File,
     hasher: &mut Hasher,
     released: Option<tokio::sync::oneshot::Sender<()>>,
     new_file: bool,
 ) -> Result<(tokio::fs::File, u64), StorageError> {
     let file = file.into_std().await;
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(WRITE_QUEUE);
-    let writer = tokio::task::spawn_blocking(move || {
-        let _released = released;
-        let mut out = if new_file {
-            fileio::Writer::direct(file)
-        } else {
-            fileio::Writer::new(file)
-        };
-        while let Some(chunk) = rx.blocking_recv() {
-            out.write(&chunk)?;
-        }
-        out.finish()
-    });
     let mut n = 0u64;
-    let fed = async {
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(StorageError::Body)?;
-            hasher.update(&chunk);
-            n += chunk.len() as u64;
-            if tx.send(chunk).await.is_err() {
-                // The writer stopped on an error, reported below.
-                break;
-            }
-        }
-        Ok(())
-    }
-    .await;
-    drop(tx);
+    let (fed, writer) = if new_file {
+        feed_blocks(body, file, hasher, &mut n, released).await
+    } else {
+        feed_chunks(body, file, hasher, &mut n, released).await
+    };
     let written = match writer.await {
         Ok(r) => r.map_err(StorageError::io("writing a blob")),
         Err(e) => Err(StorageError::io("writing a blob")(io::Error::other(e))),
     };
     fed?;
     Ok((tokio::fs::File::from_std(written?), n))
+}
+
+/// A new file: the body is copied into aligned blocks here, and a blocking
+/// writer writes each whole block directly. A writer that stopped on an
+/// error stops the feeding; the caller reports its error.
+async fn feed_blocks(
+    mut body: ByteStream,
+    file: std::fs::File,
+    hasher: &mut Hasher,
+    n: &mut u64,
+    released: Option<tokio::sync::oneshot::Sender<()>>,
+) -> (Result<(), StorageError>, WriterTask) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<fileio::Block>(1);
+    let (free_tx, mut free_rx) = tokio::sync::mpsc::unbounded_channel::<fileio::Block>();
+    let writer = tokio::task::spawn_blocking(move || {
+        let _released = released;
+        let mut out = fileio::Writer::direct(file);
+        while let Some(mut block) = rx.blocking_recv() {
+            out.write_block(&block)?;
+            block.clear();
+            let _ = free_tx.send(block);
+        }
+        out.finish()
+    });
+    let fed = async {
+        let mut allocated = 0;
+        let mut filling: Option<fileio::Block> = None;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(StorageError::Body)?;
+            hasher.update(&chunk);
+            *n += chunk.len() as u64;
+            let mut rest = &chunk[..];
+            while !rest.is_empty() {
+                let mut block = match filling.take() {
+                    Some(block) => block,
+                    None => match free_rx.try_recv() {
+                        Ok(block) => block,
+                        Err(_) if allocated < SPOOL_BLOCKS => {
+                            allocated += 1;
+                            fileio::Block::new()
+                        }
+                        Err(_) => match free_rx.recv().await {
+                            Some(block) => block,
+                            None => return Ok(()),
+                        },
+                    },
+                };
+                rest = block.fill(rest);
+                if !block.is_full() {
+                    filling = Some(block);
+                } else if tx.send(block).await.is_err() {
+                    return Ok(());
+                }
+            }
+        }
+        if let Some(tail) = filling.filter(|b| !b.is_empty()) {
+            let _ = tx.send(tail).await;
+        }
+        Ok(())
+    }
+    .await;
+    (fed, writer)
+}
+
+/// An existing file (an upload's next `PATCH`): chunks are queued as they
+/// came, bounded in bytes, and written buffered at the file's position.
+async fn feed_chunks(
+    mut body: ByteStream,
+    file: std::fs::File,
+    hasher: &mut Hasher,
+    n: &mut u64,
+    released: Option<tokio::sync::oneshot::Sender<()>>,
+) -> (Result<(), StorageError>, WriterTask) {
+    // Each queued chunk holds permits for its length until it is written.
+    let budget = Arc::new(tokio::sync::Semaphore::new(WRITE_QUEUE_BYTES));
+    let (tx, mut rx) =
+        tokio::sync::mpsc::unbounded_channel::<(Bytes, tokio::sync::OwnedSemaphorePermit)>();
+    let writer = tokio::task::spawn_blocking(move || {
+        let _released = released;
+        let mut out = fileio::Writer::new(file);
+        while let Some((chunk, permit)) = rx.blocking_recv() {
+            out.write(&chunk)?;
+            drop(permit);
+        }
+        out.finish()
+    });
+    let fed = async {
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(StorageError::Body)?;
+            hasher.update(&chunk);
+            *n += chunk.len() as u64;
+            // A chunk larger than the whole budget takes all of it.
+            let want = u32::try_from(chunk.len().min(WRITE_QUEUE_BYTES)).unwrap_or(u32::MAX);
+            // The semaphore is never closed. A writer that stopped on an
+            // error dropped what it had queued (and those permits), and the
+            // send fails.
+            let Ok(permit) = Arc::clone(&budget).acquire_many_owned(want).await else {
+                break;
+            };
+            if tx.send((chunk, permit)).is_err() {
+                break;
+            }
+        }
+        Ok(())
+    }
+    .await;
+    (fed, writer)
 }
 
 fn file_len(path: &Path) -> io::Result<Option<u64>> {
@@ -989,6 +1084,59 @@ mod tests {
             }
             assert!(got == expected, "round {round}: the blob holds other bytes");
         }
+    }
+
+    /// A blob spooled whole through the direct-write blocks, from chunks of
+    /// odd sizes that straddle the blocks, holds exactly the bytes sent;
+    /// a body that fails midway makes nothing visible.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_spooled_blob_holds_the_bytes_sent_across_blocks() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = FsStorage::open(dir.path()).await.expect("open");
+        let repo: RepoName = "spool/app".parse().expect("name");
+        let data: Vec<u8> = (0..SPOOL_BLOCKS * fileio::DIRECT_BLOCK * 2 + 12_345)
+            .map(|i| (i % 253) as u8)
+            .collect();
+        let digest = Digest::sha256_of(&data);
+        let chunks: Vec<Result<Bytes, _>> = data
+            .chunks(1_000_003)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        s.put_blob(
+            &repo,
+            &digest,
+            Box::pin(futures_util::stream::iter(chunks)),
+            Some(data.len() as u64),
+        )
+        .await
+        .expect("put");
+        let read = s.read_blob(&repo, &digest, None).await.expect("read");
+        let mut got = Vec::new();
+        let mut body = read.body;
+        while let Some(c) = body.next().await {
+            got.extend_from_slice(&c.expect("chunk"));
+        }
+        assert!(
+            got == data,
+            "{} bytes read back, {} sent",
+            got.len(),
+            data.len()
+        );
+
+        let other: Vec<u8> = data.iter().map(|b| b ^ 0x5a).collect();
+        let other_digest = Digest::sha256_of(&other);
+        let sent: Vec<io::Result<Bytes>> = other
+            .chunks(3 * 1024 * 1024)
+            .take(5)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .chain([Err(io::Error::other("client went away"))])
+            .collect();
+        let broken = futures_util::stream::iter(sent);
+        let put = s
+            .put_blob(&repo, &other_digest, Box::pin(broken), None)
+            .await;
+        assert!(put.is_err(), "a broken body was stored");
+        assert_eq!(s.blob_size(&repo, &other_digest).await.expect("size"), None);
     }
 
     /// Ranges are served from their offset, across chunk boundaries.
