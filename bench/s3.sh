@@ -56,7 +56,7 @@ for i in $(seq 1 "$ROUNDS"); do
     # (Gantry skips sending content the bucket already holds).
     curl -fsS -o /dev/null -X DELETE "http://$M/gantry/blobs/sha256/${DIGEST#sha256:}"
     curl -fsS -o /dev/null -X DELETE "http://$M/direct/blob"
-    t0=$(now); push_blob "http://$S" bench/big "$WORK/blob"; t1=$(now)
+    t0=$(now); push_blob "http://$S" bench/big "$WORK/blob" "$DIGEST"; t1=$(now)
     push=$(echo "$t1 - $t0" | bc)
     t0=$(now); curl -fsS -o "$WORK/pulled" "http://$S/v2/bench/big/blobs/$DIGEST"; t1=$(now)
     pull=$(echo "$t1 - $t0" | bc)
