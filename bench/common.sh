@@ -74,13 +74,28 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 # on a shared machine.
 load() { # PID URL [extra wrk args...]
     local pid="$1" url="$2"; shift 2
-    local before after out
+    local before after out perf_pid=""
     before=$(cpu_ticks "$pid")
+    start_perf "$pid"; perf_pid=$PERF_RUNNING
     out=$(wrk -t2 -c16 -d"${DURATION:-10}s" "$@" "$url")
+    [ -z "$perf_pid" ] || wait "$perf_pid"
     after=$(cpu_ticks "$pid")
     echo "$out" | awk -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" '
         /requests in/ {n=$1} /Requests\/sec/ {rps=$2}
         END {printf "%.0f %.1f\n", rps, (t / hz) * 1e6 / n}'
+}
+
+# PERF=FILE: records a call-graph profile of the server (`perf record -g`)
+# during the script's PERF_RUN-th load run (default the first), for `perf
+# report -i FILE`. Sets PERF_RUNNING to perf's PID, or to nothing.
+start_perf() { # PID
+    PERF_RUNNING=""
+    [ -n "${PERF:-}" ] || return 0
+    echo >> "$WORK/perf-runs"
+    if [ "$(wc -l < "$WORK/perf-runs")" -eq "${PERF_RUN:-1}" ]; then
+        perf record -q -g -o "$PERF" -p "$1" -- sleep "$(( ${DURATION:-10} - 1 ))" >/dev/null 2>&1 &
+        PERF_RUNNING=$!
+    fi
 }
 
 # Like load(), with a bearer token never seen before in every request
@@ -90,12 +105,7 @@ load() { # PID URL [extra wrk args...]
 load_tokens() { # PID URL TOKEN_FILE PATH
     local before after out perf_pid=""
     before=$(cpu_ticks "$1")
-    # PERF=FILE: a call-graph profile of the server during this run (the
-    # first such run of the script), for `perf report -i FILE`.
-    if [ -n "${PERF:-}" ] && [ ! -e "$PERF" ]; then
-        perf record -q -g -o "$PERF" -p "$1" -- sleep "$(( ${DURATION:-10} - 1 ))" >/dev/null 2>&1 &
-        perf_pid=$!
-    fi
+    start_perf "$1"; perf_pid=$PERF_RUNNING
     out=$(wrk -t2 -c16 -d"${DURATION:-10}s" -s "$ROOT/bench/tokens.lua" "$2" -- "$3" "$4" 2)
     [ -z "${perf_pid:-}" ] || wait "$perf_pid"
     after=$(cpu_ticks "$1")
