@@ -17,7 +17,9 @@
 # compare better than bests). Every write round starts on a settled disk:
 # the previous round's file is deleted and `sync`ed first, so that no round
 # pays for the discards (`-o discard`) of another's deleted gigabyte.
-# Usage: [ROUNDS=3] [GANTRY=path] bench/blob-transfer.sh [SIZE_MIB]
+# GANTRY_BASELINE=/path/to/another/gantry adds that build's monolithic push
+# to every round (the two take turns going first), side by side.
+# Usage: [ROUNDS=3] [GANTRY=path] [GANTRY_BASELINE=path] bench/blob-transfer.sh [SIZE_MIB]
 # Needs: curl, openssl, dd, docker-registry, nginx (Debian: nginx-light).
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
@@ -29,10 +31,15 @@ if [ -z "${GANTRY:-}" ]; then
     cargo build --release --bin gantry -q
     GANTRY="$ROOT/target/release/gantry"
 fi
-G=127.0.0.1:15010 R=127.0.0.1:15011 N=127.0.0.1:15012
+G=127.0.0.1:15010 R=127.0.0.1:15011 N=127.0.0.1:15012 B=127.0.0.1:15013
 
 open_config "$G" gantry > "$WORK/gantry.toml"
 "$GANTRY" serve --config "$WORK/gantry.toml" 2>"$WORK/gantry.log" & PID=$!; PIDS+=($PID)
+if [ -n "${GANTRY_BASELINE:-}" ]; then
+    open_config "$B" baseline > "$WORK/baseline.toml"
+    "$GANTRY_BASELINE" serve --config "$WORK/baseline.toml" 2>"$WORK/baseline.log" & PIDS+=($!)
+    wait_http "http://$B/v2/"
+fi
 cat > "$WORK/registry.yml" <<YML
 version: 0.1
 log: {level: error}
@@ -93,17 +100,16 @@ fresh_blob() { # ROUND: prints the digest of $WORK/push-blob
     echo "sha256:$(openssl dgst -sha256 -r "$WORK/push-blob" | cut -d' ' -f1)"
 }
 
-mono_push() { # REPO FILE DIGEST
-    curl -fsS -o /dev/null -X POST -H "Content-Type: application/octet-stream" -T "$2" \
-        "http://$G/v2/bench/$1/blobs/uploads?digest=$3"
+mono_push() { # SERVER REPO FILE DIGEST
+    curl -fsS -o /dev/null -X POST -H "Content-Type: application/octet-stream" -T "$3" \
+        "http://$1/v2/bench/$2/blobs/uploads?digest=$4"
 }
 
-push_round() { # ROUND
-    local t0 t1 d
-    d=$(fresh_blob "$1")
+push_round() { # SERVER ROUND DIGEST ($WORK/push-blob's)
+    local t0 t1
     settle
     t0=$(now)
-    mono_push "mono$1" "$WORK/push-blob" "$d"
+    mono_push "$1" "mono$2" "$WORK/push-blob" "$3"
     t1=$(now); secs "$t0" "$t1"
 }
 
@@ -135,7 +141,7 @@ cat "$WORK/blob" > /dev/null
 dd if="$WORK/blob" of="$WORK/copy" bs=4M conv=fsync status=none; rm -f "$WORK/copy"
 split -b 64M "$WORK/blob" "$WORK/chunk."
 cp "$WORK/blob" "$WORK/push-blob"
-mono_push mono0 "$WORK/blob" "$digest"
+mono_push "$G" mono0 "$WORK/blob" "$digest"
 
 # One pull from each server first, so that each serves its own copy from
 # the page cache.
@@ -145,7 +151,16 @@ done
 declare -A T
 for r in $(seq 1 "$ROUNDS"); do
     T[limit]+="$(limit_round)"$'\n'
-    T[push]+="$(push_round "$r")"$'\n'
+    d=$(fresh_blob "$r")
+    if [ -z "${GANTRY_BASELINE:-}" ]; then
+        T[push]+="$(push_round "$G" "$r" "$d")"$'\n'
+    elif [ $((r % 2)) = 1 ]; then
+        T[push]+="$(push_round "$G" "$r" "$d")"$'\n'
+        T[baseline]+="$(push_round "$B" "$r" "$d")"$'\n'
+    else
+        T[baseline]+="$(push_round "$B" "$r" "$d")"$'\n'
+        T[push]+="$(push_round "$G" "$r" "$d")"$'\n'
+    fi
     T[chunked]+="$(chunked_round "$r")"$'\n'
     T[gantry]+="$(pull_round "http://$G/v2/bench/mono0/blobs/$digest")"$'\n'
     T[registry]+="$(pull_round "http://$R/v2/bench/big/blobs/$digest")"$'\n'
@@ -158,7 +173,7 @@ got=$(curl -fsS "http://$G/v2/bench/mono0/blobs/$digest" | sha256sum | cut -d' '
 [ "sha256:$got" = "$digest" ] || { echo "pulled blob digest mismatch: $got" >&2; exit 1; }
 
 declare -A B
-for k in limit push chunked gantry registry nginx; do
+for k in limit push ${GANTRY_BASELINE:+baseline} chunked gantry registry nginx; do
     B[$k]=$(printf '%s' "${T[$k]}" | best)
     echo "$k seconds per round: $(printf '%s' "${T[$k]}" | tr '\n' ' ')" >&2
 done
@@ -172,6 +187,11 @@ echo "${SIZE_MIB} MiB, best of $ROUNDS rounds (MiB/s):"
 echo "push limit (SHA-256 beside write+fsync): $(mibps "${B[limit]}")"
 echo "gantry monolithic push:                $(mibps "${B[push]}")   ($(ratio "${B[push]}" "${B[limit]}")x the limit; target >= 0.7x)"
 echo "  push/limit round by round:          $(printf '%s' "$round_ratios" | tr '\n' ' ')(median ${median_ratio}x)"
+if [ -n "${GANTRY_BASELINE:-}" ]; then
+    base_ratios=$(paste <(printf '%s' "${T[limit]}") <(printf '%s' "${T[baseline]}") | awk '{printf "%.2f\n", $1/$2}' | sort -n | tr '\n' ' ')
+    echo "baseline monolithic push:              $(mibps "${B[baseline]}")   ($(ratio "${B[baseline]}" "${B[limit]}")x the limit; round by round: ${base_ratios})"
+    echo "  gantry/baseline push, best of each:  $(ratio "${B[push]}" "${B[baseline]}")x"
+fi
 echo "gantry chunked push (64 MiB PATCHes):  $(mibps "${B[chunked]}")   ($(ratio "${B[chunked]}" "${B[limit]}")x the limit)"
 echo "pull gantry:                           $(mibps "${B[gantry]}")"
 echo "pull docker-registry 2.8:              $(mibps "${B[registry]}")   (gantry/registry $(ratio "${B[gantry]}" "${B[registry]}")x)"
