@@ -37,6 +37,14 @@ struct Inner {
     bytes: usize,
 }
 
+impl Inner {
+    /// Takes an entry that left the maps out of the counts.
+    fn uncount(&mut self, e: &Entry) {
+        self.entries -= 1;
+        self.bytes -= e.manifest.bytes.len();
+    }
+}
+
 struct Entry {
     read_at: Instant,
     manifest: Arc<StoredManifest>,
@@ -139,8 +147,7 @@ impl ManifestCache {
                 refreshing: Arc::new(AtomicBool::new(false)),
             },
         ) {
-            inner.entries -= 1;
-            inner.bytes -= old.manifest.bytes.len();
+            inner.uncount(&old);
         }
     }
 
@@ -203,8 +210,7 @@ impl ManifestCache {
             .get_mut(repo)
             .and_then(|entries| entries.remove(reference));
         if let Some(old) = removed {
-            inner.entries -= 1;
-            inner.bytes -= old.manifest.bytes.len();
+            inner.uncount(&old);
         }
     }
 
@@ -212,11 +218,9 @@ impl ManifestCache {
         let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
         self.generation.fetch_add(1, Ordering::AcqRel);
         if let Some(entries) = inner.repos.remove(repo) {
-            inner.entries -= entries.len();
-            inner.bytes -= entries
-                .values()
-                .map(|e| e.manifest.bytes.len())
-                .sum::<usize>();
+            for e in entries.values() {
+                inner.uncount(e);
+            }
         }
     }
 }

@@ -360,19 +360,33 @@ type WriterTask = tokio::task::JoinHandle<io::Result<std::fs::File>>;
 /// the writes still queued. `new_file`: `file` is new and empty, so it may
 /// be written with `O_DIRECT` (see [`fileio::Writer::direct`]).
 async fn copy_stream(
-    body: ByteStream,
+    mut body: ByteStream,
     file: tokio::fs::File,
     hasher: &mut Hasher,
     released: Option<tokio::sync::oneshot::Sender<()>>,
     new_file: bool,
 ) -> Result<(tokio::fs::File, u64), StorageError> {
     let file = file.into_std().await;
-    let mut n = 0u64;
-    let (fed, writer) = if new_file {
-        feed_blocks(body, file, hasher, &mut n, released).await
+    let (mut sink, writer) = if new_file {
+        Sink::blocks(file, released)
     } else {
-        feed_chunks(body, file, hasher, &mut n, released).await
+        Sink::chunks(file, released)
     };
+    let mut n = 0u64;
+    let fed = async {
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(StorageError::Body)?;
+            hasher.update(&chunk);
+            n += chunk.len() as u64;
+            if !sink.send(chunk).await {
+                // The writer stopped on an error, reported below.
+                break;
+            }
+        }
+        sink.close().await;
+        Ok(())
+    }
+    .await;
     let written = match writer.await {
         Ok(r) => r.map_err(StorageError::io("writing a blob")),
         Err(e) => Err(StorageError::io("writing a blob")(io::Error::other(e))),
@@ -381,111 +395,131 @@ async fn copy_stream(
     Ok((tokio::fs::File::from_std(written?), n))
 }
 
-/// A new file: the body is copied into aligned blocks here, and a blocking
-/// writer writes each whole block directly. A writer that stopped on an
-/// error stops the feeding; the caller reports its error.
-async fn feed_blocks(
-    mut body: ByteStream,
-    file: std::fs::File,
-    hasher: &mut Hasher,
-    n: &mut u64,
-    released: Option<tokio::sync::oneshot::Sender<()>>,
-) -> (Result<(), StorageError>, WriterTask) {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<fileio::Block>(1);
-    let (free_tx, mut free_rx) = tokio::sync::mpsc::unbounded_channel::<fileio::Block>();
-    let writer = tokio::task::spawn_blocking(move || {
-        let _released = released;
-        let mut out = fileio::Writer::direct(file);
-        while let Some(mut block) = rx.blocking_recv() {
-            out.write_block(&block)?;
-            block.clear();
-            let _ = free_tx.send(block);
-        }
-        out.finish()
-    });
-    let fed = async {
-        let mut allocated = 0;
-        let mut filling: Option<fileio::Block> = None;
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(StorageError::Body)?;
-            hasher.update(&chunk);
-            *n += chunk.len() as u64;
-            let mut rest = &chunk[..];
-            while !rest.is_empty() {
-                let mut block = match filling.take() {
-                    Some(block) => block,
-                    None => match free_rx.try_recv() {
-                        Ok(block) => block,
-                        Err(_) if allocated < SPOOL_BLOCKS => {
-                            allocated += 1;
-                            fileio::Block::new()
-                        }
-                        Err(_) => match free_rx.recv().await {
-                            Some(block) => block,
-                            None => return Ok(()),
+/// Where [`copy_stream`] hands the body on to its blocking writer.
+enum Sink {
+    /// A new file: the body is copied into aligned blocks here, and the
+    /// writer writes each whole block directly.
+    Blocks {
+        tx: tokio::sync::mpsc::Sender<fileio::Block>,
+        /// Blocks the writer is done with.
+        free: tokio::sync::mpsc::UnboundedReceiver<fileio::Block>,
+        filling: Option<fileio::Block>,
+        allocated: usize,
+    },
+    /// An existing file (an upload's next `PATCH`): chunks are queued as
+    /// they came, each holding permits for its length until it is written,
+    /// and written buffered at the file's position.
+    Chunks {
+        tx: tokio::sync::mpsc::UnboundedSender<(Bytes, tokio::sync::OwnedSemaphorePermit)>,
+        budget: Arc<tokio::sync::Semaphore>,
+    },
+}
+
+impl Sink {
+    fn blocks(
+        file: std::fs::File,
+        released: Option<tokio::sync::oneshot::Sender<()>>,
+    ) -> (Sink, WriterTask) {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<fileio::Block>(1);
+        let (free_tx, free) = tokio::sync::mpsc::unbounded_channel::<fileio::Block>();
+        let writer = tokio::task::spawn_blocking(move || {
+            let _released = released;
+            let mut out = fileio::Writer::direct(file);
+            while let Some(mut block) = rx.blocking_recv() {
+                out.write_block(&block)?;
+                block.clear();
+                let _ = free_tx.send(block);
+            }
+            out.finish()
+        });
+        let sink = Sink::Blocks {
+            tx,
+            free,
+            filling: None,
+            allocated: 0,
+        };
+        (sink, writer)
+    }
+
+    fn chunks(
+        file: std::fs::File,
+        released: Option<tokio::sync::oneshot::Sender<()>>,
+    ) -> (Sink, WriterTask) {
+        let (tx, mut rx) =
+            tokio::sync::mpsc::unbounded_channel::<(Bytes, tokio::sync::OwnedSemaphorePermit)>();
+        let writer = tokio::task::spawn_blocking(move || {
+            let _released = released;
+            let mut out = fileio::Writer::new(file);
+            while let Some((chunk, permit)) = rx.blocking_recv() {
+                out.write(&chunk)?;
+                drop(permit);
+            }
+            out.finish()
+        });
+        let budget = Arc::new(tokio::sync::Semaphore::new(WRITE_QUEUE_BYTES));
+        (Sink::Chunks { tx, budget }, writer)
+    }
+
+    /// Hands `chunk` on; false once the writer has stopped (on an error,
+    /// which its task reports).
+    async fn send(&mut self, chunk: Bytes) -> bool {
+        match self {
+            Sink::Blocks {
+                tx,
+                free,
+                filling,
+                allocated,
+            } => {
+                let mut rest = &chunk[..];
+                while !rest.is_empty() {
+                    let mut block = match filling.take() {
+                        Some(block) => block,
+                        None => match free.try_recv() {
+                            Ok(block) => block,
+                            Err(_) if *allocated < SPOOL_BLOCKS => {
+                                *allocated += 1;
+                                fileio::Block::new()
+                            }
+                            Err(_) => match free.recv().await {
+                                Some(block) => block,
+                                None => return false,
+                            },
                         },
-                    },
-                };
-                rest = block.fill(rest);
-                if !block.is_full() {
-                    filling = Some(block);
-                } else if tx.send(block).await.is_err() {
-                    return Ok(());
+                    };
+                    rest = block.fill(rest);
+                    if !block.is_full() {
+                        *filling = Some(block);
+                    } else if tx.send(block).await.is_err() {
+                        return false;
+                    }
+                }
+                true
+            }
+            Sink::Chunks { tx, budget } => {
+                // A chunk larger than the whole budget takes all of it. The
+                // semaphore is never closed; a writer that stopped dropped
+                // what it had queued (and those permits), and the send fails.
+                let want = u32::try_from(chunk.len().min(WRITE_QUEUE_BYTES)).unwrap_or(u32::MAX);
+                match Arc::clone(budget).acquire_many_owned(want).await {
+                    Ok(permit) => tx.send((chunk, permit)).is_ok(),
+                    Err(_) => false,
                 }
             }
         }
-        if let Some(tail) = filling.filter(|b| !b.is_empty()) {
+    }
+
+    /// Sends what is still held: a new file's last, partial block.
+    async fn close(self) {
+        if let Sink::Blocks {
+            tx,
+            filling: Some(tail),
+            ..
+        } = self
+            && !tail.is_empty()
+        {
             let _ = tx.send(tail).await;
         }
-        Ok(())
     }
-    .await;
-    (fed, writer)
-}
-
-/// An existing file (an upload's next `PATCH`): chunks are queued as they
-/// came, bounded in bytes, and written buffered at the file's position.
-async fn feed_chunks(
-    mut body: ByteStream,
-    file: std::fs::File,
-    hasher: &mut Hasher,
-    n: &mut u64,
-    released: Option<tokio::sync::oneshot::Sender<()>>,
-) -> (Result<(), StorageError>, WriterTask) {
-    // Each queued chunk holds permits for its length until it is written.
-    let budget = Arc::new(tokio::sync::Semaphore::new(WRITE_QUEUE_BYTES));
-    let (tx, mut rx) =
-        tokio::sync::mpsc::unbounded_channel::<(Bytes, tokio::sync::OwnedSemaphorePermit)>();
-    let writer = tokio::task::spawn_blocking(move || {
-        let _released = released;
-        let mut out = fileio::Writer::new(file);
-        while let Some((chunk, permit)) = rx.blocking_recv() {
-            out.write(&chunk)?;
-            drop(permit);
-        }
-        out.finish()
-    });
-    let fed = async {
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(StorageError::Body)?;
-            hasher.update(&chunk);
-            *n += chunk.len() as u64;
-            // A chunk larger than the whole budget takes all of it.
-            let want = u32::try_from(chunk.len().min(WRITE_QUEUE_BYTES)).unwrap_or(u32::MAX);
-            // The semaphore is never closed. A writer that stopped on an
-            // error dropped what it had queued (and those permits), and the
-            // send fails.
-            let Ok(permit) = Arc::clone(&budget).acquire_many_owned(want).await else {
-                break;
-            };
-            if tx.send((chunk, permit)).is_err() {
-                break;
-            }
-        }
-        Ok(())
-    }
-    .await;
-    (fed, writer)
 }
 
 fn file_len(path: &Path) -> io::Result<Option<u64>> {
