@@ -86,6 +86,10 @@ pub struct Names {
     pub regexes: Vec<RegexLiteral>,
     /// The claims it reads.
     pub claims: ClaimUse,
+    /// Whether it uses `vars` other than as `vars.<name>` (`vars['x']`,
+    /// `has(vars.x)`, `size(vars)`): only then must `vars` be bound as a
+    /// map; `vars.<name>` alone resolves as a qualified name.
+    pub vars_whole: bool,
 }
 
 /// Checks the names `program` uses, `defined` being the variables an
@@ -96,11 +100,13 @@ pub fn check_names(program: &Program, defined: &[&str]) -> Result<Names, Problem
         defined,
         regexes: Vec::new(),
         claims: ClaimUse::Fields(BTreeSet::new()),
+        vars_whole: false,
     };
     walker.walk(program.expression(), &mut Vec::new())?;
     Ok(Names {
         regexes: walker.regexes,
         claims: walker.claims,
+        vars_whole: walker.vars_whole,
     })
 }
 
@@ -109,6 +115,7 @@ struct Walker<'a> {
     defined: &'a [&'a str],
     regexes: Vec<RegexLiteral>,
     claims: ClaimUse,
+    vars_whole: bool,
 }
 
 impl Walker<'_> {
@@ -131,10 +138,13 @@ impl Walker<'_> {
     fn walk<'e>(&mut self, e: &'e IdedExpr, bound: &mut Vec<&'e str>) -> Result<(), Problem> {
         match &e.expr {
             Expr::Ident(name) => {
-                // Reached only where `claims` is not selected from by a
-                // literal name (those are handled by their parent below).
+                // Reached only where `claims` or `vars` is not selected from
+                // by a literal name (those are handled by their parent below).
                 if self.is_free(e, CLAIMS, bound) {
                     self.claims = ClaimUse::All;
+                }
+                if self.is_free(e, VARS, bound) {
+                    self.vars_whole = true;
                 }
                 let known = bound.contains(&name.as_str())
                     || name == CLAIMS
@@ -157,6 +167,10 @@ impl Walker<'_> {
             Expr::Select(select) => {
                 if self.is_free(&select.operand, VARS, bound) {
                     self.check_var(&select.operand, &select.field)?;
+                    // `has(vars.x)` tests a field of the map itself.
+                    if !select.test {
+                        return Ok(());
+                    }
                 }
                 if self.is_free(&select.operand, CLAIMS, bound) {
                     self.read_claim(&select.field);

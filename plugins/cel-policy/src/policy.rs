@@ -35,13 +35,26 @@ pub enum Decision {
 /// A policy ready to evaluate claims: built once per instance by `init`.
 pub struct Policy {
     env: Arc<Env>,
-    variables: Vec<(String, Compiled)>,
+    variables: Vec<Variable>,
     validations: Vec<(Compiled, String)>,
     username: Compiled,
     groups: Option<Compiled>,
     /// The top-level claims the expressions read, when known: the others are
     /// skipped when the claims are parsed.
     claims_used: Option<BTreeSet<String>>,
+    /// Whether any expression needs `vars` bound as a map (see
+    /// [`check::Names::vars_whole`]).
+    vars_whole: bool,
+}
+
+/// One of the settings' `variables`.
+struct Variable {
+    name: String,
+    /// `vars.<name>`: the qualified name its value is bound to, so that
+    /// `vars.<name>` resolves without a `vars` map to rebuild (and deep-copy)
+    /// after every variable.
+    qualified: String,
+    compiled: Compiled,
 }
 
 /// One expression of the settings, as an evaluation runs it: what
@@ -75,8 +88,8 @@ struct Compiled {
     field: String,
     source: String,
     program: Program,
-    /// Whether it mentions `vars`: only then is the `vars` map bound.
-    uses_vars: bool,
+    /// Whether it uses `vars` as a whole: only then is the `vars` map bound.
+    vars_whole: bool,
     /// The claims it reads.
     claims: ClaimUse,
 }
@@ -100,7 +113,11 @@ impl Policy {
                 &names,
             )?;
             names.push(&var.name);
-            variables.push((var.name.clone(), compiled));
+            variables.push(Variable {
+                name: var.name.clone(),
+                qualified: format!("{VARS}.{}", var.name),
+                compiled,
+            });
         }
 
         let validations = settings
@@ -128,18 +145,19 @@ impl Policy {
             .map(|source| compile(&env, "groups".to_owned(), source, &names))
             .transpose()?;
 
-        let claims_used = match ClaimUse::union(
+        let all = || {
             variables
                 .iter()
-                .map(|(_, c)| c)
+                .map(|v| &v.compiled)
                 .chain(validations.iter().map(|(c, _)| c))
                 .chain([&username])
                 .chain(groups.iter())
-                .map(|c| &c.claims),
-        ) {
+        };
+        let claims_used = match ClaimUse::union(all().map(|c| &c.claims)) {
             ClaimUse::Fields(fields) => Some(fields),
             ClaimUse::All => None,
         };
+        let vars_whole = all().any(|c| c.vars_whole);
 
         Ok(Policy {
             env,
@@ -148,6 +166,7 @@ impl Policy {
             username,
             groups,
             claims_used,
+            vars_whole,
         })
     }
 
@@ -188,7 +207,7 @@ impl Policy {
                 .variables
                 .iter()
                 .enumerate()
-                .map(|(i, (name, c))| explained(Step::Variable(i), name, c))
+                .map(|(i, v)| explained(Step::Variable(i), &v.name, &v.compiled))
                 .collect(),
             validations: self
                 .validations
@@ -231,23 +250,28 @@ impl Policy {
             claims::parse(claims_json, self.claims_used.as_ref())?,
         );
 
-        // Each variable sees the ones before it: `vars` is rebound only when
-        // the next expression reads it and a value was added since.
-        let mut values: Vec<(&str, Box<dyn Val + '_>)> = Vec::with_capacity(self.variables.len());
+        // Each variable sees the ones before it, bound as `vars.<name>`.
+        // Only when an expression uses `vars` as a whole is the `vars` map
+        // bound too, and then rebound only when a value was added since.
+        let mut values: Vec<(&str, Box<dyn Val + '_>)> = Vec::new();
         let mut bound = None;
 
-        for (i, (name, compiled)) in self.variables.iter().enumerate() {
-            if compiled.uses_vars {
+        for (i, var) in self.variables.iter().enumerate() {
+            if var.compiled.vars_whole {
                 bind_vars(&mut ctx, &values, &mut bound);
             }
-            let value = compiled
+            let value = var
+                .compiled
                 .run(&ctx, Step::Variable(i), observer)?
                 .into_owned();
-            values.push((name, value));
+            if self.vars_whole {
+                values.push((&var.name, value.clone()));
+            }
+            ctx.add_variable_as_val(var.qualified.as_str(), value);
         }
 
         for (i, (compiled, message)) in self.validations.iter().enumerate() {
-            if compiled.uses_vars {
+            if compiled.vars_whole {
                 bind_vars(&mut ctx, &values, &mut bound);
             }
             let value = compiled.run(&ctx, Step::Validation(i), observer)?;
@@ -258,7 +282,7 @@ impl Policy {
             }
         }
 
-        if self.username.uses_vars {
+        if self.username.vars_whole {
             bind_vars(&mut ctx, &values, &mut bound);
         }
         let value = self.username.run(&ctx, Step::Username, observer)?;
@@ -276,7 +300,7 @@ impl Policy {
         let groups = match &self.groups {
             None => Vec::new(),
             Some(compiled) => {
-                if compiled.uses_vars {
+                if compiled.vars_whole {
                     bind_vars(&mut ctx, &values, &mut bound);
                 }
                 let value = compiled.run(&ctx, Step::Groups, observer)?;
@@ -392,12 +416,11 @@ fn compile(env: &Env, field: String, source: &str, defined: &[&str]) -> Result<C
             )
         })?;
     }
-    let uses_vars = program.references().has_variable(VARS);
     Ok(Compiled {
         field,
         source: source.to_owned(),
         program,
-        uses_vars,
+        vars_whole: names.vars_whole,
         claims: names.claims,
     })
 }

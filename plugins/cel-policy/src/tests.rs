@@ -158,6 +158,48 @@ fn every_settings_field_works_together() {
 }
 
 #[test]
+fn vars_reads_the_same_by_name_as_a_whole_and_under_a_macro() {
+    // `vars.<name>` resolves as a qualified name; `vars['x']`, `has(vars.x)`,
+    // `size(vars)` and `'x' in vars` need the map: both must agree, at every
+    // step, with a variable defined after the map was first bound.
+    let p = policy(json!({
+        "variables": [
+            { "name": "ns", "expression": "claims['kubernetes.io'].namespace" },
+            { "name": "seen", "expression": "size(vars)" },
+            { "name": "k8s", "expression": "claims['kubernetes.io']" },
+        ],
+        "validations": [
+            { "expression": "vars.seen == 1 && size(vars) == 3", "message": "sizes" },
+            { "expression": "vars['k8s'].serviceaccount.name == vars.k8s.serviceaccount.name", "message": "index" },
+            { "expression": "has(vars.k8s) && has(vars.k8s.pod) && !has(vars.k8s.nope)", "message": "has" },
+            { "expression": "'ns' in vars && !('nope' in vars)", "message": "in" },
+            // A macro's own variable named `vars` shadows the policy's.
+            { "expression": "[{'ns': 'x'}].all(vars, vars.ns == 'x')", "message": "shadow" },
+        ],
+        "username": "vars.ns + ':' + vars['k8s'].serviceaccount.name",
+    }));
+    assert_eq!(
+        p.evaluate(KUBERNETES),
+        allow("team-payments:image-pusher", &[])
+    );
+
+    // By name alone, no expression needs the map.
+    let p = policy(json!({
+        "variables": [
+            { "name": "k8s", "expression": "claims['kubernetes.io']" },
+            { "name": "ns", "expression": "vars.k8s.namespace" },
+        ],
+        "validations": [{ "expression": "has(vars.k8s.pod)", "message": "no pod" }],
+        "username": "vars.ns + ':' + vars.k8s.serviceaccount.name",
+        "groups": "[vars.ns]",
+    }));
+    assert_eq!(
+        p.evaluate(KUBERNETES),
+        allow("team-payments:image-pusher", &["team-payments"])
+    );
+}
+
+#[test]
 fn the_first_false_validation_denies_with_its_message() {
     let p = policy(json!({
         "validations": [
