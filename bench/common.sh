@@ -87,13 +87,15 @@ load() { # PID URL [extra wrk args...]
 
 # PERF=FILE: records a call-graph profile of the server (`perf record -g`)
 # during the script's PERF_RUN-th load run (default the first), for `perf
-# report -i FILE`. Sets PERF_RUNNING to perf's PID, or to nothing.
+# report -i FILE`. PERF_CALL_GRAPH=dwarf unwinds through code built without
+# frame pointers (the Rust standard library, libc), at a higher cost.
+# Sets PERF_RUNNING to perf's PID, or to nothing.
 start_perf() { # PID
     PERF_RUNNING=""
     [ -n "${PERF:-}" ] || return 0
     echo >> "$WORK/perf-runs"
     if [ "$(wc -l < "$WORK/perf-runs")" -eq "${PERF_RUN:-1}" ]; then
-        perf record -q -g -o "$PERF" -p "$1" -- sleep "$(( ${DURATION:-10} - 1 ))" >/dev/null 2>&1 &
+        perf record -q --call-graph "${PERF_CALL_GRAPH:-fp}" -o "$PERF" -p "$1" -- sleep "$(( ${DURATION:-10} - 1 ))" >/dev/null 2>&1 &
         PERF_RUNNING=$!
     fi
 }

@@ -32,7 +32,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use jsonwebtoken::Algorithm;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 pub use crate::config::issuer::{
     DEFAULT_ALGORITHMS, DEFAULT_LEEWAY, IssuerConfig, IssuerProblem, MAX_LEEWAY,
@@ -51,8 +51,6 @@ use keystore::{KeyStore, Trigger};
 pub struct VerifiedToken {
     /// The configured issuer that signed it (equal to the `iss` claim).
     pub issuer: String,
-    /// Every claim of the payload.
-    pub claims: Map<String, Value>,
     /// The payload's JSON text as the issuer signed it, for the issuer's
     /// policy (free of repeated member names: see [`parse`]).
     pub claims_json: String,
@@ -337,7 +335,6 @@ impl<P> OidcVerifier<P> {
         Ok((
             VerifiedToken {
                 issuer: issuer.issuer.clone(),
-                claims: t.claims,
                 claims_json: t.claims_json,
                 subject,
                 expires_at,

@@ -9,6 +9,8 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use std::borrow::Cow;
+
 use serde_json::{Map, Value};
 
 use super::error::{VerifyError, echo};
@@ -22,6 +24,8 @@ pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 /// routing by `iss`, the checks and the policy all use this one parse.
 pub struct UnverifiedToken<'a> {
     pub(crate) header: Map<String, Value>,
+    /// The payload's [`REGISTERED_CLAIMS`] that are present: the others are
+    /// read (and checked for repeated names) but not built.
     pub(crate) claims: Map<String, Value>,
     /// The payload's JSON text as signed, handed to the claim policy as is
     /// (no re-serialisation). Safe to pass on because [`parse`] refused any
@@ -83,8 +87,8 @@ pub fn parse(token: &str) -> Result<UnverifiedToken<'_>, VerifyError> {
             "not a compact JWS (expected 3 dot-separated parts)".into(),
         ));
     };
-    let (header, _) = decode_object(header, "header")?;
-    let (claims, claims_json) = decode_object(payload, "payload")?;
+    let (header, _) = decode_object(header, "header", None)?;
+    let (claims, claims_json) = decode_object(payload, "payload", Some(REGISTERED_CLAIMS))?;
     let signing_input = &token[..token.len() - signature.len() - 1];
     Ok(UnverifiedToken {
         header,
@@ -95,8 +99,18 @@ pub fn parse(token: &str) -> Result<UnverifiedToken<'_>, VerifyError> {
     })
 }
 
-/// A base64url part as a JSON object, and its JSON text.
-fn decode_object(part: &str, what: &str) -> Result<(Map<String, Value>, String), VerifyError> {
+/// The payload claims the host reads itself (routing, RFC 7519 checks, the
+/// audit line); the policy reads the rest from the JSON text.
+pub(crate) const REGISTERED_CLAIMS: &[&str] = &["iss", "sub", "aud", "exp", "nbf", "iat"];
+
+/// A base64url part as a JSON object, and its JSON text. With `keep`, only
+/// those top-level members are built into the map; every other member is
+/// still read through, and refused like the rest if it repeats a name.
+fn decode_object(
+    part: &str,
+    what: &str,
+    keep: Option<&[&str]>,
+) -> Result<(Map<String, Value>, String), VerifyError> {
     if part.is_empty() {
         return Err(VerifyError::Malformed(format!("empty {what}")));
     }
@@ -105,8 +119,16 @@ fn decode_object(part: &str, what: &str) -> Result<(Map<String, Value>, String),
         .map_err(|e| VerifyError::Malformed(format!("{what} is not base64url: {e}")))?;
     let text = String::from_utf8(bytes)
         .map_err(|_| VerifyError::Malformed(format!("{what} is not UTF-8")))?;
-    match serde_json::from_str::<Strict>(&text) {
-        Ok(Strict(Value::Object(map))) => Ok((map, text)),
+    if !text.trim_start().starts_with('{') {
+        return Err(VerifyError::Malformed(format!(
+            "{what} is not a JSON object"
+        )));
+    }
+    let mut de = serde_json::Deserializer::from_str(&text);
+    let map = serde::Deserializer::deserialize_map(&mut de, Strict { keep })
+        .and_then(|top| de.end().map(|()| top));
+    match map {
+        Ok(Some(Value::Object(map))) => Ok((map, text)),
         Ok(_) => Err(VerifyError::Malformed(format!(
             "{what} is not a JSON object"
         ))),
@@ -114,67 +136,128 @@ fn decode_object(part: &str, what: &str) -> Result<(Map<String, Value>, String),
     }
 }
 
-/// A JSON value whose objects never repeat a member name (RFC 7519 §4 lets
-/// a parser either refuse duplicates or keep the last; parsers of other
+/// Reads a JSON value whose objects never repeat a member name (RFC 7519 §4
+/// lets a parser either refuse duplicates or keep the last; parsers of other
 /// languages keep the first, so refusing is the only rule every policy
-/// language agrees with).
-struct Strict(Value);
+/// language agrees with). `keep: None` builds the whole value; `Some(names)`
+/// builds an object of those members only (the top level of a payload);
+/// a value read through without being built yields `None`.
+#[derive(Clone, Copy)]
+struct Strict<'k> {
+    keep: Option<&'k [&'k str]>,
+}
 
-impl<'de> serde::Deserialize<'de> for Strict {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(StrictVisitor).map(Strict)
+impl Strict<'_> {
+    const BUILD: Strict<'static> = Strict { keep: None };
+    /// Reads through, building nothing.
+    const SKIP: Strict<'static> = Strict { keep: Some(&[]) };
+
+    fn builds(self) -> bool {
+        self.keep.is_none()
     }
 }
 
-struct StrictVisitor;
+impl<'de> serde::de::DeserializeSeed<'de> for Strict<'_> {
+    type Value = Option<Value>;
 
-impl<'de> serde::de::Visitor<'de> for StrictVisitor {
-    type Value = Value;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Strict<'_> {
+    type Value = Option<Value>;
 
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("a JSON value")
     }
-    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
-        Ok(Value::Bool(v))
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(self.builds().then_some(Value::Bool(v)))
     }
-    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
-        Ok(Value::from(v))
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(self.builds().then(|| Value::from(v)))
     }
-    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
-        Ok(Value::from(v))
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(self.builds().then(|| Value::from(v)))
     }
-    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
-        Ok(Value::from(v))
+    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(self.builds().then(|| Value::from(v)))
     }
-    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
-        Ok(Value::String(v.to_owned()))
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(self.builds().then(|| Value::String(v.to_owned())))
     }
-    fn visit_string<E>(self, v: String) -> Result<Value, E> {
-        Ok(Value::String(v))
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(self.builds().then_some(Value::String(v)))
     }
-    fn visit_unit<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(self.builds().then_some(Value::Null))
     }
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        if !self.builds() {
+            while seq.next_element_seed(Strict::SKIP)?.is_some() {}
+            return Ok(None);
+        }
         let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
-        while let Some(Strict(item)) = seq.next_element()? {
-            items.push(item);
+        while let Some(item) = seq.next_element_seed(Strict::BUILD)? {
+            items.extend(item);
         }
-        Ok(Value::Array(items))
+        Ok(Some(Value::Array(items)))
     }
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        // Every name is kept (borrowed from the text where it has no
+        // escapes) to find repeats, sorted once at the end: linear search
+        // would let a 16 KiB token of short names cost millions of compares.
+        let mut names: Vec<Cow<'de, str>> = Vec::new();
         let mut object = Map::new();
-        while let Some(key) = map.next_key::<String>()? {
-            if object.contains_key(&key) {
-                return Err(serde::de::Error::custom(format_args!(
-                    "member {:?} appears twice",
-                    echo(&key)
-                )));
+        while let Some(name) = map.next_key_seed(Name)? {
+            let seed = match self.keep {
+                None => Strict::BUILD,
+                Some(keep) if keep.contains(&name.as_ref()) => Strict::BUILD,
+                Some(_) => Strict::SKIP,
+            };
+            if let Some(value) = map.next_value_seed(seed)? {
+                object.insert(name.to_string(), value);
             }
-            let Strict(value) = map.next_value()?;
-            object.insert(key, value);
+            names.push(name);
         }
-        Ok(Value::Object(object))
+        names.sort_unstable();
+        if let Some(pair) = names.windows(2).find(|pair| pair[0] == pair[1]) {
+            return Err(serde::de::Error::custom(format_args!(
+                "member {:?} appears twice",
+                echo(&pair[0])
+            )));
+        }
+        let builds = self.builds() || self.keep.is_some_and(|keep| !keep.is_empty());
+        Ok(builds.then_some(Value::Object(object)))
+    }
+}
+
+/// An object member's name, borrowed from the text unless it has escapes
+/// (serde's own `Cow<str>` always copies).
+struct Name;
+
+impl<'de> serde::de::DeserializeSeed<'de> for Name {
+    type Value = Cow<'de, str>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Name {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a member name")
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v))
     }
 }
 
@@ -250,6 +333,9 @@ mod tests {
             format!("{h}.{}.sig", b64("{\"iss\":")),                // truncated JSON
             format!("{h}.{}.sig", b64(r#"{"iss":"x","iss":"y"}"#)), // repeated claim
             format!("{h}.{}.sig", b64(r#"{"iss":"x","k":{"a":1,"a":2}}"#)), // nested
+            format!("{h}.{}.sig", b64(r#"{"x":1,"iss":"x","x":[]}"#)), // unread claim
+            format!("{h}.{}.sig", b64(r#"{"iss":"x","k":[{"a":1,"\u0061":2}]}"#)), // escaped
+            format!("{h}.{}.sig", b64(r#"{"iss":"x","aud":[{"a":1,"a":2}]}"#)),
             format!("{}.{p}.sig", b64(r#"{"alg":"RS256","alg":"none"}"#)), // header
         ] {
             assert!(
@@ -259,6 +345,22 @@ mod tests {
         }
         let big = "a".repeat(MAX_TOKEN_BYTES + 1);
         assert!(matches!(parse(&big), Err(VerifyError::TooLarge)));
+    }
+
+    #[test]
+    fn builds_only_the_registered_claims_and_passes_the_text_on() {
+        let payload = r#"{"iss":"https://i","sub":"s","aud":["a"],"exp":2,"nbf":1,"iat":1,"k":{"n":[1,{"m":"é"}]},"x":"y"}"#;
+        let token = format!(
+            "{}.{}.c2ln",
+            b64(r#"{"alg":"RS256","kid":"k1"}"#),
+            b64(payload)
+        );
+        let t = parse(&token).expect("parses");
+        let built: Vec<&str> = t.claims.keys().map(String::as_str).collect();
+        assert_eq!(built, ["aud", "exp", "iat", "iss", "nbf", "sub"]);
+        assert_eq!(t.claims["aud"], serde_json::json!(["a"]));
+        assert_eq!(t.claims_json, payload);
+        assert_eq!(t.kid().expect("kid"), Some("k1"));
     }
 
     #[test]
