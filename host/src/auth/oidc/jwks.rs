@@ -60,9 +60,16 @@ pub(crate) struct VerifyingKey {
     pub kind: KeyKind,
     /// The JWK's own `alg`, when it pins one.
     pub alg: Option<Algorithm>,
-    pub key: DecodingKey,
-    /// An RSA key's public numbers, parsed once per algorithm.
-    rsa: Option<Arc<RsaKey>>,
+    key: Key,
+}
+
+/// What checks a signature.
+#[derive(Clone)]
+enum Key {
+    /// RSA: parsed by the crypto backend once per algorithm, then kept.
+    Rsa(Arc<RsaKey>),
+    /// EC and Ed25519, through `jsonwebtoken`.
+    Other(DecodingKey),
 }
 
 /// An RSA public key as the crypto backend holds it, built on its first
@@ -93,10 +100,12 @@ fn rsa_params(alg: Algorithm) -> Option<(usize, &'static RsaParameters)> {
 }
 
 impl RsaKey {
-    fn verify(&self, alg: Algorithm, signature_b64: &str, message: &[u8]) -> Option<bool> {
-        let (slot, params) = rsa_params(alg)?;
+    fn verify(&self, alg: Algorithm, signature_b64: &str, message: &[u8]) -> bool {
+        let Some((slot, params)) = rsa_params(alg) else {
+            return false;
+        };
         let Ok(signature) = URL_SAFE_NO_PAD.decode(signature_b64) else {
-            return Some(false);
+            return false;
         };
         let key = self.parsed[slot].get_or_init(|| {
             RsaPublicKeyComponents {
@@ -106,10 +115,8 @@ impl RsaKey {
             .to_parsed_public_key(params)
             .ok()
         });
-        Some(
-            key.as_ref()
-                .is_some_and(|key| key.verify_sig(message, &signature).is_ok()),
-        )
+        key.as_ref()
+            .is_some_and(|key| key.verify_sig(message, &signature).is_ok())
     }
 }
 
@@ -125,14 +132,12 @@ impl VerifyingKey {
         if !self.accepts(alg) {
             return false;
         }
-        if let Some(verified) = self
-            .rsa
-            .as_ref()
-            .and_then(|rsa| rsa.verify(alg, signature_b64, message))
-        {
-            return verified;
+        match &self.key {
+            Key::Rsa(rsa) => rsa.verify(alg, signature_b64, message),
+            Key::Other(key) => {
+                jsonwebtoken::crypto::verify(signature_b64, message, key, alg).unwrap_or(false)
+            }
         }
-        jsonwebtoken::crypto::verify(signature_b64, message, &self.key, alg).unwrap_or(false)
     }
 }
 
@@ -234,7 +239,6 @@ fn parse_jwk(entry: &Value) -> Result<VerifyingKey, String> {
         Some(_) => return Err("\"kid\" is not a string".into()),
     };
     let kty = field_str(jwk, "kty")?;
-    let mut rsa = None;
     let (kind, key) = match kty {
         "RSA" => {
             let n = field_bytes(jwk, "n")?;
@@ -251,12 +255,12 @@ fn parse_jwk(entry: &Value) -> Result<VerifyingKey, String> {
             if e.is_empty() || e.len() > 4 {
                 return Err("RSA exponent out of range".into());
             }
-            rsa = Some(Arc::new(RsaKey {
+            let key = RsaKey {
                 n: n.to_vec(),
                 e: e.to_vec(),
                 parsed: Default::default(),
-            }));
-            (KeyKind::Rsa, DecodingKey::from_rsa_raw_components(n, e))
+            };
+            (KeyKind::Rsa, Key::Rsa(Arc::new(key)))
         }
         "EC" => {
             let (kind, len) = match field_str(jwk, "crv")? {
@@ -277,7 +281,7 @@ fn parse_jwk(entry: &Value) -> Result<VerifyingKey, String> {
             let (x, y) = (field_str(jwk, "x")?, field_str(jwk, "y")?);
             let key =
                 DecodingKey::from_ec_components(x, y).map_err(|e| format!("bad EC key: {e}"))?;
-            (kind, key)
+            (kind, Key::Other(key))
         }
         "OKP" => {
             match field_str(jwk, "crv")? {
@@ -294,7 +298,7 @@ fn parse_jwk(entry: &Value) -> Result<VerifyingKey, String> {
             }
             let key = DecodingKey::from_ed_components(field_str(jwk, "x")?)
                 .map_err(|e| format!("bad Ed25519 key: {e}"))?;
-            (KeyKind::Ed25519, key)
+            (KeyKind::Ed25519, Key::Other(key))
         }
         "oct" => return Err("symmetric (oct) keys are never used".into()),
         other => return Err(format!("unsupported kty {:?}", super::error::echo(other))),
@@ -309,7 +313,6 @@ fn parse_jwk(entry: &Value) -> Result<VerifyingKey, String> {
         kind,
         alg,
         key,
-        rsa,
     })
 }
 

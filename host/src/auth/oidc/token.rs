@@ -87,8 +87,8 @@ pub fn parse(token: &str) -> Result<UnverifiedToken<'_>, VerifyError> {
             "not a compact JWS (expected 3 dot-separated parts)".into(),
         ));
     };
-    let (header, _) = decode_object(header, "header", None)?;
-    let (claims, claims_json) = decode_object(payload, "payload", Some(REGISTERED_CLAIMS))?;
+    let (header, _) = decode_object(header, "header", Strict::Build)?;
+    let (claims, claims_json) = decode_object(payload, "payload", Strict::Only(REGISTERED_CLAIMS))?;
     let signing_input = &token[..token.len() - signature.len() - 1];
     Ok(UnverifiedToken {
         header,
@@ -103,13 +103,13 @@ pub fn parse(token: &str) -> Result<UnverifiedToken<'_>, VerifyError> {
 /// audit line); the policy reads the rest from the JSON text.
 pub(crate) const REGISTERED_CLAIMS: &[&str] = &["iss", "sub", "aud", "exp", "nbf", "iat"];
 
-/// A base64url part as a JSON object, and its JSON text. With `keep`, only
-/// those top-level members are built into the map; every other member is
-/// still read through, and refused like the rest if it repeats a name.
+/// A base64url part as a JSON object (as much of it as `build` asks), and
+/// its JSON text. A member not built is still read through, and refused like
+/// the rest if it repeats a name.
 fn decode_object(
     part: &str,
     what: &str,
-    keep: Option<&[&str]>,
+    build: Strict<'_>,
 ) -> Result<(Map<String, Value>, String), VerifyError> {
     if part.is_empty() {
         return Err(VerifyError::Malformed(format!("empty {what}")));
@@ -125,8 +125,8 @@ fn decode_object(
         )));
     }
     let mut de = serde_json::Deserializer::from_str(&text);
-    let map = serde::Deserializer::deserialize_map(&mut de, Strict { keep })
-        .and_then(|top| de.end().map(|()| top));
+    let map =
+        serde::Deserializer::deserialize_map(&mut de, build).and_then(|top| de.end().map(|()| top));
     match map {
         Ok(Some(Value::Object(map))) => Ok((map, text)),
         Ok(_) => Err(VerifyError::Malformed(format!(
@@ -139,22 +139,15 @@ fn decode_object(
 /// Reads a JSON value whose objects never repeat a member name (RFC 7519 §4
 /// lets a parser either refuse duplicates or keep the last; parsers of other
 /// languages keep the first, so refusing is the only rule every policy
-/// language agrees with). `keep: None` builds the whole value; `Some(names)`
-/// builds an object of those members only (the top level of a payload);
-/// a value read through without being built yields `None`.
+/// language agrees with), building as much of it as asked.
 #[derive(Clone, Copy)]
-struct Strict<'k> {
-    keep: Option<&'k [&'k str]>,
-}
-
-impl Strict<'_> {
-    const BUILD: Strict<'static> = Strict { keep: None };
-    /// Reads through, building nothing.
-    const SKIP: Strict<'static> = Strict { keep: Some(&[]) };
-
-    fn builds(self) -> bool {
-        self.keep.is_none()
-    }
+enum Strict<'k> {
+    /// The whole value.
+    Build,
+    /// Nothing: the value is read through and yields `None`.
+    Skip,
+    /// An object of these members only (the top level of a payload).
+    Only(&'k [&'k str]),
 }
 
 impl<'de> serde::de::DeserializeSeed<'de> for Strict<'_> {
@@ -165,6 +158,16 @@ impl<'de> serde::de::DeserializeSeed<'de> for Strict<'_> {
     }
 }
 
+impl Strict<'_> {
+    /// `value` unless this reads through.
+    fn keep(self, value: impl FnOnce() -> Value) -> Option<Value> {
+        match self {
+            Strict::Skip => None,
+            Strict::Build | Strict::Only(_) => Some(value()),
+        }
+    }
+}
+
 impl<'de> serde::de::Visitor<'de> for Strict<'_> {
     type Value = Option<Value>;
 
@@ -172,36 +175,36 @@ impl<'de> serde::de::Visitor<'de> for Strict<'_> {
         f.write_str("a JSON value")
     }
     fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
-        Ok(self.builds().then_some(Value::Bool(v)))
+        Ok(self.keep(|| Value::Bool(v)))
     }
     fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
-        Ok(self.builds().then(|| Value::from(v)))
+        Ok(self.keep(|| Value::from(v)))
     }
     fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
-        Ok(self.builds().then(|| Value::from(v)))
+        Ok(self.keep(|| Value::from(v)))
     }
     fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
-        Ok(self.builds().then(|| Value::from(v)))
+        Ok(self.keep(|| Value::from(v)))
     }
     fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(self.builds().then(|| Value::String(v.to_owned())))
+        Ok(self.keep(|| Value::String(v.to_owned())))
     }
     fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
-        Ok(self.builds().then_some(Value::String(v)))
+        Ok(self.keep(|| Value::String(v)))
     }
     fn visit_unit<E>(self) -> Result<Self::Value, E> {
-        Ok(self.builds().then_some(Value::Null))
+        Ok(self.keep(|| Value::Null))
     }
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        if !self.builds() {
-            while seq.next_element_seed(Strict::SKIP)?.is_some() {}
-            return Ok(None);
-        }
-        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
-        while let Some(item) = seq.next_element_seed(Strict::BUILD)? {
+        let mut items = Vec::new();
+        let seed = match self {
+            Strict::Skip => Strict::Skip,
+            Strict::Build | Strict::Only(_) => Strict::Build,
+        };
+        while let Some(item) = seq.next_element_seed(seed)? {
             items.extend(item);
         }
-        Ok(Some(Value::Array(items)))
+        Ok(self.keep(|| Value::Array(items)))
     }
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         // Every name is kept (borrowed from the text where it has no
@@ -210,10 +213,10 @@ impl<'de> serde::de::Visitor<'de> for Strict<'_> {
         let mut names: Vec<Cow<'de, str>> = Vec::new();
         let mut object = Map::new();
         while let Some(name) = map.next_key_seed(Name)? {
-            let seed = match self.keep {
-                None => Strict::BUILD,
-                Some(keep) if keep.contains(&name.as_ref()) => Strict::BUILD,
-                Some(_) => Strict::SKIP,
+            let seed = match self {
+                Strict::Build => Strict::Build,
+                Strict::Only(keep) if keep.contains(&name.as_ref()) => Strict::Build,
+                Strict::Only(_) | Strict::Skip => Strict::Skip,
             };
             if let Some(value) = map.next_value_seed(seed)? {
                 object.insert(name.to_string(), value);
@@ -227,8 +230,7 @@ impl<'de> serde::de::Visitor<'de> for Strict<'_> {
                 echo(&pair[0])
             )));
         }
-        let builds = self.builds() || self.keep.is_some_and(|keep| !keep.is_empty());
-        Ok(builds.then_some(Value::Object(object)))
+        Ok(self.keep(|| Value::Object(object)))
     }
 }
 
